@@ -1,0 +1,122 @@
+"""enchufe: threaded network servers and clients, and an ncat-compatible command.
+
+The public API is re-exported here lazily, so that ``import enchufe`` (and the
+``enchufe`` command's start-up) costs almost nothing until a name is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from enchufe.address import Address, InetAddress, UnixAddress, parse_address
+    from enchufe.errors import (
+        AddressError,
+        BindError,
+        ConnectError,
+        ConnectionLost,
+        ConnectTimeout,
+        EnchufeError,
+        IdleTimeout,
+        NetworkError,
+        ReceiveTimeout,
+        ResolveError,
+        StreamClosed,
+        TimedOut,
+        UnexpectedEOF,
+        Unsupported,
+    )
+    from enchufe.net.connect import open_connection
+    from enchufe.net.connection import Connection
+    from enchufe.net.fdstream import FdStream
+    from enchufe.net.listen import Listener, open_listeners
+    from enchufe.net.relay import Relay, RelayResult
+    from enchufe.net.resolve import Resolver, SystemResolver
+    from enchufe.net.stream import SocketStream, Stream
+    from enchufe.serve.engine import Server, serve
+
+_EXPORTS = {
+    "Address": "enchufe.address",
+    "InetAddress": "enchufe.address",
+    "UnixAddress": "enchufe.address",
+    "parse_address": "enchufe.address",
+    "AddressError": "enchufe.errors",
+    "BindError": "enchufe.errors",
+    "ConnectError": "enchufe.errors",
+    "ConnectionLost": "enchufe.errors",
+    "ConnectTimeout": "enchufe.errors",
+    "EnchufeError": "enchufe.errors",
+    "IdleTimeout": "enchufe.errors",
+    "NetworkError": "enchufe.errors",
+    "ReceiveTimeout": "enchufe.errors",
+    "ResolveError": "enchufe.errors",
+    "StreamClosed": "enchufe.errors",
+    "TimedOut": "enchufe.errors",
+    "UnexpectedEOF": "enchufe.errors",
+    "Unsupported": "enchufe.errors",
+    "open_connection": "enchufe.net.connect",
+    "Connection": "enchufe.net.connection",
+    "FdStream": "enchufe.net.fdstream",
+    "Listener": "enchufe.net.listen",
+    "open_listeners": "enchufe.net.listen",
+    "Relay": "enchufe.net.relay",
+    "RelayResult": "enchufe.net.relay",
+    "Resolver": "enchufe.net.resolve",
+    "SystemResolver": "enchufe.net.resolve",
+    "SocketStream": "enchufe.net.stream",
+    "Stream": "enchufe.net.stream",
+    "Server": "enchufe.serve.engine",
+    "serve": "enchufe.serve.engine",
+}
+
+__all__ = [
+    "Address",
+    "AddressError",
+    "BindError",
+    "ConnectError",
+    "ConnectTimeout",
+    "Connection",
+    "ConnectionLost",
+    "EnchufeError",
+    "FdStream",
+    "IdleTimeout",
+    "InetAddress",
+    "Listener",
+    "NetworkError",
+    "ReceiveTimeout",
+    "Relay",
+    "RelayResult",
+    "ResolveError",
+    "Resolver",
+    "Server",
+    "SocketStream",
+    "Stream",
+    "StreamClosed",
+    "SystemResolver",
+    "TimedOut",
+    "UnexpectedEOF",
+    "UnixAddress",
+    "Unsupported",
+    "__version__",
+    "open_connection",
+    "open_listeners",
+    "parse_address",
+    "serve",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'enchufe' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

@@ -1,0 +1,137 @@
+"""Addresses: what a socket connects to or listens on, as plain immutable values.
+
+An :data:`Address` is either an :class:`InetAddress` (a host and a port; the host is a
+name, an IPv4 literal or an IPv6 literal, possibly with a ``%zone``) or a
+:class:`UnixAddress` (a filesystem path, or a Linux abstract name).
+
+Text forms, accepted by :func:`parse_address` and produced by ``str()``::
+
+    example.org:80   127.0.0.1:80   [::1]:80   [fe80::1%eth0]:80
+    ::1              (a bare IPv6 literal: the port comes from default_port)
+    /run/app.sock    unix:relative.sock    @abstract-name
+
+``parse_address(str(a)) == a`` holds for every valid address. Nothing here touches
+the network: resolving names is the job of :mod:`enchufe.net.resolve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from enchufe.errors import AddressError
+
+__all__ = [
+    "Address",
+    "InetAddress",
+    "UnixAddress",
+    "format_host_port",
+    "parse_address",
+    "parse_port",
+]
+
+_FORBIDDEN_HOST_CHARS = frozenset("[]/ \t\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class InetAddress:
+    """An Internet address: a host (name or IP literal, brackets removed) and a port."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host or _FORBIDDEN_HOST_CHARS.intersection(self.host) or self.host[0] == "@":
+            raise AddressError(f"Invalid host {self.host!r}")
+        if not 0 <= self.port <= 65535:
+            raise AddressError(f'Invalid port number "{self.port}"')
+
+    def __str__(self) -> str:
+        return format_host_port(self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class UnixAddress:
+    """A Unix domain socket address.
+
+    ``path`` is a filesystem path, or ``@name`` for a name in Linux's abstract
+    namespace (which has no file and vanishes with the last socket).
+    """
+
+    path: str
+
+    def __post_init__(self) -> None:
+        if not self.path or "\0" in self.path:
+            raise AddressError(f"Invalid unix socket path {self.path!r}")
+
+    @property
+    def is_abstract(self) -> bool:
+        return self.path.startswith("@")
+
+    def sockaddr(self) -> str | bytes:
+        """The address in the form ``socket.bind``/``connect`` expect."""
+        if self.is_abstract:
+            return b"\0" + self.path[1:].encode()
+        return self.path
+
+    def __str__(self) -> str:
+        if self.path.startswith(("/", "@", ".")):
+            return self.path
+        return "unix:" + self.path
+
+
+Address = InetAddress | UnixAddress
+
+
+def format_host_port(host: str, port: int) -> str:
+    """Join a host and a port, bracketing IPv6 literals: ``[::1]:80``."""
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def parse_port(text: str) -> int:
+    """Parse a decimal port number from 0 to 65535.
+
+    Raises:
+        AddressError: ``Invalid port number "<text>"`` for anything else (ranges
+            such as ``1-100``, signs, spaces, service names).
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535:
+        return int(text)
+    raise AddressError(f'Invalid port number "{text}"')
+
+
+def parse_address(text: str, *, default_port: int | None = None) -> Address:
+    """Parse the text form of an address (see the module docstring).
+
+    Args:
+        text: the address.
+        default_port: the port for a host given without one; without a default, a
+            missing port is an error.
+
+    Raises:
+        AddressError: the text is not an address.
+    """
+    if text.startswith("unix:"):
+        return UnixAddress(text[5:])
+    if text.startswith(("/", "@", "./")):
+        return UnixAddress(text)
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or ":" not in host:
+            raise AddressError(f"Invalid IPv6 address {text!r}")
+        if rest:
+            if not rest.startswith(":"):
+                raise AddressError(f"Invalid address {text!r}")
+            return InetAddress(host, parse_port(rest[1:]))
+        return InetAddress(host, _require_port(text, default_port))
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return InetAddress(host, parse_port(port))
+    return InetAddress(text, _require_port(text, default_port))
+
+
+def _require_port(text: str, default_port: int | None) -> int:
+    if default_port is None:
+        raise AddressError(f"Missing port in address {text!r}")
+    return default_port

@@ -1,0 +1,274 @@
+"""argv → :class:`Config`: ncat's parsing, defaults and cross-option rules.
+
+Parsing is GNU getopt (``getopt.gnu_getopt``): options and operands may be mixed,
+``--`` ends options, short options cluster (``-lvnp``), a value may start with a
+dash (``-w -5``), and long options may be abbreviated to any unique prefix. Each
+rule below cites the ncat message it reproduces; every violation raises
+:class:`UsageError`, which the command prints and turns into exit status 2.
+"""
+
+from __future__ import annotations
+
+import getopt
+import socket
+from dataclasses import dataclass
+
+from enchufe.address import parse_port
+from enchufe.cli.options import LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
+from enchufe.errors import AddressError, EnchufeError
+from enchufe.net.sockets import Transport
+from enchufe.timespec import parse_duration, unit_of
+
+__all__ = ["DEFAULT_PORT", "Config", "UsageError", "parse_args"]
+
+DEFAULT_PORT = 31337
+_MAX_SECONDS = 2147483  # ncat: INT_MAX milliseconds
+_NSOCK_ENGINES = frozenset({"epoll", "poll", "select"})
+
+
+class UsageError(EnchufeError):
+    """The command line is wrong. ``getopt_message`` is set for getopt's own errors,
+    which ncat prints in glibc's words followed by a hint to read --help."""
+
+    def __init__(self, message: str, *, getopt_message: bool = False) -> None:
+        super().__init__(message)
+        self.getopt_message = getopt_message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything one run of the command needs to know, validated."""
+
+    listen: bool = False
+    host: str | None = None
+    port: int = DEFAULT_PORT
+    transport: Transport = "stream"
+    unix: bool = False
+    family: int = socket.AF_UNSPEC
+    numeric_only: bool = False
+    source_host: str | None = None
+    source_port: int = 0
+    connect_timeout: float = 10.0
+    idle_timeout: float | None = None
+    delay: float | None = None
+    quit_after_eof: float | None = None
+    keep_open: bool = False
+    verbosity: int = 0
+    crlf: bool = False
+    telnet: bool = False
+    send_only: bool = False
+    recv_only: bool = False
+    no_shutdown: bool = False
+    zero_io: bool = False
+    output: str | None = None
+    hex_dump: str | None = None
+    append_output: bool = False
+    max_conns: int | None = None
+    show_help: bool = False
+    show_version: bool = False
+    nsock_engine: str | None = None
+
+
+def parse_args(argv: list[str]) -> Config:
+    """Parse ncat's command line (without the program name)."""
+    try:
+        options, operands = getopt.gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS)
+    except getopt.GetoptError as exc:
+        raise UsageError(_glibc_message(exc, argv), getopt_message=True) from None
+    values: dict[str, object] = {}
+    verbosity = 0
+    for name, value in options:
+        name = LONG_TO_SHORT.get(name, name)
+        if name in NOT_YET:
+            raise UsageError(f"{name} is not supported yet.")
+        if name == "--lua-exec":
+            raise UsageError("--lua-exec is not supported: enchufe has no Lua interpreter; use -e or -c.")
+        if name == "-v":
+            verbosity += 1
+        else:
+            values[name] = value
+    if "-h" in values:
+        return Config(show_help=True)
+    if "--version" in values:
+        return Config(show_version=True)
+    return _build(values, operands, verbosity)
+
+
+def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Config:
+    def given(name: str) -> bool:
+        return name in values
+
+    def text(name: str) -> str:
+        value = values[name]
+        assert isinstance(value, str)
+        return value
+
+    listen = given("-l")
+    unix = given("-U")
+    transport: Transport = "sctp" if given("--sctp") else "datagram" if given("-u") else "stream"
+    if given("--sctp") and given("-u"):
+        transport = "sctp" if _last(values, "--sctp", "-u") == "--sctp" else "datagram"
+    family = socket.AF_UNSPEC
+    if given("-4") or given("-6"):
+        family = socket.AF_INET6 if _last(values, "-4", "-6") == "-6" else socket.AF_INET
+
+    if given("-z") and listen:
+        raise UsageError("Services designed for LISTENING can't be used with -z")
+    if given("-z") and given("-t"):
+        raise UsageError("Invalid option combination: -z and -t.")
+    if listen and given("-s"):
+        raise UsageError(
+            "-l and -s are incompatible.  Specify the address and port to bind to like you would a host to connect to."
+        )
+    if unix and given("-p"):
+        raise UsageError("Specifying source port when using Unix domain sockets doesn't make sense.")
+    if given("-k") and not listen and transport != "stream":
+        raise UsageError("Invalid option combination: `--keep-open' with non-TCP protocol.")
+    if given("-k") and listen:
+        raise UsageError("-k is not supported yet in listen mode.")
+    if given("-m") and not listen:
+        raise UsageError("Invalid option combination: `--max-conns' with connect.")
+    if given("--nsock-engine") and text("--nsock-engine") not in _NSOCK_ENGINES:
+        raise UsageError(f"Unknown or non-available engine: {text('--nsock-engine')}.")
+
+    source_port = 0
+    host: str | None = None
+    port = DEFAULT_PORT
+    if listen:
+        host, port = _listen_operands(operands, text("-p") if given("-p") else None, unix)
+    else:
+        if given("-p"):
+            source_port = _parse_source_port(text("-p"))
+        if not operands:
+            raise UsageError("You must specify a host to connect to.")
+        if len(operands) > 2:
+            raise UsageError(f"Got more than one port specification: {' '.join(operands[1:])}.")
+        host = operands[0]
+        if len(operands) == 2 and not unix:
+            port = _parse_port(operands[1])
+
+    max_conns = None
+    if given("-m"):
+        max_conns = _parse_count(text("-m"))
+
+    return Config(
+        listen=listen,
+        host=host,
+        port=port,
+        transport=transport,
+        unix=unix,
+        family=family,
+        numeric_only=given("-n"),
+        source_host=text("-s") if given("-s") else None,
+        source_port=source_port,
+        connect_timeout=_parse_time(text("-w"), "-w timeout") if given("-w") else 10.0,
+        idle_timeout=_parse_time(text("-i"), "-i timeout") if given("-i") else None,
+        delay=_parse_time(text("-d"), "-d delay") if given("-d") else None,
+        quit_after_eof=_parse_quit_delay(text("-q")) if given("-q") else None,
+        keep_open=given("-k"),
+        verbosity=verbosity,
+        crlf=given("-C"),
+        telnet=given("-t"),
+        send_only=given("--send-only"),
+        recv_only=given("--recv-only"),
+        no_shutdown=given("--no-shutdown"),
+        zero_io=given("-z"),
+        output=text("-o") if given("-o") else None,
+        hex_dump=text("-x") if given("-x") else None,
+        append_output=given("--append-output"),
+        max_conns=max_conns,
+        nsock_engine=text("--nsock-engine") if given("--nsock-engine") else None,
+    )
+
+
+def _last(values: dict[str, object], *names: str) -> str:
+    """Of the given options, the one that came last on the command line (last wins)."""
+    order = list(values)
+    return max(names, key=lambda name: order.index(name) if name in values else -1)
+
+
+def _listen_operands(operands: list[str], port_option: str | None, unix: bool) -> tuple[str | None, int]:
+    """ncat's listen operands: none, ``PORT`` (all digits, at most 5), ``HOST`` or
+    ``HOST PORT``; ``-p PORT`` counts as a port specification too."""
+    if unix:
+        if len(operands) != 1:
+            raise UsageError("You must specify the path of a Unix domain socket to listen on.")
+        return operands[0], DEFAULT_PORT
+    if len(operands) > 2:
+        raise UsageError(f"Got more than one port specification: {' '.join(operands)}.")
+    host = None
+    specs = [port_option] if port_option is not None else []
+    if len(operands) == 2:
+        host = operands[0]
+        specs.append(operands[1])
+    elif operands and operands[0].isascii() and operands[0].isdigit() and len(operands[0]) <= 5:
+        specs.append(operands[0])
+    elif operands:
+        host = operands[0]
+    if len(specs) > 1:
+        raise UsageError(f"Got more than one port specification: {' '.join(specs)}.")
+    return host, _parse_port(specs[0]) if specs else DEFAULT_PORT
+
+
+def _parse_port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except AddressError as exc:
+        raise UsageError(f"{exc}.") from None
+
+
+def _parse_source_port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except AddressError:
+        raise UsageError(f"Invalid source port {text}.") from None
+
+
+def _parse_count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise UsageError(f"Invalid number of maximum connections: {text}")
+    return int(text)
+
+
+def _parse_time(text: str, what: str) -> float:
+    """ncat's parse_timespec: 0 < t < 2147483 s, and a unit-less 100 or more is
+    taken for a forgotten "ms"."""
+    try:
+        seconds = parse_duration(text)
+    except AddressError:
+        seconds = -1.0
+    if not 0 < round(seconds * 1000) <= _MAX_SECONDS * 1000:
+        raise UsageError(f'Invalid {what} "{text}" (must be greater than 0 and less than {_MAX_SECONDS}s).')
+    if seconds >= 100 and not unit_of(text):
+        raise UsageError(
+            f"Since April 2010, the default unit for {what} is seconds, so your time of "
+            f'"{text}" is {seconds / 60:.1f} minutes. Use "{text}ms" for {seconds:g} milliseconds.'
+        )
+    return seconds
+
+
+def _parse_quit_delay(text: str) -> float:
+    if text.startswith("-"):
+        try:
+            parse_duration(text[1:])
+        except AddressError:
+            raise UsageError(f'Invalid -q timeout "{text}".') from None
+        return -1.0
+    return _parse_time(text, "-q timeout")
+
+
+def _glibc_message(exc: getopt.GetoptError, argv: list[str]) -> str:
+    """Say what getopt found wrong in glibc's words, as ncat does."""
+    opt, msg = exc.opt, exc.msg
+    if msg.endswith("not a unique prefix"):
+        matches = " ".join(f"'--{name.rstrip('=')}'" for name in LONG_OPTIONS if name.startswith(opt))
+        return f"option '--{opt}' is ambiguous; possibilities: {matches}"
+    if msg.endswith("must not have an argument"):
+        return f"option '--{opt}' doesn't allow an argument"
+    if len(opt) == 1 and not msg.startswith("option --"):
+        if msg.endswith("requires argument"):
+            return f"option requires an argument -- '{opt}'"
+        return f"invalid option -- '{opt}'"
+    if msg.endswith("requires argument"):
+        return f"option '--{opt}' requires an argument"
+    return f"unrecognized option '--{opt}'"

@@ -1,0 +1,191 @@
+"""The command's modes: connect, listen and zero-I/O, each a function of a Config.
+
+Each mode opens its socket with :mod:`enchufe.net` and then hands stdin/stdout and
+the connection to one :class:`~enchufe.net.relay.Relay`, configured from the
+options. Errors are not caught here: :mod:`enchufe.cli.main` turns them into
+messages and exit statuses in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from enchufe.address import Address, InetAddress, UnixAddress
+from enchufe.cli import status
+from enchufe.cli.config import Config
+from enchufe.cli.output import Messages, SessionLog
+from enchufe.errors import NetworkError, TimedOut
+from enchufe.net.connection import Connection
+from enchufe.net.fdstream import FdStream
+from enchufe.net.relay import Relay, RelayResult
+from enchufe.net.resolve import SystemResolver
+
+__all__ = ["Environment", "run_connect", "run_listen"]
+
+#: ncat's -z over UDP: how long silence must last to call the port open.
+_UDP_PROBE_WAIT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """The command's view of the process: its stdio, replaceable in tests."""
+
+    stdin_fd: int
+    stdout_fd: int
+    messages: Messages
+
+
+def run_connect(config: Config, env: Environment) -> int:
+    messages = env.messages
+    assert config.host is not None
+    target: Address = UnixAddress(config.host) if config.unix else InetAddress(config.host, config.port)
+
+    def attempt_failed(address: Address, error: NetworkError) -> None:
+        messages.info(f"Connection to {_host_of(address)} failed: {error}.")
+        messages.info("Trying next address...")
+
+    from enchufe.net.connect import open_connection
+
+    started = time.monotonic()
+    conn = open_connection(
+        target,
+        transport=config.transport,
+        family=config.family,
+        timeout=config.connect_timeout,
+        source_host=config.source_host,
+        source_port=config.source_port,
+        resolver=SystemResolver(numeric_only=config.numeric_only),
+        on_attempt_failed=attempt_failed,
+    )
+    with conn:
+        messages.info(f"Connected to {target}.")
+        if config.zero_io:
+            return _zero_io(config, conn, messages, started)
+        result = _relay(config, conn, env, listening=False)
+    messages.info(
+        f"{result.bytes_sent} bytes sent, {result.bytes_received} bytes received "
+        f"in {time.monotonic() - started:.2f} seconds."
+    )
+    return status.SUCCESS
+
+
+def run_listen(config: Config, env: Environment) -> int:
+    from enchufe.net.listen import accept_first, close_all, open_listeners
+
+    messages = env.messages
+    address: Address | None = None
+    if config.unix:
+        assert config.host is not None
+        address = UnixAddress(config.host)
+    elif config.host is not None:
+        address = InetAddress(config.host, config.port)
+    if config.max_conns is not None:
+        messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
+    listeners = open_listeners(
+        address,
+        port=config.port,
+        transport=config.transport,
+        family=config.family,
+        resolver=SystemResolver(numeric_only=config.numeric_only),
+    )
+    try:
+        for listener in listeners:
+            messages.info(f"Listening on {listener.address}")
+        conn = accept_first(listeners)
+    finally:
+        close_all(listeners)
+    with conn:
+        messages.info(f"Connection from {conn.peer}.")
+        _relay(config, conn, env, listening=True)
+    return status.SUCCESS
+
+
+def _relay(config: Config, conn: Connection, env: Environment, *, listening: bool) -> RelayResult:
+    local = FdStream(env.stdin_fd, env.stdout_fd)
+    outbound: list[Callable[[bytes], bytes]] = []
+    inbound: list[Callable[[bytes], bytes]] = []
+    if config.crlf:
+        from enchufe.proto.crlf import CrlfTranslator
+
+        outbound.append(CrlfTranslator().translate)
+    if config.telnet:
+        inbound.append(_telnet_answerer(conn))
+    logs = [
+        SessionLog(path, hex_dump=hex_dump, append=config.append_output)
+        for path, hex_dump in ((config.output, False), (config.hex_dump, True))
+        if path is not None
+    ]
+    for log in logs:
+        outbound.append(log.record)
+        inbound.append(log.record)
+    quit_after = config.quit_after_eof
+    if quit_after is not None and quit_after < 0:
+        quit_after = None
+    elif quit_after is None and (config.send_only or (config.transport == "datagram" and not listening)):
+        quit_after = 0.0
+    relay = Relay(
+        local,
+        conn.stream,
+        send=not config.recv_only,
+        receive=not config.send_only,
+        half_close=not config.no_shutdown,
+        quit_after_local_eof=quit_after,
+        keep_open=config.keep_open,
+        idle_timeout=config.idle_timeout,
+        delay=config.delay,
+        outbound=_chain(outbound),
+        inbound=_chain(inbound),
+    )
+    try:
+        return relay.run()
+    finally:
+        for log in logs:
+            log.close()
+
+
+def _telnet_answerer(conn: Connection) -> Callable[[bytes], bytes]:
+    from enchufe.proto.telnet import TelnetResponder
+
+    responder = TelnetResponder()
+
+    def answer(data: bytes) -> bytes:
+        reply = responder.receive_data(data)
+        if reply:
+            conn.stream.send_all(reply)
+        return data
+
+    return answer
+
+
+def _chain(steps: list[Callable[[bytes], bytes]]) -> Callable[[bytes], bytes] | None:
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+
+    def chained(data: bytes) -> bytes:
+        for step in steps:
+            data = step(data)
+        return data
+
+    return chained
+
+
+def _zero_io(config: Config, conn: Connection, messages: Messages, started: float) -> int:
+    """ncat's -z: TCP has already connected; UDP sends one NUL byte and calls the port
+    open unless an ICMP port-unreachable comes back within 2 seconds."""
+    if config.transport == "datagram":
+        conn.send_all(b"\0")
+        try:
+            conn.recv(1, timeout=_UDP_PROBE_WAIT)
+        except TimedOut:
+            messages.info("UDP packet sent successfully")
+            return status.SUCCESS
+    messages.info(f"0 bytes sent, 0 bytes received in {time.monotonic() - started:.2f} seconds.")
+    return status.SUCCESS
+
+
+def _host_of(address: Address) -> str:
+    return address.host if isinstance(address, InetAddress) else address.path

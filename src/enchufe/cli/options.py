@@ -1,0 +1,103 @@
+"""ncat's option table, as data.
+
+The short-option string and the long-option list follow ncat's ``getopt_long`` table
+(7.96+), so that the same command line means the same thing to both tools. Options
+that enchufe recognises but does not implement yet are listed in :data:`NOT_YET`:
+they are refused with a clear message, never ignored.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LONG_OPTIONS", "LONG_TO_SHORT", "NOT_YET", "SHORT_OPTIONS", "USAGE"]
+
+#: getopt's short-option string: a letter, followed by ``:`` when it takes a value.
+SHORT_OPTIONS = "46UCc:e:g:G:i:km:hp:d:lo:x:ts:uvw:nzq:"
+
+#: Long options; ``=`` marks those that take a value (getopt's convention).
+LONG_OPTIONS = [
+    "unixsock", "vsock", "crlf", "sh-exec=", "exec=", "lua-exec=", "max-conns=", "help",
+    "delay=", "listen", "output=", "hex-dump=", "append-output", "idle-timeout=", "keep-open",
+    "recv-only", "source-port=", "source=", "send-only", "no-shutdown", "broker", "chat",
+    "talk", "deny=", "denyfile=", "allow=", "allowfile=", "telnet", "udp", "sctp", "version",
+    "verbose", "wait=", "nodns", "proxy=", "proxy-type=", "proxy-auth=", "proxy-dns=",
+    "nsock-engine=", "ssl", "ssl-cert=", "ssl-key=", "ssl-verify", "ssl-trustfile=",
+    "ssl-ciphers=", "ssl-servername=", "ssl-alpn=",
+]  # fmt: skip
+
+#: Long options that are another name for a short one.
+LONG_TO_SHORT = {
+    "--unixsock": "-U", "--crlf": "-C", "--sh-exec": "-c", "--exec": "-e", "--max-conns": "-m",
+    "--help": "-h", "--delay": "-d", "--listen": "-l", "--output": "-o", "--hex-dump": "-x",
+    "--idle-timeout": "-i", "--keep-open": "-k", "--source-port": "-p", "--source": "-s",
+    "--telnet": "-t", "--udp": "-u", "--verbose": "-v", "--wait": "-w", "--nodns": "-n",
+}  # fmt: skip
+
+#: Options recognised but not implemented yet: refused with exit status 2.
+NOT_YET = frozenset({
+    "--vsock", "-c", "-e", "-g", "-G", "--broker", "--chat", "--talk", "--allow", "--allowfile",
+    "--deny", "--denyfile", "--proxy", "--proxy-type", "--proxy-auth", "--proxy-dns", "--ssl",
+    "--ssl-cert", "--ssl-key", "--ssl-verify", "--ssl-trustfile", "--ssl-ciphers",
+    "--ssl-servername", "--ssl-alpn",
+})  # fmt: skip
+
+USAGE = """\
+enchufe {version}, an ncat-compatible netcat
+Usage: enchufe [options] [hostname] [port]
+
+Options taking a time assume seconds. Append 'ms' for milliseconds,
+'s' for seconds, 'm' for minutes, or 'h' for hours (e.g. 500ms).
+  -4                         Use IPv4 only
+  -6                         Use IPv6 only
+  -U, --unixsock             Use Unix domain sockets only
+      --vsock                Use vsock sockets only (not supported yet)
+  -C, --crlf                 Use CRLF for EOL sequence
+  -c, --sh-exec <command>    Executes the given command via /bin/sh (not supported yet)
+  -e, --exec <command>       Executes the given command (not supported yet)
+      --lua-exec <filename>  Executes the given Lua script (not supported: no Lua)
+  -g hop1[,hop2,...]         Loose source routing hop points (not supported yet)
+  -G <n>                     Loose source routing hop pointer (not supported yet)
+  -m, --max-conns <n>        Maximum <n> simultaneous connections
+  -h, --help                 Display this help screen
+  -d, --delay <time>         Wait between read/writes
+  -o, --output <filename>    Dump session data to a file
+  -x, --hex-dump <filename>  Dump session data as hex to a file
+  -i, --idle-timeout <time>  Idle read/write timeout
+  -p, --source-port port     Specify source port to use
+  -s, --source addr          Specify source address to use (doesn't affect -l)
+  -l, --listen               Bind and listen for incoming connections
+  -k, --keep-open            Accept multiple connections in listen mode (listen: not supported yet)
+  -n, --nodns                Do not resolve hostnames via DNS
+  -t, --telnet               Answer Telnet negotiations
+  -u, --udp                  Use UDP instead of default TCP
+      --sctp                 Use SCTP instead of default TCP
+  -v, --verbose              Set verbosity level (can be used several times)
+  -w, --wait <time>          Connect timeout
+  -z                         Zero-I/O mode, report connection status only
+  -q <time>                  After EOF on stdin, wait <time> then quit (negative: never)
+      --append-output        Append rather than clobber specified output files
+      --send-only            Only send data, ignoring received; quit on EOF
+      --recv-only            Only receive data, never send anything
+      --no-shutdown          Continue half-duplex when receiving EOF on stdin
+      --allow                Allow only given hosts to connect (not supported yet)
+      --allowfile            A file of hosts allowed to connect (not supported yet)
+      --deny                 Deny given hosts from connecting (not supported yet)
+      --denyfile             A file of hosts denied from connecting (not supported yet)
+      --broker               Enable connection brokering mode (not supported yet)
+      --chat                 Start a simple chat server (not supported yet)
+      --proxy <addr[:port]>  Specify address of host to proxy through (not supported yet)
+      --proxy-type <type>    Specify proxy type ("http", "socks4", "socks5")
+      --proxy-auth <auth>    Authenticate with HTTP or SOCKS proxy server
+      --proxy-dns <type>     Specify where to resolve proxy destination
+      --ssl                  Connect or listen with SSL (not supported yet)
+      --ssl-cert             Specify SSL certificate file (PEM) for listening
+      --ssl-key              Specify SSL private key (PEM) for listening
+      --ssl-verify           Verify trust and domain name of certificates
+      --ssl-trustfile        PEM file containing trusted SSL certificates
+      --ssl-ciphers          Cipherlist containing SSL ciphers to use
+      --ssl-servername       Request distinct server name (SNI)
+      --ssl-alpn             ALPN protocol list to use
+      --nsock-engine <name>  Accepted for compatibility (epoll, poll, select); no effect
+      --version              Display enchufe's version information and exit
+
+See the ncat(1) manpage for full options, descriptions and usage examples
+"""

@@ -1,0 +1,136 @@
+"""The exception tree of enchufe.
+
+Every error enchufe raises on purpose is an :class:`EnchufeError`. Each class also
+inherits the builtin exception it resembles, so code that knows nothing about
+enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, every
+:class:`TimedOut` is a :class:`TimeoutError`, an :class:`UnexpectedEOF` is an
+:class:`EOFError`, an :class:`AddressError` is a :class:`ValueError`.
+
+::
+
+    EnchufeError
+    ├── AddressError (ValueError)          bad host:port, port, unix path or time value
+    └── NetworkError (OSError)             .errno keeps the system's error number
+        ├── ResolveError                   the name does not resolve
+        ├── Unsupported                    the kernel lacks the protocol (SCTP, raw sockets)
+        ├── BindError                      bind or listen failed
+        ├── ConnectError (ConnectionError) every address refused or was unreachable
+        ├── ConnectionLost (ConnectionError)  reset or broken pipe during a transfer
+        ├── StreamClosed                   the stream was used after close()
+        ├── UnexpectedEOF (EOFError)       the peer closed before a read was satisfied
+        └── TimedOut (TimeoutError)
+            ├── ConnectTimeout             connect timeout (ncat's -w)
+            ├── IdleTimeout                no traffic for the idle timeout (ncat's -i)
+            └── ReceiveTimeout             a read's deadline passed
+
+``OSError`` from the operating system is translated into this tree in exactly one
+place, :func:`enchufe.net.stream.translate_os_error`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AddressError",
+    "BindError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionLost",
+    "EnchufeError",
+    "IdleTimeout",
+    "NetworkError",
+    "ReceiveTimeout",
+    "ResolveError",
+    "StreamClosed",
+    "TimedOut",
+    "UnexpectedEOF",
+    "Unsupported",
+]
+
+
+class EnchufeError(Exception):
+    """Base class of every error enchufe raises on purpose."""
+
+
+class AddressError(EnchufeError, ValueError):
+    """A host, port, address or time value could not be parsed or is out of range."""
+
+
+class NetworkError(EnchufeError, OSError):
+    """An operation on the network failed.
+
+    The message is meant for people; ``errno`` keeps the operating system's error
+    number when there was one, and ``__cause__`` the original exception.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ResolveError(NetworkError):
+    """A host name could not be resolved to an address."""
+
+
+class Unsupported(NetworkError):
+    """The operating system does not support the requested protocol or socket type."""
+
+
+class BindError(NetworkError):
+    """Binding or listening on a local address failed (in use, not permitted, ...)."""
+
+
+class ConnectError(NetworkError, ConnectionError):
+    """A connection could not be established to any address of the target."""
+
+
+class ConnectionLost(NetworkError, ConnectionError):
+    """An established connection broke: reset by the peer, or a broken pipe."""
+
+
+class StreamClosed(NetworkError):
+    """An operation was attempted on a stream that this side already closed."""
+
+
+class UnexpectedEOF(NetworkError, EOFError):
+    """The peer closed its side before a read could be satisfied.
+
+    Attributes:
+        partial: the bytes received before end of file. They are also left unread in
+            the connection, so a later call sees them again.
+    """
+
+    def __init__(self, message: str, *, partial: bytes = b"") -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class TimedOut(NetworkError, TimeoutError):
+    """A deadline passed before an operation completed."""
+
+
+class ConnectTimeout(TimedOut):
+    """Connecting took longer than the connect timeout (ncat's ``-w``)."""
+
+
+class IdleTimeout(TimedOut):
+    """No data moved in either direction for the idle timeout (ncat's ``-i``)."""
+
+    def __init__(self, message: str, *, timeout: float) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class ReceiveTimeout(TimedOut):
+    """A read did not complete before its deadline.
+
+    Attributes:
+        partial: the bytes received before the deadline. They are also left unread in
+            the connection, so nothing is lost: a later call sees them again.
+    """
+
+    def __init__(self, message: str, *, partial: bytes = b"") -> None:
+        super().__init__(message)
+        self.partial = partial

@@ -1,0 +1,154 @@
+"""Opening client connections of every kind.
+
+Internet addresses are resolved with the injected :class:`~enchufe.net.resolve.Resolver`
+and every result is tried in the order the resolver gives (IPv6 then IPv4 on a
+usual system), each attempt with the full connect timeout, as ncat does since 7.50.
+A datagram "connection" is a connected UDP socket: nothing is sent until the caller
+sends, which is what ncat's ``-u`` does.
+
+A Unix datagram client binds a temporary socket file first, so that the server has
+an address to answer to; the file is removed when the connection closes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable
+
+from enchufe.address import Address, InetAddress, UnixAddress, parse_address
+from enchufe.errors import ConnectError, NetworkError
+from enchufe.net.connection import Connection
+from enchufe.net.resolve import Resolved, Resolver, SystemResolver
+from enchufe.net.sockets import Transport, new_socket, socket_kind
+from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os_error
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "open_connection"]
+
+#: ncat's default ``-w``.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+AttemptFailed = Callable[[Address, NetworkError], None]
+
+
+def open_connection(
+    address: Address | str,
+    *,
+    transport: Transport = "stream",
+    family: int = socket.AF_UNSPEC,
+    timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    source_host: str | None = None,
+    source_port: int = 0,
+    resolver: Resolver | None = None,
+    on_attempt_failed: AttemptFailed | None = None,
+) -> Connection:
+    """Connect to ``address`` and return the connection.
+
+    Args:
+        address: where to connect: an :data:`~enchufe.address.Address` or its text
+            form (``"example.org:80"``, ``"[::1]:80"``, ``"/run/app.sock"``).
+        transport: ``"stream"`` (TCP), ``"datagram"`` (UDP) or ``"sctp"``; for a
+            Unix address, stream or datagram.
+        family: ``socket.AF_INET`` or ``AF_INET6`` to use only that family.
+        timeout: seconds allowed for each address tried (not for DNS); ``None``
+            waits as long as the kernel does. Ignored for datagrams, which do not
+            wait for anything.
+        source_host: local address to bind before connecting (ncat's ``-s``).
+        source_port: local port to bind before connecting (ncat's ``-p``).
+        resolver: resolves host names; the system's by default.
+        on_attempt_failed: called with the address and the error each time an
+            address fails and another one remains, so a caller can report it.
+
+    Raises:
+        ResolveError: the host does not resolve.
+        ConnectError: the last address refused or was unreachable.
+        ConnectTimeout: the last address did not answer in time.
+        Unsupported: the kernel lacks the transport (SCTP here).
+    """
+    target = parse_address(address) if isinstance(address, str) else address
+    if isinstance(target, UnixAddress):
+        return _connect_unix(target, transport)
+    resolver = resolver or SystemResolver()
+    type_, proto = socket_kind(transport)
+    candidates = resolver.resolve(target.host, target.port, family=family, type=type_, proto=proto)
+    last_error: NetworkError = ConnectError(f"{target}: no address to connect to")
+    for index, candidate in enumerate(candidates):
+        try:
+            sock = _connect_one(candidate, transport, timeout, source_host, source_port, resolver)
+        except NetworkError as exc:
+            last_error = exc
+            if on_attempt_failed is not None and index + 1 < len(candidates):
+                on_attempt_failed(InetAddress(candidate.sockaddr[0], candidate.sockaddr[1]), exc)
+            continue
+        stream = SocketStream(sock)
+        return Connection(stream, local=stream.local_address, peer=stream.peer_address)
+    raise last_error
+
+
+def _connect_one(
+    candidate: Resolved,
+    transport: Transport,
+    timeout: float | None,
+    source_host: str | None,
+    source_port: int,
+    resolver: Resolver,
+) -> socket.socket:
+    source = None
+    if source_host is not None or source_port:
+        host = "::" if candidate.family == socket.AF_INET6 else "0.0.0.0"
+        if source_host is not None:
+            host = resolver.resolve(
+                source_host, 0, family=candidate.family, type=candidate.type, proto=candidate.proto
+            )[0].sockaddr[0]
+        source = (host, source_port)
+    if transport == "stream":
+        # The right tool for one TCP address: socket, timeout, bind and connect in one call.
+        try:
+            sock = socket.create_connection(candidate.sockaddr[:2], timeout, source)
+        except OSError as exc:
+            raise translate_os_error(exc, "connect") from exc
+        sock.settimeout(None)
+        return sock
+    sock = new_socket(candidate.family, transport)
+    try:
+        if source is not None:
+            sock.bind(source)
+        if transport != "datagram":
+            sock.settimeout(timeout)
+        sock.connect(candidate.sockaddr)
+        sock.settimeout(None)
+    except OSError as exc:
+        sock.close()
+        raise translate_os_error(exc, "connect") from exc
+    return sock
+
+
+def _connect_unix(target: UnixAddress, transport: Transport) -> Connection:
+    sock = new_socket(socket.AF_UNIX, transport)
+    bound_path = None
+    try:
+        if transport == "datagram":
+            bound_path = _bind_temporary(sock)
+        sock.connect(target.sockaddr())
+    except OSError as exc:
+        sock.close()
+        if bound_path is not None:
+            os.unlink(bound_path)
+        raise translate_os_error(exc, "connect", context=str(target)) from exc
+    stream = SocketStream(sock, unlink_on_close=bound_path)
+    local = address_from_sockaddr(socket.AF_UNIX, sock.getsockname())
+    return Connection(stream, local=local, peer=target)
+
+
+def _bind_temporary(sock: socket.socket) -> str:
+    directory = os.environ.get("TMPDIR", "/tmp")
+    while True:
+        path = os.path.join(directory, f"enchufe.{os.getpid()}.{os.urandom(6).hex()}.sock")
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:  # a name collision: try another
+                continue
+            raise
+        return path

@@ -1,0 +1,158 @@
+"""Connection: a stream plus the reads people actually want (the pwntools "tube" idea).
+
+Timeout model, the same for every read:
+
+- ``timeout`` bounds the **whole call**, not each system call inside it. A
+  ``recv_line(timeout=2)`` that receives a byte every second still ends after 2 s.
+- The argument defaults to the connection's :attr:`Connection.timeout`; ``None``
+  waits forever.
+- When time runs out, :class:`~enchufe.errors.ReceiveTimeout` is raised with
+  ``partial`` holding what has arrived so far. Nothing is consumed: the bytes stay
+  buffered and the next read sees them again.
+- When the peer closes first, :class:`~enchufe.errors.UnexpectedEOF` is raised, with
+  ``partial`` and the same no-loss rule. Plain :meth:`Connection.recv` returns ``b""``
+  at end of file instead, like a socket.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import EllipsisType, TracebackType
+
+from enchufe.address import Address
+from enchufe.errors import ReceiveTimeout, TimedOut, UnexpectedEOF
+from enchufe.net.stream import DEFAULT_RECV_SIZE, Stream
+
+__all__ = ["Connection"]
+
+Timeout = float | None | EllipsisType
+
+
+class Connection:
+    """A connected stream with buffered, deadline-bounded reads.
+
+    Args:
+        stream: the underlying stream; the connection owns it and closes it.
+        local: the local address, when known.
+        peer: the peer's address, when known.
+        timeout: the default deadline in seconds of each read and send; ``None``
+            (the default) blocks.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        local: Address | None = None,
+        peer: Address | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.stream = stream
+        self.local = local
+        self.peer = peer
+        self.timeout = timeout
+        self._buffer = bytearray()
+        self._eof = False
+
+    # -- reads -------------------------------------------------------------------------
+
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: Timeout = ...) -> bytes:
+        """Return between 1 and ``max_bytes`` bytes, or ``b""`` at end of file."""
+        if not self._buffer and not self._eof:
+            self._fill(self._deadline(timeout), max_bytes)
+        data = bytes(self._buffer[:max_bytes])
+        del self._buffer[:max_bytes]
+        return data
+
+    def recv_exactly(self, count: int, *, timeout: Timeout = ...) -> bytes:
+        """Return exactly ``count`` bytes."""
+        deadline = self._deadline(timeout)
+        while len(self._buffer) < count:
+            self._fill(deadline, count - len(self._buffer), need=f"{count} bytes")
+        return self._take(count)
+
+    def recv_until(self, delimiter: bytes, *, keepends: bool = True, timeout: Timeout = ...) -> bytes:
+        """Return the bytes up to and including ``delimiter`` (without it if not ``keepends``)."""
+        if not delimiter:
+            raise ValueError("delimiter must not be empty")
+        deadline = self._deadline(timeout)
+        searched = 0
+        while (found := self._buffer.find(delimiter, searched)) < 0:
+            searched = max(0, len(self._buffer) - len(delimiter) + 1)
+            self._fill(deadline, DEFAULT_RECV_SIZE, need=f"{delimiter!r}")
+        line = self._take(found + len(delimiter))
+        return line if keepends else line[: -len(delimiter)]
+
+    def recv_line(self, *, keepends: bool = True, timeout: Timeout = ...) -> bytes:
+        """Return one line, ending at ``\\n``."""
+        return self.recv_until(b"\n", keepends=keepends, timeout=timeout)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yield chunks as they arrive until end of file."""
+        while chunk := self.recv():
+            yield chunk
+
+    # -- writes ------------------------------------------------------------------------
+
+    def send_all(self, data: bytes, *, timeout: Timeout = ...) -> None:
+        """Send every byte of ``data``; a peer that stops reading raises ``TimedOut``
+        once the deadline passes instead of blocking forever."""
+        deadline = self._deadline(timeout)
+        self.stream.timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.stream.send_all(data)
+
+    def send_line(self, line: bytes | str, *, newline: bytes = b"\n", timeout: Timeout = ...) -> None:
+        """Send ``line`` followed by ``newline``; text is encoded as UTF-8."""
+        data = line.encode() if isinstance(line, str) else line
+        self.send_all(data + newline, timeout=timeout)
+
+    def send_eof(self) -> None:
+        """Half-close: tell the peer nothing more will be sent; reads still work."""
+        self.stream.send_eof()
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        self.stream.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Connection local={self.local} peer={self.peer}>"
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _deadline(self, timeout: Timeout) -> float | None:
+        seconds = self.timeout if timeout is ... else timeout
+        return None if seconds is None else time.monotonic() + seconds
+
+    def _fill(self, deadline: float | None, max_bytes: int, *, need: str = "data") -> None:
+        """Receive one chunk into the buffer, or raise at the deadline or end of file."""
+        if self._eof:
+            raise UnexpectedEOF(f"connection closed while waiting for {need}", partial=bytes(self._buffer))
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise ReceiveTimeout(f"timed out waiting for {need}", partial=bytes(self._buffer))
+        self.stream.timeout = remaining
+        try:
+            chunk = self.stream.recv(max(max_bytes, 1))
+        except TimedOut:
+            raise ReceiveTimeout(f"timed out waiting for {need}", partial=bytes(self._buffer)) from None
+        if not chunk:
+            self._eof = True
+            if need != "data":
+                raise UnexpectedEOF(f"connection closed while waiting for {need}", partial=bytes(self._buffer))
+        self._buffer += chunk
+
+    def _take(self, count: int) -> bytes:
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data

@@ -1,0 +1,225 @@
+"""Listening sockets, with ncat's choices.
+
+- No address means every address: two sockets, ``[::]`` with ``IPV6_V6ONLY`` and
+  ``0.0.0.0``, so IPv4 peers show up as ``127.0.0.1`` and not ``::ffff:127.0.0.1``.
+  A machine without IPv6 gets the IPv4 socket alone. Port 0 gives both sockets the
+  same ephemeral port.
+- An explicit address gives one socket per resolved address family.
+- Internet listeners set ``SO_REUSEADDR``, so a restarted server can bind at once.
+- A Unix socket file is created by ``bind`` and removed by :meth:`Listener.close`.
+- A datagram listener has no ``accept`` in the kernel; :meth:`Listener.accept` waits
+  for the first datagram and connects the socket to its sender, as ncat's
+  ``-u -l`` does: from then on only that peer is heard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+
+from enchufe.address import Address, InetAddress, UnixAddress
+from enchufe.errors import BindError, NetworkError, TimedOut
+from enchufe.net.connection import Connection
+from enchufe.net.resolve import Resolver, SystemResolver
+from enchufe.net.sockets import Transport, new_socket, socket_kind
+from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os_error
+
+__all__ = ["DEFAULT_BACKLOG", "Listener", "accept_first", "open_listeners"]
+
+#: ncat's listen backlog.
+DEFAULT_BACKLOG = 10
+_EPHEMERAL_RETRIES = 16
+
+
+class Listener:
+    """A bound socket that peers connect (or send datagrams) to.
+
+    Args:
+        sock: the bound (and, for streams, listening) socket; the listener owns it.
+        unlink_on_close: the Unix socket file to remove on close.
+    """
+
+    def __init__(self, sock: socket.socket, *, unlink_on_close: str | None = None) -> None:
+        self.sock = sock
+        self.address: Address = address_from_sockaddr(sock.family, sock.getsockname())
+        self.is_datagram = sock.type == socket.SOCK_DGRAM
+        self._unlink_on_close = unlink_on_close
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def accept(self, *, timeout: float | None = None) -> Connection:
+        """Wait for the next peer and return a connection to it.
+
+        For a datagram listener this consumes the listener: the socket itself,
+        connected to the first sender, becomes the connection (its first datagram is
+        still unread), and the listener must not be used again except to close it.
+
+        Raises:
+            TimedOut: no peer within ``timeout`` seconds.
+        """
+        if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
+            raise TimedOut(f"no connection to {self.address} within {timeout} s")
+        if self.is_datagram:
+            return self._accept_datagram()
+        try:
+            sock, _ = self.sock.accept()
+        except OSError as exc:
+            raise translate_os_error(exc, "recv") from exc
+        sock.settimeout(None)
+        stream = SocketStream(sock)
+        return Connection(stream, local=stream.local_address, peer=stream.peer_address)
+
+    def _accept_datagram(self) -> Connection:
+        try:
+            _, sender = self.sock.recvfrom(1, socket.MSG_PEEK)
+            peer: Address | None = None
+            if sender:  # an unbound Unix datagram client has no address to answer to
+                self.sock.connect(sender)
+                peer = address_from_sockaddr(self.sock.family, sender)
+        except OSError as exc:
+            raise translate_os_error(exc, "recv") from exc
+        owned_path, self._unlink_on_close = self._unlink_on_close, None
+        sock = self.sock.dup()
+        self.sock.close()
+        return Connection(SocketStream(sock, unlink_on_close=owned_path), local=self.address, peer=peer)
+
+    def close(self) -> None:
+        """Close the socket and remove its Unix socket file. Idempotent."""
+        self.sock.close()
+        if self._unlink_on_close is not None:
+            path, self._unlink_on_close = self._unlink_on_close, None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def __repr__(self) -> str:
+        kind = "datagram" if self.is_datagram else "stream"
+        return f"<Listener {kind} {self.address}>"
+
+
+def open_listeners(
+    address: Address | None = None,
+    *,
+    port: int = 0,
+    transport: Transport = "stream",
+    family: int = socket.AF_UNSPEC,
+    backlog: int = DEFAULT_BACKLOG,
+    resolver: Resolver | None = None,
+) -> list[Listener]:
+    """Bind and listen; return one listener per socket.
+
+    Args:
+        address: where to listen. ``None`` means every local address on ``port``.
+        port: the port when ``address`` is ``None``; 0 picks a free one.
+        transport: ``"stream"``, ``"datagram"`` or ``"sctp"``.
+        family: ``socket.AF_INET`` or ``AF_INET6`` to listen on that family only.
+        backlog: the kernel's queue of connections not yet accepted.
+        resolver: resolves a host name given in ``address``.
+
+    Raises:
+        BindError: ``bind to 0.0.0.0:80: Address already in use`` and the like.
+        ResolveError, Unsupported: as their names say.
+    """
+    if isinstance(address, UnixAddress):
+        return [_listen_unix(address, transport, backlog)]
+    if address is None:
+        return _listen_any(port, transport, family, backlog)
+    resolver = resolver or SystemResolver()
+    type_, proto = socket_kind(transport)
+    found = resolver.resolve(address.host, address.port, family=family, type=type_, proto=proto, passive=True)
+    listeners: list[Listener] = []
+    seen_families: set[int] = set()
+    try:
+        for candidate in found:
+            if candidate.family in seen_families:
+                continue
+            seen_families.add(candidate.family)
+            listeners.append(_listen_inet(candidate.family, candidate.sockaddr, transport, backlog, v6only=False))
+    except NetworkError:
+        close_all(listeners)
+        raise
+    return listeners
+
+
+def close_all(listeners: list[Listener]) -> None:
+    for listener in listeners:
+        listener.close()
+
+
+def accept_first(listeners: list[Listener], *, timeout: float | None = None) -> Connection:
+    """Wait on several listeners and accept from whichever a peer reaches first."""
+    ready, _, _ = select.select(listeners, [], [], timeout)
+    if not ready:
+        raise TimedOut(f"no connection within {timeout} s")
+    listener: Listener = ready[0]
+    return listener.accept()
+
+
+def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> list[Listener]:
+    families = [socket.AF_INET6, socket.AF_INET] if family == socket.AF_UNSPEC else [family]
+    for _ in range(_EPHEMERAL_RETRIES):
+        listeners: list[Listener] = []
+        shared_port = port
+        try:
+            for fam in families:
+                wildcard = "::" if fam == socket.AF_INET6 else "0.0.0.0"
+                try:
+                    listener = _listen_inet(fam, (wildcard, shared_port), transport, backlog, v6only=len(families) > 1)
+                except NetworkError as exc:
+                    if exc.errno == errno.EAFNOSUPPORT and family == socket.AF_UNSPEC and fam == socket.AF_INET6:
+                        continue  # no IPv6 on this machine: listen on IPv4 alone, as ncat does
+                    raise
+                listeners.append(listener)
+                assert isinstance(listener.address, InetAddress)
+                shared_port = listener.address.port
+            return listeners
+        except BindError as exc:
+            close_all(listeners)
+            # Port 0: the port the first socket got may be taken for the other family.
+            if not (port == 0 and listeners and exc.errno == errno.EADDRINUSE):
+                raise
+    raise BindError("could not find a port free on both IPv4 and IPv6", errno=errno.EADDRINUSE)
+
+
+def _listen_inet(
+    family: int,
+    sockaddr: tuple[str, int] | tuple[str, int, int, int],
+    transport: Transport,
+    backlog: int,
+    *,
+    v6only: bool,
+) -> Listener:
+    sock = new_socket(family, transport)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if v6only:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(sockaddr)
+            if transport != "datagram":
+                sock.listen(backlog)
+        except OSError as exc:
+            where = InetAddress(sockaddr[0], sockaddr[1])
+            raise translate_os_error(exc, "bind", context=f"bind to {where}") from exc
+        return Listener(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _listen_unix(address: UnixAddress, transport: Transport, backlog: int) -> Listener:
+    sock = new_socket(socket.AF_UNIX, transport)
+    try:
+        try:
+            sock.bind(address.sockaddr())
+            if transport != "datagram":
+                sock.listen(backlog)
+        except OSError as exc:
+            raise translate_os_error(exc, "bind", context=f"bind to {address}") from exc
+        return Listener(sock, unlink_on_close=None if address.is_abstract else address.path)
+    except BaseException:
+        sock.close()
+        raise

@@ -1,0 +1,201 @@
+"""Streams: the small interface every byte pipe in enchufe implements.
+
+A :class:`Stream` is anything with ``recv`` (``b""`` means end of file), ``send_all``,
+``send_eof`` (half-close: "I will send no more, but keep reading"), ``close``,
+``fileno`` and a ``timeout`` that bounds each ``recv`` and ``send_all``. Sockets
+(:class:`SocketStream`) and file descriptors such as stdin/stdout
+(:class:`enchufe.net.fdstream.FdStream`) implement it, so one relay, one set of
+helpers and one test double serve every mode.
+
+This module is also the one place where ``OSError`` becomes an
+:mod:`enchufe.errors` exception: :func:`translate_os_error`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import threading
+from typing import Protocol
+
+from enchufe.address import Address, InetAddress, UnixAddress
+from enchufe.errors import (
+    BindError,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    NetworkError,
+    ResolveError,
+    StreamClosed,
+    TimedOut,
+    Unsupported,
+)
+
+__all__ = ["SocketStream", "Stream", "address_from_sockaddr", "translate_os_error"]
+
+#: Bytes asked for by one ``recv`` when the caller does not say: ncat reads 8 KiB at a
+#: time; a larger read costs nothing when less is available and halves the number of
+#: system calls on bulk transfers.
+DEFAULT_RECV_SIZE = 65536
+
+_LOST = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN})
+_UNSUPPORTED = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EOPNOTSUPP})
+
+
+class Stream(Protocol):
+    """A bidirectional byte stream with half-close.
+
+    ``timeout`` is in seconds and bounds each ``recv`` and ``send_all`` call on its
+    own; ``None`` blocks without limit. A call that runs out of time raises
+    :class:`enchufe.errors.TimedOut`.
+    """
+
+    timeout: float | None
+
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes:
+        """Return at least one byte and at most ``max_bytes``, or ``b""`` at end of file."""
+        ...
+
+    def send_all(self, data: bytes) -> None:
+        """Send every byte of ``data`` (a datagram stream sends it as one datagram)."""
+        ...
+
+    def send_eof(self) -> None:
+        """Signal end of file to the peer while still allowing ``recv``."""
+        ...
+
+    def close(self) -> None:
+        """Release the stream. Idempotent."""
+        ...
+
+    def fileno(self) -> int:
+        """The file descriptor to wait on before ``recv`` would return data."""
+        ...
+
+
+def translate_os_error(exc: OSError, action: str, *, context: str = "") -> NetworkError:
+    """Turn an ``OSError`` from the operating system into an enchufe error.
+
+    Args:
+        exc: the original error; the caller raises the result ``from exc``.
+        action: what was being done: ``"connect"``, ``"bind"``, ``"resolve"``,
+            ``"socket"`` (creating one), ``"recv"`` or ``"send"``.
+        context: an optional prefix for the message, e.g. ``"bind to 0.0.0.0:80"``.
+
+    The message is the system's own text (``Connection refused``), prefixed with
+    ``context: `` when one is given; ``errno`` is kept.
+    """
+    if isinstance(exc, NetworkError):
+        return exc
+    number = exc.errno
+    text = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError) and number is None:
+        text = "Connection timed out" if action == "connect" else "Timed out"
+    message = f"{context}: {text}" if context else text
+    if isinstance(exc, socket.gaierror) or action == "resolve":
+        return ResolveError(message, errno=number)
+    if isinstance(exc, TimeoutError):
+        return (ConnectTimeout if action == "connect" else TimedOut)(message, errno=number)
+    if number in _UNSUPPORTED and action == "socket":
+        return Unsupported(message, errno=number)
+    if number == errno.EBADF:
+        return StreamClosed(message, errno=number)
+    if action == "connect":
+        return ConnectError(message, errno=number)
+    if action == "bind":
+        return BindError(message, errno=number)
+    if number in _LOST:
+        return ConnectionLost(message, errno=number)
+    return NetworkError(message, errno=number)
+
+
+def address_from_sockaddr(family: int, sockaddr: object) -> Address:
+    """Make an :data:`Address` from what ``getsockname``/``getpeername``/``recvfrom`` return."""
+    if family == socket.AF_UNIX:
+        if isinstance(sockaddr, bytes):
+            return UnixAddress(
+                "@" + sockaddr[1:].decode(errors="replace") if sockaddr[:1] == b"\0" else sockaddr.decode()
+            )
+        return UnixAddress(str(sockaddr) or "@")
+    assert isinstance(sockaddr, tuple)
+    host: str = sockaddr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return InetAddress(host, sockaddr[1])
+
+
+class SocketStream:
+    """A :class:`Stream` over a connected socket: TCP, SCTP, Unix stream, or a
+    connected datagram socket (UDP, Unix datagram), where each ``recv`` returns one
+    datagram and ``send_eof`` has nothing to send.
+
+    ``send_all`` may be called from several threads: each call's bytes go out
+    together, never interleaved with another call's.
+
+
+    Args:
+        sock: a connected socket; the stream owns it.
+        unlink_on_close: a Unix socket file this stream bound and must remove.
+    """
+
+    def __init__(self, sock: socket.socket, *, unlink_on_close: str | None = None) -> None:
+        self.sock = sock
+        self._is_datagram = sock.type == socket.SOCK_DGRAM
+        self._send_lock = threading.Lock()
+        self._unlink_on_close = unlink_on_close
+
+    @property
+    def timeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.sock.settimeout(value)
+
+    @property
+    def local_address(self) -> Address:
+        return address_from_sockaddr(self.sock.family, self.sock.getsockname())
+
+    @property
+    def peer_address(self) -> Address:
+        try:
+            return address_from_sockaddr(self.sock.family, self.sock.getpeername())
+        except OSError as exc:
+            raise translate_os_error(exc, "recv") from exc
+
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes:
+        try:
+            return self.sock.recv(max_bytes)
+        except OSError as exc:
+            raise translate_os_error(exc, "recv") from exc
+
+    def send_all(self, data: bytes) -> None:
+        try:
+            with self._send_lock:
+                self.sock.sendall(data)
+        except OSError as exc:
+            raise translate_os_error(exc, "send") from exc
+
+    def send_eof(self) -> None:
+        if self._is_datagram:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise translate_os_error(exc, "send") from exc
+
+    def close(self) -> None:
+        self.sock.close()
+        if self._unlink_on_close is not None:
+            path, self._unlink_on_close = self._unlink_on_close, None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def __repr__(self) -> str:
+        return f"<SocketStream fd={self.sock.fileno()}>"

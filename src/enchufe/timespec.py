@@ -1,0 +1,41 @@
+"""Time values as ncat writes them: ``500ms``, ``2s``, ``1.5m``, ``1h``, or plain seconds.
+
+ncat's rules, copied: a number (decimal, optionally fractional) followed by an
+optional unit; no unit means seconds. Range checks and ncat's "did you mean
+milliseconds?" warning depend on the option and live in the command line layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+from enchufe.errors import AddressError
+
+__all__ = ["parse_duration", "unit_of"]
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+def unit_of(text: str) -> str:
+    """The unit suffix of a time value (``"ms"``, ``"s"``, ``"m"``, ``"h"``) or ``""``."""
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit):
+            return unit
+    return ""
+
+
+def parse_duration(text: str) -> float:
+    """Parse a time value into seconds.
+
+    Raises:
+        AddressError: the text is not a number with an optional unit.
+    """
+    unit = unit_of(text)
+    number = text[: len(text) - len(unit)]
+    try:
+        value = float(number)
+    except ValueError:
+        raise AddressError(f'Invalid time value "{text}"') from None
+    if number != number.strip() or not math.isfinite(value):
+        raise AddressError(f'Invalid time value "{text}"')
+    return value * _UNIT_SECONDS[unit]

@@ -1,0 +1,175 @@
+"""Running the enchufe command (and its peers) as real processes.
+
+:class:`Process` reads the child's stderr in a thread, so a test can wait for a line
+(``Listening on 127.0.0.1:40123``) instead of sleeping. Everything it starts is
+killed and joined on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+ENCHUFE = [sys.executable, "-m", "enchufe"]
+DEFAULT_TIMEOUT = 20.0
+
+
+class Process:
+    """A child process whose stderr lines can be awaited.
+
+    Args:
+        argv: the command line.
+        stdin: bytes to feed then close, ``None`` for an open pipe (use
+            :meth:`write`/:meth:`close_stdin`), or a file object/descriptor.
+        stdout: ``subprocess.PIPE`` (default) or a file object/descriptor.
+    """
+
+    def __init__(self, argv: Sequence[str], *, stdin: object = None, stdout: object = subprocess.PIPE) -> None:
+        self.argv = list(argv)
+        feed = stdin if isinstance(stdin, bytes) else None
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE if stdin is None or feed is not None else stdin,  # type: ignore[arg-type]
+            stdout=stdout,  # type: ignore[arg-type]
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, name=f"stderr-{argv[0]}")
+        self._reader.start()
+        self._feeder: threading.Thread | None = None
+        if feed is not None:
+            self._feeder = threading.Thread(target=self._feed, args=(feed,), name="stdin-feeder")
+            self._feeder.start()
+
+    def _read_stderr(self) -> None:
+        assert self.popen.stderr is not None
+        for raw in self.popen.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.stderr_lines.append(line)
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _feed(self, data: bytes) -> None:
+        assert self.popen.stdin is not None
+        try:
+            self.popen.stdin.write(data)
+            self.popen.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def wait_for_line(self, pattern: str, timeout: float = DEFAULT_TIMEOUT) -> re.Match[str]:
+        """Wait until a stderr line matches ``pattern`` (a regex, searched)."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no stderr line matching {pattern!r}; got {self.stderr_lines}")
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"process ended without a line matching {pattern!r}; got {self.stderr_lines}")
+            if match := regex.search(line):
+                return match
+
+    def listening_port(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """The port from the first ``Listening on HOST:PORT`` line (needs ``-v``)."""
+        return int(self.wait_for_line(r"Listening on .*:(\d+)$", timeout).group(1))
+
+    def write(self, data: bytes) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(data)
+        self.popen.stdin.flush()
+
+    def close_stdin(self) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.close()
+
+    def read_stdout(self, size: int, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """Read exactly ``size`` bytes of stdout (fewer only at end of file)."""
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        data = b""
+        deadline = time.monotonic() + timeout
+        while len(data) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise AssertionError(f"timed out reading stdout; got {data!r}")
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Wait for the exit status; the stdout that remains is in :attr:`stdout`."""
+        self.stdout = b""
+        if self.popen.stdout is not None:
+            out, _ = self.popen.communicate(timeout=timeout)
+            self.stdout = out or b""
+        returncode = self.popen.wait(timeout=timeout)
+        self._join()
+        return returncode
+
+    @property
+    def stderr(self) -> str:
+        self._join()
+        return "\n".join(self.stderr_lines)
+
+    def _join(self) -> None:
+        if self._feeder is not None:
+            self._feeder.join(DEFAULT_TIMEOUT)
+        if self.popen.poll() is not None:
+            self._reader.join(DEFAULT_TIMEOUT)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(DEFAULT_TIMEOUT)
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.kill()
+        for pipe in (self.popen.stdin, self.popen.stdout):
+            if pipe is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
+        self._reader.join(DEFAULT_TIMEOUT)
+        if self._feeder is not None:
+            self._feeder.join(DEFAULT_TIMEOUT)
+        if self.popen.stderr is not None:
+            self.popen.stderr.close()
+
+
+def enchufe(*args: str, stdin: object = None, stdout: object = subprocess.PIPE) -> Process:
+    """Start ``python -m enchufe ARGS``."""
+    return Process([*ENCHUFE, *args], stdin=stdin, stdout=stdout)
+
+
+def run(
+    argv: Sequence[str], *, input: bytes = b"", timeout: float = DEFAULT_TIMEOUT
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command to completion with ``input`` on stdin."""
+    return subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout, check=False)
+
+
+def run_enchufe(*args: str, input: bytes = b"", timeout: float = DEFAULT_TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m enchufe ARGS`` to completion."""
+    return run([*ENCHUFE, *args], input=input, timeout=timeout)
