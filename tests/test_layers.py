@@ -66,9 +66,7 @@ def test_imports_point_down_the_stack(module: str, path: Path) -> None:
         assert layer_of(imported) in LAYERS[layer], f"{module} ({layer}) must not import {imported}"
 
 
-@pytest.mark.parametrize(
-    ("module", "path"), [m for m in modules() if layer_of(m[0]) == "proto"], ids=lambda v: str(v)
-)
+@pytest.mark.parametrize(("module", "path"), [m for m in modules() if layer_of(m[0]) == "proto"], ids=lambda v: str(v))
 def test_proto_is_sans_io(module: str, path: Path) -> None:
     stdlib = {name.split(".")[0] for name in imports_of(path)}
     assert not stdlib & PROTO_FORBIDDEN, f"{module} imports {stdlib & PROTO_FORBIDDEN}"
