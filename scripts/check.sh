@@ -16,6 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+export PIP_ROOT_USER_ACTION=ignore
 python=${PYTHON:-python3}
 "$python" -m pip install -q --disable-pip-version-check -e '.[dev]'
 "$python" -m ruff check src tests benchmarks
