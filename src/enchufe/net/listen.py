@@ -19,6 +19,7 @@ import errno
 import os
 import select
 import socket
+from types import TracebackType
 
 from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.errors import BindError, NetworkError, TimedOut
@@ -95,6 +96,14 @@ class Listener:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         kind = "datagram" if self.is_datagram else "stream"
         return f"<Listener {kind} {self.address}>"
@@ -167,7 +176,7 @@ def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> l
             for fam in families:
                 wildcard = "::" if fam == socket.AF_INET6 else "0.0.0.0"
                 try:
-                    listener = _listen_inet(fam, (wildcard, shared_port), transport, backlog, v6only=len(families) > 1)
+                    listener = _listen_inet(fam, (wildcard, shared_port), transport, backlog, v6only=len(families) > 1 and fam == socket.AF_INET6)
                 except NetworkError as exc:
                     if exc.errno == errno.EAFNOSUPPORT and family == socket.AF_UNSPEC and fam == socket.AF_INET6:
                         continue  # no IPv6 on this machine: listen on IPv4 alone, as ncat does
@@ -176,10 +185,10 @@ def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> l
                 assert isinstance(listener.address, InetAddress)
                 shared_port = listener.address.port
             return listeners
-        except BindError as exc:
+        except BaseException as exc:
             close_all(listeners)
             # Port 0: the port the first socket got may be taken for the other family.
-            if not (port == 0 and listeners and exc.errno == errno.EADDRINUSE):
+            if not (port == 0 and listeners and isinstance(exc, BindError) and exc.errno == errno.EADDRINUSE):
                 raise
     raise BindError("could not find a port free on both IPv4 and IPv6", errno=errno.EADDRINUSE)
 

@@ -1,0 +1,255 @@
+"""open_connection and open_listeners on real loopback sockets, every socket kind."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+import pytest
+
+from conftest import HAS_IPV6, requires_ipv6
+from enchufe.address import InetAddress, UnixAddress
+from enchufe.errors import BindError, ConnectError, ConnectTimeout, ResolveError, TimedOut, Unsupported
+from enchufe.net.connect import open_connection
+from enchufe.net.listen import Listener, accept_first, close_all, open_listeners
+from enchufe.net.resolve import Resolved, SystemResolver
+
+
+def test_tcp_round_trip(loopback: str) -> None:
+    (listener,) = open_listeners(InetAddress(loopback, 0))
+    with listener:
+        assert isinstance(listener.address, InetAddress)
+        assert listener.address.port != 0
+        with open_connection(listener.address) as client, listener.accept(timeout=5) as server:
+            assert client.peer == listener.address
+            assert server.peer == client.local
+            client.send_all(b"ping")
+            assert server.recv_exactly(4, timeout=5) == b"ping"
+            server.send_all(b"pong")
+            assert client.recv_exactly(4, timeout=5) == b"pong"
+
+
+def test_text_address_is_accepted(loopback: str) -> None:
+    (listener,) = open_listeners(InetAddress(loopback, 0))
+    with listener, open_connection(str(listener.address)) as client, listener.accept(timeout=5):
+        assert client.peer == listener.address
+
+
+def test_udp_listener_locks_onto_the_first_peer(loopback: str) -> None:
+    (listener,) = open_listeners(InetAddress(loopback, 0), transport="datagram")
+    with (
+        listener,
+        open_connection(listener.address, transport="datagram") as first,
+        open_connection(listener.address, transport="datagram") as second,
+    ):
+        first.send_all(b"one")
+        with listener.accept(timeout=5) as server:
+            assert server.peer == first.local
+            assert server.recv(timeout=5) == b"one"
+            second.send_all(b"ignored")
+            first.send_all(b"two")
+            assert server.recv(timeout=5) == b"two"  # the second peer is filtered by the kernel
+            server.send_all(b"reply")
+            assert first.recv(timeout=5) == b"reply"
+
+
+def test_udp_client_sends_nothing_until_asked(loopback: str) -> None:
+    family = socket.AF_INET6 if ":" in loopback else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as server:
+        server.bind((loopback, 0))
+        server.settimeout(0.2)
+        with open_connection(InetAddress(loopback, server.getsockname()[1]), transport="datagram") as client:
+            with pytest.raises(TimeoutError):
+                server.recvfrom(10)
+            client.send_all(b"now")
+            server.settimeout(5)
+            assert server.recvfrom(10)[0] == b"now"
+
+
+def test_dual_stack_listen_gives_two_sockets_on_one_port() -> None:
+    listeners = open_listeners(port=0)
+    try:
+        addresses = [listener.address for listener in listeners]
+        if not HAS_IPV6:
+            assert [str(a).split(":")[0] for a in addresses] == ["0.0.0.0"]
+            return
+        assert [a.host for a in addresses if isinstance(a, InetAddress)] == ["::", "0.0.0.0"]
+        ports = {a.port for a in addresses if isinstance(a, InetAddress)}
+        assert len(ports) == 1 and ports != {0}
+        v6 = listeners[0].sock
+        assert v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        assert all(listener.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) for listener in listeners)
+        (port,) = ports
+        with open_connection(InetAddress("127.0.0.1", port)) as client, accept_first(listeners, timeout=5) as server:
+            assert server.peer == client.local
+            assert isinstance(server.peer, InetAddress) and server.peer.host == "127.0.0.1"  # not ::ffff:127.0.0.1
+        with open_connection(InetAddress("::1", port)) as client, accept_first(listeners, timeout=5) as server:
+            assert server.peer == client.local
+    finally:
+        close_all(listeners)
+
+
+def test_family_restricts_the_wildcard_listener() -> None:
+    listeners = open_listeners(port=0, family=socket.AF_INET)
+    try:
+        assert [listener.sock.family for listener in listeners] == [socket.AF_INET]
+    finally:
+        close_all(listeners)
+
+
+def test_bind_to_a_port_in_use_is_a_bind_error(loopback: str) -> None:
+    (first,) = open_listeners(InetAddress(loopback, 0))
+    with first:
+        with pytest.raises(BindError) as caught:
+            open_listeners(first.address)
+        assert caught.value.errno == errno.EADDRINUSE
+        assert str(caught.value) == f"bind to {first.address}: Address already in use"
+
+
+def test_connection_refused_is_a_connect_error() -> None:
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    with pytest.raises(ConnectError) as caught:
+        open_connection(InetAddress("127.0.0.1", port))
+    assert isinstance(caught.value, ConnectionError)
+    assert caught.value.errno == errno.ECONNREFUSED
+    assert str(caught.value) == "Connection refused"
+
+
+def test_every_resolved_address_is_tried_in_order() -> None:
+    """The first address refuses; the second one answers; the failure is reported."""
+    (listener,) = open_listeners(InetAddress("127.0.0.1", 0))
+    with listener, socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.2", 0))
+        dead_port = placeholder.getsockname()[1]
+        assert isinstance(listener.address, InetAddress)
+        live_port = listener.address.port
+
+        class TwoAddresses:
+            def resolve(self, host: str, port: int, **_: object) -> list[Resolved]:
+                tcp = (socket.AF_INET, socket.SOCK_STREAM, 0)
+                return [Resolved(*tcp, ("127.0.0.2", dead_port)), Resolved(*tcp, ("127.0.0.1", live_port))]
+
+        failures: list[tuple[object, Exception]] = []
+        conn = open_connection(
+            InetAddress("service.test", 1),
+            resolver=TwoAddresses(),
+            on_attempt_failed=lambda address, error: failures.append((address, error)),
+        )
+        with conn, listener.accept(timeout=5):
+            assert conn.peer == listener.address
+        assert [(str(a), str(e)) for a, e in failures] == [(f"127.0.0.2:{dead_port}", "Connection refused")]
+
+
+def test_connect_timeout() -> None:
+    """A listener whose accept queue is full drops further SYNs: the connect must time out."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.settimeout(0.3)
+                try:
+                    filler.connect(full.getsockname())
+                except TimeoutError:
+                    break
+            else:
+                pytest.skip("the kernel kept accepting: cannot make a connect hang on loopback")
+            with pytest.raises(ConnectTimeout) as caught:
+                open_connection(InetAddress(*full.getsockname()), timeout=0.2)
+            assert isinstance(caught.value, TimeoutError)
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_numeric_only_resolver_refuses_names() -> None:
+    with pytest.raises(ResolveError) as caught:
+        open_connection(InetAddress("localhost", 1), resolver=SystemResolver(numeric_only=True))
+    assert str(caught.value).startswith('Could not resolve hostname "localhost": ')
+
+
+def test_source_address_and_port_are_bound(loopback: str) -> None:
+    (listener,) = open_listeners(InetAddress(loopback, 0))
+    family = socket.AF_INET6 if ":" in loopback else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((loopback, 0))
+        source_port = probe.getsockname()[1]
+    with listener, open_connection(listener.address, source_host=loopback, source_port=source_port) as client:
+        with listener.accept(timeout=5) as server:
+            assert server.peer == InetAddress(loopback, source_port) == client.local
+
+
+@requires_ipv6
+def test_ipv6_literal_with_family_mismatch_does_not_resolve() -> None:
+    with pytest.raises(ResolveError):
+        open_connection(InetAddress("::1", 1), family=socket.AF_INET)
+
+
+def test_sctp_is_reported_as_unsupported_by_this_kernel() -> None:
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132).close()
+    except OSError:
+        pass
+    else:
+        pytest.skip("this kernel has SCTP")
+    with pytest.raises(Unsupported, match=r"^SCTP is not supported by this kernel$"):
+        open_listeners(InetAddress("127.0.0.1", 0), transport="sctp")
+    with pytest.raises(Unsupported, match=r"^SCTP is not supported by this kernel$"):
+        open_connection(InetAddress("127.0.0.1", 1), transport="sctp")
+
+
+def test_unix_stream_listener_creates_and_removes_its_file(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "s.sock")
+    (listener,) = open_listeners(UnixAddress(path))
+    assert os.path.exists(path)
+    with listener, open_connection(path) as client, listener.accept(timeout=5) as server:
+        client.send_all(b"over unix")
+        client.send_eof()
+        assert b"".join(server) == b"over unix"
+    assert not os.path.exists(path)
+
+
+def test_unix_datagram_client_binds_a_temporary_socket_for_replies(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "d.sock")
+    (listener,) = open_listeners(UnixAddress(path), transport="datagram")
+    with listener:
+        client = open_connection(path, transport="datagram")
+        assert isinstance(client.local, UnixAddress)
+        temporary = client.local.path
+        assert os.path.exists(temporary)
+        with client:
+            client.send_all(b"hello")
+            with listener.accept(timeout=5) as server:
+                assert server.peer == client.local
+                assert server.recv(timeout=5) == b"hello"
+                server.send_all(b"answer")
+                assert client.recv(timeout=5) == b"answer"
+        assert not os.path.exists(temporary)
+    assert not os.path.exists(path)
+
+
+def test_abstract_unix_socket() -> None:
+    name = f"@enchufe-test-{os.getpid()}"
+    (listener,) = open_listeners(UnixAddress(name))
+    with listener, open_connection(name) as client, listener.accept(timeout=5) as server:
+        assert listener.address == UnixAddress(name)
+        client.send_all(b"x")
+        assert server.recv(timeout=5) == b"x"
+
+
+def test_accept_timeout() -> None:
+    (listener,) = open_listeners(InetAddress("127.0.0.1", 0))
+    with listener, pytest.raises(TimedOut):
+        listener.accept(timeout=0.05)
+
+
+def test_listener_close_is_idempotent(sock_dir: str) -> None:
+    listener: Listener = open_listeners(UnixAddress(os.path.join(sock_dir, "x.sock")))[0]
+    listener.close()
+    listener.close()

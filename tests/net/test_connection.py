@@ -1,0 +1,169 @@
+"""Connection: buffered reads with one deadline model, over real socket pairs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from enchufe.errors import ReceiveTimeout, TimedOut, UnexpectedEOF
+from enchufe.net.connection import Connection
+from enchufe.net.stream import SocketStream
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Connection, socket.socket]]:
+    """A Connection and the raw socket at the other end."""
+    ours, theirs = socket.socketpair()
+    conn = Connection(SocketStream(ours))
+    with conn, theirs:
+        yield conn, theirs
+
+
+def test_recv_returns_what_arrived(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.sendall(b"hello")
+    assert conn.recv() == b"hello"
+
+
+def test_recv_returns_empty_at_eof(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.shutdown(socket.SHUT_WR)
+    assert conn.recv() == b""
+    assert conn.recv() == b""
+
+
+def test_recv_respects_max_bytes_and_keeps_the_rest(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.sendall(b"abcdef")
+    assert conn.recv_exactly(1) == b"a"
+    assert conn.recv(2) == b"bc"
+    assert conn.recv() == b"def"
+
+
+def test_recv_exactly_joins_chunks(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+
+    def dribble() -> None:
+        for byte in b"12345":
+            peer.sendall(bytes([byte]))
+
+    writer = threading.Thread(target=dribble)
+    writer.start()
+    assert conn.recv_exactly(5, timeout=5) == b"12345"
+    writer.join()
+
+
+def test_recv_until_includes_or_drops_the_delimiter(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.sendall(b"key: value\r\nnext: 2\r\n")
+    assert conn.recv_until(b"\r\n") == b"key: value\r\n"
+    assert conn.recv_until(b"\r\n", keepends=False) == b"next: 2"
+
+
+def test_recv_until_finds_a_delimiter_split_across_chunks(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.sendall(b"abc\r")
+    assert conn.recv(1) == b"a"  # forces the first part into the buffer
+    peer.sendall(b"\nrest")
+    assert conn.recv_until(b"\r\n", timeout=5) == b"bc\r\n"
+    assert conn.recv() == b"rest"
+
+
+def test_recv_line_and_send_line(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    conn.send_line("héllo")
+    assert peer.recv(100) == "héllo\n".encode()
+    conn.send_line(b"crlf", newline=b"\r\n")
+    assert peer.recv(100) == b"crlf\r\n"
+    peer.sendall(b"one\ntwo\n")
+    assert conn.recv_line() == b"one\n"
+    assert conn.recv_line(keepends=False) == b"two"
+
+
+def test_timeout_keeps_partial_data_for_the_next_read(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.sendall(b"partial")
+    with pytest.raises(ReceiveTimeout) as caught:
+        conn.recv_line(timeout=0.05)
+    assert caught.value.partial == b"partial"
+    assert isinstance(caught.value, TimeoutError)
+    peer.sendall(b" line\n")
+    assert conn.recv_line(timeout=5) == b"partial line\n"
+
+
+def test_timeout_bounds_the_whole_call_not_each_read(pair: tuple[Connection, socket.socket]) -> None:
+    """A peer that keeps dribbling bytes must not extend the deadline (pwntools#251)."""
+    conn, peer = pair
+    stop = threading.Event()
+
+    def dribble() -> None:
+        while not stop.wait(0.02):
+            peer.sendall(b"x")
+
+    writer = threading.Thread(target=dribble)
+    writer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ReceiveTimeout):
+            conn.recv_until(b"\n", timeout=0.3)
+    finally:
+        stop.set()
+        writer.join()
+    assert time.monotonic() - started < 3.0
+
+
+def test_default_timeout_comes_from_the_connection() -> None:
+    ours, theirs = socket.socketpair()
+    with Connection(SocketStream(ours), timeout=0.05) as conn, theirs:
+        with pytest.raises(ReceiveTimeout):
+            conn.recv()
+        theirs.sendall(b"late")
+        assert conn.recv(timeout=None) == b"late"
+
+
+def test_eof_before_a_full_read_raises_with_partial(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.sendall(b"abc")
+    peer.shutdown(socket.SHUT_WR)
+    with pytest.raises(UnexpectedEOF) as caught:
+        conn.recv_exactly(10)
+    assert caught.value.partial == b"abc"
+    assert isinstance(caught.value, EOFError)
+    assert conn.recv_exactly(3) == b"abc"
+    with pytest.raises(UnexpectedEOF):
+        conn.recv_line()
+
+
+def test_iteration_yields_chunks_until_eof(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.sendall(b"one")
+    peer.shutdown(socket.SHUT_WR)
+    assert b"".join(conn) == b"one"
+
+
+def test_send_eof_half_closes(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    conn.send_all(b"request")
+    conn.send_eof()
+    received = b""
+    while chunk := peer.recv(100):
+        received += chunk
+    assert received == b"request"
+    peer.sendall(b"reply")
+    assert conn.recv() == b"reply"
+
+
+def test_send_to_a_peer_that_does_not_read_times_out(pair: tuple[Connection, socket.socket]) -> None:
+    conn, _ = pair
+    with pytest.raises(TimedOut):
+        conn.send_all(b"x" * (64 << 20), timeout=0.2)
+
+
+def test_empty_delimiter_is_rejected(pair: tuple[Connection, socket.socket]) -> None:
+    conn, _ = pair
+    with pytest.raises(ValueError):
+        conn.recv_until(b"")
