@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from enchufe.net.connect import open_connection
     from enchufe.net.connection import Connection
     from enchufe.net.fdstream import FdStream
-    from enchufe.net.listen import Listener, open_listeners
+    from enchufe.net.listen import Listener, accept_first, open_listeners
     from enchufe.net.relay import Relay, RelayResult
     from enchufe.net.resolve import Resolver, SystemResolver
     from enchufe.net.stream import SocketStream, Stream
@@ -61,6 +61,7 @@ _EXPORTS = {
     "FdStream": "enchufe.net.fdstream",
     "Listener": "enchufe.net.listen",
     "open_listeners": "enchufe.net.listen",
+    "accept_first": "enchufe.net.listen",
     "Relay": "enchufe.net.relay",
     "RelayResult": "enchufe.net.relay",
     "Resolver": "enchufe.net.resolve",
@@ -100,6 +101,7 @@ __all__ = [
     "UnixAddress",
     "Unsupported",
     "__version__",
+    "accept_first",
     "open_connection",
     "open_listeners",
     "parse_address",

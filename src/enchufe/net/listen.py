@@ -176,7 +176,13 @@ def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> l
             for fam in families:
                 wildcard = "::" if fam == socket.AF_INET6 else "0.0.0.0"
                 try:
-                    listener = _listen_inet(fam, (wildcard, shared_port), transport, backlog, v6only=len(families) > 1 and fam == socket.AF_INET6)
+                    listener = _listen_inet(
+                        fam,
+                        (wildcard, shared_port),
+                        transport,
+                        backlog,
+                        v6only=len(families) > 1 and fam == socket.AF_INET6,
+                    )
                 except NetworkError as exc:
                     if exc.errno == errno.EAFNOSUPPORT and family == socket.AF_UNSPEC and fam == socket.AF_INET6:
                         continue  # no IPv6 on this machine: listen on IPv4 alone, as ncat does
