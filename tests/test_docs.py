@@ -1,4 +1,4 @@
-"""Every Python example in docs/ runs as written."""
+"""Every Python example in README.md and docs/ runs as written."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).parent.parent / "docs"
+ROOT = Path(__file__).parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLE = re.compile(r"```python\n(.*?)```", re.S)
 
 
 def examples() -> list[tuple[str, str]]:
     found = []
-    for path in sorted(DOCS.glob("*.md")):
+    for path in DOCUMENTS:
         for index, code in enumerate(EXAMPLE.findall(path.read_text()), 1):
             found.append((f"{path.name}#{index}", code))
     return found
