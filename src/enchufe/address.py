@@ -16,7 +16,7 @@ the network: resolving names is the job of :mod:`enchufe.net.resolve`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from enchufe.errors import AddressError
 
@@ -32,36 +32,47 @@ __all__ = [
 _FORBIDDEN_HOST_CHARS = frozenset("[]/ \t\r\n")
 
 
-@dataclass(frozen=True, slots=True)
-class InetAddress:
-    """An Internet address: a host (name or IP literal, brackets removed) and a port."""
-
+class _InetFields(NamedTuple):
     host: str
     port: int
 
-    def __post_init__(self) -> None:
-        if not self.host or _FORBIDDEN_HOST_CHARS.intersection(self.host) or self.host[0] == "@":
-            raise AddressError(f"Invalid host {self.host!r}")
-        if not 0 <= self.port <= 65535:
-            raise AddressError(f'Invalid port number "{self.port}"')
+
+class InetAddress(_InetFields):
+    """An Internet address: a host (name or IP literal, brackets removed) and a port.
+
+    It is a ``(host, port)`` tuple, so it can be handed to ``socket.connect`` as is.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, host: str, port: int) -> InetAddress:
+        if not host or _FORBIDDEN_HOST_CHARS.intersection(host) or host[0] == "@":
+            raise AddressError(f"Invalid host {host!r}")
+        if not 0 <= port <= 65535:
+            raise AddressError(f'Invalid port number "{port}"')
+        return super().__new__(cls, host, port)
 
     def __str__(self) -> str:
         return format_host_port(self.host, self.port)
 
 
-@dataclass(frozen=True, slots=True)
-class UnixAddress:
+class _UnixFields(NamedTuple):
+    path: str
+
+
+class UnixAddress(_UnixFields):
     """A Unix domain socket address.
 
     ``path`` is a filesystem path, or ``@name`` for a name in Linux's abstract
     namespace (which has no file and vanishes with the last socket).
     """
 
-    path: str
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if not self.path or "\0" in self.path:
-            raise AddressError(f"Invalid unix socket path {self.path!r}")
+    def __new__(cls, path: str) -> UnixAddress:
+        if not path or "\0" in path:
+            raise AddressError(f"Invalid unix socket path {path!r}")
+        return super().__new__(cls, path)
 
     @property
     def is_abstract(self) -> bool:

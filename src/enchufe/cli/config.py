@@ -10,13 +10,14 @@ rule below cites the ncat message it reproduces; every violation raises
 from __future__ import annotations
 
 import getopt
-import socket
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from enchufe.address import parse_port
 from enchufe.cli.options import LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
+
+if TYPE_CHECKING:
+    from enchufe.net.sockets import Transport
 from enchufe.errors import AddressError, EnchufeError
-from enchufe.net.sockets import Transport
 from enchufe.timespec import parse_duration, unit_of
 
 __all__ = ["DEFAULT_PORT", "Config", "UsageError", "parse_args"]
@@ -35,16 +36,18 @@ class UsageError(EnchufeError):
         self.getopt_message = getopt_message
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Config:
-    """Everything one run of the command needs to know, validated."""
+class Config(NamedTuple):
+    """Everything one run of the command needs to know, validated.
+
+    ``family`` is 0 (``AF_UNSPEC``), ``AF_INET`` or ``AF_INET6``.
+    """
 
     listen: bool = False
     host: str | None = None
     port: int = DEFAULT_PORT
     transport: Transport = "stream"
     unix: bool = False
-    family: int = socket.AF_UNSPEC
+    family: int = 0
     numeric_only: bool = False
     source_host: str | None = None
     source_port: int = 0
@@ -108,8 +111,10 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
     transport: Transport = "sctp" if given("--sctp") else "datagram" if given("-u") else "stream"
     if given("--sctp") and given("-u"):
         transport = "sctp" if _last(values, "--sctp", "-u") == "--sctp" else "datagram"
-    family = socket.AF_UNSPEC
+    family = 0
     if given("-4") or given("-6"):
+        import socket  # only now: --version and -h must not pay for it
+
         family = socket.AF_INET6 if _last(values, "-4", "-6") == "-6" else socket.AF_INET
 
     if given("-z") and listen:

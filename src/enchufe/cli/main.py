@@ -9,7 +9,6 @@ process's stdio. Imports are deferred to the mode that needs them, so that
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -77,6 +76,8 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
     try:
         return (run_listen if config.listen else run_connect)(config, env)
     except KeyboardInterrupt:
+        import signal
+
         _die_by(signal.SIGINT)
         raise
     except ConnectTimeout:
@@ -102,6 +103,8 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
 
 def _die_by(signum: int) -> None:
     """End the process by ``signum`` itself, as ncat does, so the parent sees the signal."""
+    import signal
+
     sys.stdout.flush()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.cli import status
@@ -28,8 +28,7 @@ __all__ = ["Environment", "run_connect", "run_listen"]
 _UDP_PROBE_WAIT = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Environment:
+class Environment(NamedTuple):
     """The command's view of the process: its stdio, replaceable in tests."""
 
     stdin_fd: int

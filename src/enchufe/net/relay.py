@@ -40,7 +40,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from enchufe.errors import ConnectionLost, IdleTimeout, NetworkError
 from enchufe.net.fdstream import FdStream
@@ -56,8 +56,7 @@ _ZERO_COPY_CHUNK = 1 << 20
 _FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE})
 
 
-@dataclass(frozen=True, slots=True)
-class RelayResult:
+class RelayResult(NamedTuple):
     """What a finished relay did.
 
     Attributes:

@@ -8,16 +8,14 @@ Everything that turns a host name into socket addresses goes through a
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from enchufe.errors import ResolveError
 
 __all__ = ["Resolved", "Resolver", "SystemResolver"]
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """One result of a lookup: what ``socket.socket()`` and ``connect``/``bind`` need."""
 
     family: int
@@ -38,7 +36,6 @@ class Resolver(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
 class SystemResolver:
     """The operating system's resolver (``getaddrinfo``).
 
@@ -46,7 +43,8 @@ class SystemResolver:
         numeric_only: accept only IP literals, never query DNS (ncat's ``-n``).
     """
 
-    numeric_only: bool = False
+    def __init__(self, *, numeric_only: bool = False) -> None:
+        self.numeric_only = numeric_only
 
     def resolve(
         self, host: str, port: int, *, family: int, type: int, proto: int, passive: bool = False
