@@ -8,7 +8,8 @@ Text forms, accepted by :func:`parse_address` and produced by ``str()``::
 
     example.org:80   127.0.0.1:80   [::1]:80   [fe80::1%eth0]:80
     ::1              (a bare IPv6 literal: the port comes from default_port)
-    /run/app.sock    unix:relative.sock    @abstract-name
+    /run/app.sock    ./relative.sock    unix:relative.sock    @abstract-name
+    [unix]:80        (a host named "unix": brackets keep it from reading as a path)
 
 ``parse_address(str(a)) == a`` holds for every valid address. Nothing here touches
 the network: resolving names is the job of :mod:`enchufe.net.resolve`.
@@ -94,8 +95,12 @@ Address = InetAddress | UnixAddress
 
 
 def format_host_port(host: str, port: int) -> str:
-    """Join a host and a port, bracketing IPv6 literals: ``[::1]:80``."""
-    if ":" in host:
+    """Join a host and a port, bracketing IPv6 literals: ``[::1]:80``.
+
+    A host named ``unix`` is bracketed too, so that ``[unix]:80`` cannot be read as
+    the Unix socket ``unix:80``.
+    """
+    if ":" in host or host == "unix":
         return f"[{host}]:{port}"
     return f"{host}:{port}"
 
@@ -125,11 +130,11 @@ def parse_address(text: str, *, default_port: int | None = None) -> Address:
     """
     if text.startswith("unix:"):
         return UnixAddress(text[5:])
-    if text.startswith(("/", "@", "./")):
+    if text.startswith(("/", "@", ".")):
         return UnixAddress(text)
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
-        if not sep or ":" not in host:
+        if not sep or (":" not in host and host != "unix"):
             raise AddressError(f"Invalid IPv6 address {text!r}")
         if rest:
             if not rest.startswith(":"):

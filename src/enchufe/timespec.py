@@ -1,19 +1,23 @@
 """Time values as ncat writes them: ``500ms``, ``2s``, ``1.5m``, ``1h``, or plain seconds.
 
-ncat's rules, copied: a number (decimal, optionally fractional) followed by an
-optional unit; no unit means seconds. Range checks and ncat's "did you mean
+ncat's rules, copied: a decimal number (optionally fractional, with an exponent)
+followed by an optional unit; no unit means seconds. Range checks and ncat's "did you mean
 milliseconds?" warning depend on the option and live in the command line layer.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 from enchufe.errors import AddressError
 
 __all__ = ["parse_duration", "unit_of"]
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+#: What C's strtod reads as a decimal number; Python's float() also takes "1_0" and
+#: non-ASCII digits, which ncat refuses.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def unit_of(text: str) -> str:
@@ -32,10 +36,7 @@ def parse_duration(text: str) -> float:
     """
     unit = unit_of(text)
     number = text[: len(text) - len(unit)]
-    try:
-        value = float(number)
-    except ValueError:
-        raise AddressError(f'Invalid time value "{text}"') from None
-    if number != number.strip() or not math.isfinite(value):
+    seconds = float(number) * _UNIT_SECONDS[unit] if _DECIMAL.fullmatch(number) else math.nan
+    if not math.isfinite(seconds):
         raise AddressError(f'Invalid time value "{text}"')
-    return value * _UNIT_SECONDS[unit]
+    return seconds

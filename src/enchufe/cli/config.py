@@ -1,18 +1,19 @@
 """argv → :class:`Config`: ncat's parsing, defaults and cross-option rules.
 
-Parsing is GNU getopt (``getopt.gnu_getopt``): options and operands may be mixed,
-``--`` ends options, short options cluster (``-lvnp``), a value may start with a
-dash (``-w -5``), and long options may be abbreviated to any unique prefix. Each
-rule below cites the ncat message it reproduces; every violation raises
-:class:`UsageError`, which the command prints and turns into exit status 2.
+Parsing is GNU getopt (:mod:`enchufe.cli.gnu_getopt`), and each option is
+handled when it is read, as ncat does: a bad value is reported before a later
+``-h``, and the last of two conflicting options wins. The rules between options are
+checked once everything is read. Each rule reproduces an ncat message; every
+violation raises :class:`UsageError`, which the command prints and turns into exit
+status 2.
 """
 
 from __future__ import annotations
 
-import getopt
 from typing import TYPE_CHECKING, NamedTuple
 
 from enchufe.address import parse_port
+from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ from enchufe.timespec import parse_duration, unit_of
 __all__ = ["DEFAULT_PORT", "Config", "UsageError", "parse_args"]
 
 DEFAULT_PORT = 31337
-_MAX_SECONDS = 2147483  # ncat: INT_MAX milliseconds
+_INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
 _NSOCK_ENGINES = frozenset({"epoll", "poll", "select"})
 
 
@@ -74,27 +75,48 @@ class Config(NamedTuple):
 
 def parse_args(argv: list[str]) -> Config:
     """Parse ncat's command line (without the program name)."""
-    try:
-        options, operands = getopt.gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS)
-    except getopt.GetoptError as exc:
-        raise UsageError(_glibc_message(exc, argv), getopt_message=True) from None
     values: dict[str, object] = {}
+    operands: list[str] = []
     verbosity = 0
-    for name, value in options:
-        name = LONG_TO_SHORT.get(name, name)
-        if name in NOT_YET:
-            raise UsageError(f"{name} is not supported yet.")
-        if name == "--lua-exec":
-            raise UsageError("--lua-exec is not supported: enchufe has no Lua interpreter; use -e or -c.")
-        if name == "-v":
-            verbosity += 1
-        else:
-            values[name] = value
-    if "-h" in values:
-        return Config(show_help=True)
-    if "--version" in values:
-        return Config(show_version=True)
+    try:
+        for name, value in gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS):
+            if not name:
+                operands.append(value)
+                continue
+            name = LONG_TO_SHORT.get(name, name)
+            if name == "-h":
+                return Config(show_help=True)
+            if name == "--version":
+                return Config(show_version=True)
+            if name == "-v":
+                verbosity += 1
+                continue
+            values.pop(name, None)  # the dict's order is the order of last appearance
+            values[name] = _parse_value(name, value)
+    except GetoptError as exc:
+        raise UsageError(str(exc), getopt_message=True) from None
     return _build(values, operands, verbosity)
+
+
+def _parse_value(name: str, value: str) -> object:
+    """Check one option's value as ncat does when it reads it."""
+    if name in NOT_YET:
+        raise UsageError(f"{name} is not supported yet.")
+    if name == "--lua-exec":
+        raise UsageError("--lua-exec is not supported: enchufe has no Lua interpreter; use -e or -c.")
+    if name in {"-w", "-i"}:
+        return _parse_time(value, f"{name} timeout")
+    if name == "-d":
+        return _parse_time(value, "-d delay")
+    if name == "-q":
+        return _parse_quit_delay(value)
+    if name == "-p":
+        return _parse_source_port(value)
+    if name == "-m":
+        return _parse_count(value)
+    if name == "--nsock-engine" and value not in _NSOCK_ENGINES:
+        raise UsageError(f"Unknown or non-available engine: {value}.")
+    return value
 
 
 def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Config:
@@ -106,10 +128,15 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         assert isinstance(value, str)
         return value
 
+    def number(name: str) -> float:
+        value = values[name]
+        assert isinstance(value, (int, float))
+        return value
+
     listen = given("-l")
     unix = given("-U")
-    transport: Transport = "sctp" if given("--sctp") else "datagram" if given("-u") else "stream"
-    if given("--sctp") and given("-u"):
+    transport: Transport = "stream"
+    if given("--sctp") or given("-u"):
         transport = "sctp" if _last(values, "--sctp", "-u") == "--sctp" else "datagram"
     family = 0
     if given("-4") or given("-6"):
@@ -133,17 +160,18 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         raise UsageError("-k is not supported yet in listen mode.")
     if given("-m") and not listen:
         raise UsageError("Invalid option combination: `--max-conns' with connect.")
-    if given("--nsock-engine") and text("--nsock-engine") not in _NSOCK_ENGINES:
-        raise UsageError(f"Unknown or non-available engine: {text('--nsock-engine')}.")
 
     source_port = 0
     host: str | None = None
     port = DEFAULT_PORT
     if listen:
-        host, port = _listen_operands(operands, text("-p") if given("-p") else None, unix)
+        port_option = int(number("-p")) if given("-p") else None
+        host, port = _listen_operands(operands, port_option, unix)
     else:
         if given("-p"):
-            source_port = _parse_source_port(text("-p"))
+            source_port = int(number("-p"))
+        if unix and not operands:
+            raise UsageError("You have to specify path to a socket to connect to.")
         if not operands:
             raise UsageError("You must specify a host to connect to.")
         if len(operands) > 2:
@@ -151,10 +179,6 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         host = operands[0]
         if len(operands) == 2 and not unix:
             port = _parse_port(operands[1])
-
-    max_conns = None
-    if given("-m"):
-        max_conns = _parse_count(text("-m"))
 
     return Config(
         listen=listen,
@@ -166,10 +190,10 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         numeric_only=given("-n"),
         source_host=text("-s") if given("-s") else None,
         source_port=source_port,
-        connect_timeout=_parse_time(text("-w"), "-w timeout") if given("-w") else 10.0,
-        idle_timeout=_parse_time(text("-i"), "-i timeout") if given("-i") else None,
-        delay=_parse_time(text("-d"), "-d delay") if given("-d") else None,
-        quit_after_eof=_parse_quit_delay(text("-q")) if given("-q") else None,
+        connect_timeout=number("-w") if given("-w") else 10.0,
+        idle_timeout=number("-i") if given("-i") else None,
+        delay=number("-d") if given("-d") else None,
+        quit_after_eof=number("-q") if given("-q") else None,
         keep_open=given("-k"),
         verbosity=verbosity,
         crlf=given("-C"),
@@ -181,28 +205,30 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         output=text("-o") if given("-o") else None,
         hex_dump=text("-x") if given("-x") else None,
         append_output=given("--append-output"),
-        max_conns=max_conns,
+        max_conns=int(number("-m")) if given("-m") else None,
         nsock_engine=text("--nsock-engine") if given("--nsock-engine") else None,
     )
 
 
 def _last(values: dict[str, object], *names: str) -> str:
-    """Of the given options, the one that came last on the command line (last wins)."""
+    """Of the given options, the one that came last on the command line."""
     order = list(values)
-    return max(names, key=lambda name: order.index(name) if name in values else -1)
+    return max((name for name in names if name in values), key=order.index)
 
 
-def _listen_operands(operands: list[str], port_option: str | None, unix: bool) -> tuple[str | None, int]:
+def _listen_operands(operands: list[str], port_option: int | None, unix: bool) -> tuple[str | None, int]:
     """ncat's listen operands: none, ``PORT`` (all digits, at most 5), ``HOST`` or
     ``HOST PORT``; ``-p PORT`` counts as a port specification too."""
     if unix:
-        if len(operands) != 1:
-            raise UsageError("You must specify the path of a Unix domain socket to listen on.")
+        if not operands:
+            raise UsageError("You have to specify path to a socket to listen on.")
+        if len(operands) > 1:
+            raise UsageError(f'Invalid port number "{operands[1]}".')
         return operands[0], DEFAULT_PORT
     if len(operands) > 2:
         raise UsageError(f"Got more than one port specification: {' '.join(operands)}.")
     host = None
-    specs = [port_option] if port_option is not None else []
+    specs = [str(port_option)] if port_option is not None else []
     if len(operands) == 2:
         host = operands[0]
         specs.append(operands[1])
@@ -223,6 +249,8 @@ def _parse_port(text: str) -> int:
 
 
 def _parse_source_port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise UsageError(f'Invalid source port number "{text}".')
     try:
         return parse_port(text)
     except AddressError:
@@ -236,20 +264,20 @@ def _parse_count(text: str) -> int:
 
 
 def _parse_time(text: str, what: str) -> float:
-    """ncat's parse_timespec: 0 < t < 2147483 s, and a unit-less 100 or more is
-    taken for a forgotten "ms"."""
+    """ncat's parse_timespec: whole milliseconds, more than 0 and at most INT_MAX; and a
+    unit-less value of 100 s or more is taken for a forgotten "ms"."""
     try:
-        seconds = parse_duration(text)
-    except AddressError:
-        seconds = -1.0
-    if not 0 < round(seconds * 1000) <= _MAX_SECONDS * 1000:
-        raise UsageError(f'Invalid {what} "{text}" (must be greater than 0 and less than {_MAX_SECONDS}s).')
-    if seconds >= 100 and not unit_of(text):
+        milliseconds = int(parse_duration(text) * 1000)
+    except (AddressError, OverflowError):
+        milliseconds = -1
+    if not 0 < milliseconds <= _INT_MAX:
+        raise UsageError(f'Invalid {what} "{text}" (must be greater than 0 and less than {_INT_MAX // 1000}s).')
+    if milliseconds >= 100_000 and not unit_of(text):
         raise UsageError(
             f"Since April 2010, the default unit for {what} is seconds, so your time of "
-            f'"{text}" is {seconds / 60:.1f} minutes. Use "{text}ms" for {seconds:g} milliseconds.'
+            f'"{text}" is {milliseconds / 60000:.1f} minutes. Use "{text}ms" for {text} milliseconds.'
         )
-    return seconds
+    return milliseconds / 1000
 
 
 def _parse_quit_delay(text: str) -> float:
@@ -260,20 +288,3 @@ def _parse_quit_delay(text: str) -> float:
             raise UsageError(f'Invalid -q timeout "{text}".') from None
         return -1.0
     return _parse_time(text, "-q timeout")
-
-
-def _glibc_message(exc: getopt.GetoptError, argv: list[str]) -> str:
-    """Say what getopt found wrong in glibc's words, as ncat does."""
-    opt, msg = exc.opt, exc.msg
-    if msg.endswith("not a unique prefix"):
-        matches = " ".join(f"'--{name.rstrip('=')}'" for name in LONG_OPTIONS if name.startswith(opt))
-        return f"option '--{opt}' is ambiguous; possibilities: {matches}"
-    if msg.endswith("must not have an argument"):
-        return f"option '--{opt}' doesn't allow an argument"
-    if len(opt) == 1 and not msg.startswith("option --"):
-        if msg.endswith("requires argument"):
-            return f"option requires an argument -- '{opt}'"
-        return f"invalid option -- '{opt}'"
-    if msg.endswith("requires argument"):
-        return f"option '--{opt}' requires an argument"
-    return f"unrecognized option '--{opt}'"

@@ -8,8 +8,10 @@ process's stdio. Imports are deferred to the mode that needs them, so that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -74,7 +76,12 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
         messages.info("--nsock-engine has no effect: enchufe does not use nsock.")
     env = Environment(stdin_fd, stdout_fd, messages)
     try:
-        return (run_listen if config.listen else run_connect)(config, env)
+        if config.listen:
+            with _exit_on_signals():
+                return run_listen(config, env)
+        return run_connect(config, env)
+    except _Signalled as signalled:
+        return 128 + signalled.signum
     except KeyboardInterrupt:
         import signal
 
@@ -99,6 +106,38 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
     except OSError as exc:  # files named by -o/-x, and the like
         messages.error(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}. QUITTING.")
         return status.OTHER_ERROR
+
+
+class _Signalled(BaseException):
+    """A termination signal arrived in listen mode; unwinds like KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """ncat's listen mode: SIGINT, SIGTERM, SIGHUP and SIGQUIT end it with status
+    128+signal. Unwinding (rather than dying on the spot) closes the sockets and
+    removes a Unix socket file on the way out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only: nothing to install
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Signalled(signum)
+
+    signums = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, disposition in previous.items():
+            signal.signal(signum, disposition)
 
 
 def _die_by(signum: int) -> None:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.cli import status
 from enchufe.cli.config import Config
-from enchufe.cli.output import Messages, SessionLog
+from enchufe.cli.output import Messages
+
+if TYPE_CHECKING:
+    from enchufe.net.relay import RelayResult
 from enchufe.errors import NetworkError, TimedOut
 from enchufe.net.connection import Connection
-from enchufe.net.fdstream import FdStream
-from enchufe.net.relay import Relay, RelayResult
 from enchufe.net.resolve import SystemResolver
 
 __all__ = ["Environment", "run_connect", "run_listen"]
@@ -102,6 +103,11 @@ def run_listen(config: Config, env: Environment) -> int:
 
 
 def _relay(config: Config, conn: Connection, env: Environment, *, listening: bool) -> RelayResult:
+    # Imported here, not at the top: a command that fails to connect never needs them.
+    from enchufe.cli.output import SessionLog
+    from enchufe.net.fdstream import FdStream
+    from enchufe.net.relay import Relay
+
     local = FdStream(env.stdin_fd, env.stdout_fd)
     outbound: list[Callable[[bytes], bytes]] = []
     inbound: list[Callable[[bytes], bytes]] = []

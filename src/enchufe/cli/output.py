@@ -11,8 +11,6 @@ import os
 import threading
 from typing import TextIO
 
-from enchufe.hexdump import hexdump
-
 __all__ = ["Messages", "SessionLog"]
 
 
@@ -59,7 +57,7 @@ class SessionLog:
 
     def record(self, data: bytes) -> bytes:
         """Log one transmission; return it unchanged (so it can sit in a relay filter)."""
-        entry = hexdump(data).encode() if self._hex else data
+        entry = _hexdump(data).encode() if self._hex else data
         with self._lock:
             view = memoryview(entry)
             while view:
@@ -68,3 +66,9 @@ class SessionLog:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _hexdump(data: bytes) -> str:
+    from enchufe.hexdump import hexdump  # only -x needs it
+
+    return hexdump(data)

@@ -10,7 +10,7 @@ event                  what happens
 =====================  ==================================================================
 local EOF              ``remote.send_eof()`` (half-close) unless ``half_close=False``;
                        then quit after ``quit_after_local_eof`` seconds (``None``: never)
-remote EOF             ``local.send_eof()`` and quit, unless ``keep_open``
+remote EOF             ``local.send_eof()``; then quit, unless ``keep_open``
 local side closed      (stdout's reader went away) quit quietly: nobody is listening
 idle timeout           no byte moved either way for ``idle_timeout`` s: IdleTimeout
 remote error           raised from :meth:`Relay.run` after both pumps have stopped
@@ -213,8 +213,8 @@ class Relay:
             self._quit_timer.start()
 
     def _on_remote_eof(self) -> None:
+        self._close_local_output()
         if not self._keep_open:
-            self._close_local_output()
             self._finish("remote-eof")
             return
         with self._changed:

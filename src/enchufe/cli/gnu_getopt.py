@@ -1,0 +1,98 @@
+"""GNU ``getopt_long`` as ncat uses it, one argument at a time.
+
+ncat handles each option the moment getopt returns it: ``-h`` prints the help even
+when a bad option follows, and ``-w 0 -h`` fails on ``-w`` first. The standard
+library's ``getopt.gnu_getopt`` parses the whole command line before returning, so
+it cannot keep that order, and its error texts are not glibc's. This generator
+keeps both.
+
+Rules (glibc's, with ncat's default permutation):
+
+- options and operands may be mixed; operands keep their order;
+- ``--`` ends the options; a lone ``-`` is an operand;
+- short options cluster (``-lvp 80``, ``-lvp80``); a value may begin with a dash;
+- long options take ``--name value`` or ``--name=value`` and may be abbreviated to
+  any unambiguous prefix; an exact name always wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+__all__ = ["GetoptError", "gnu_getopt"]
+
+
+class GetoptError(Exception):
+    """A command-line error, worded as glibc words it (without the program name)."""
+
+
+def gnu_getopt(args: Sequence[str], short_options: str, long_options: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """Yield ``(option, value)`` pairs and ``("", operand)`` pairs in command-line order.
+
+    Args:
+        args: the arguments, without the program name.
+        short_options: getopt's string: letters, each followed by ``:`` if it takes a value.
+        long_options: names, each followed by ``=`` if it takes a value.
+
+    Options without a value yield ``""`` as their value; long options are yielded
+    with their full name (``--listen`` for ``--lis``).
+
+    Raises:
+        GetoptError: when the offending argument is reached.
+    """
+    takes_value = {name.rstrip("="): name.endswith("=") for name in long_options}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == "--":
+            for operand in args[index:]:
+                yield "", operand
+            return
+        if arg.startswith("--"):
+            name, has_value, value = arg[2:].partition("=")
+            full = _match_long(name, arg, takes_value)
+            if takes_value[full]:
+                if not has_value:
+                    if index >= len(args):
+                        raise GetoptError(f"option '--{full}' requires an argument")
+                    value = args[index]
+                    index += 1
+                yield "--" + full, value
+            elif has_value:
+                raise GetoptError(f"option '--{full}' doesn't allow an argument")
+            else:
+                yield "--" + full, ""
+        elif arg.startswith("-") and arg != "-":
+            position = 1
+            while position < len(arg):
+                letter = arg[position]
+                position += 1
+                spec = short_options.find(letter)
+                if letter == ":" or spec < 0:
+                    raise GetoptError(f"invalid option -- '{letter}'")
+                if short_options[spec + 1 : spec + 2] != ":":
+                    yield "-" + letter, ""
+                    continue
+                if position < len(arg):
+                    yield "-" + letter, arg[position:]
+                elif index < len(args):
+                    yield "-" + letter, args[index]
+                    index += 1
+                else:
+                    raise GetoptError(f"option requires an argument -- '{letter}'")
+                break
+        else:
+            yield "", arg
+
+
+def _match_long(name: str, arg: str, takes_value: dict[str, bool]) -> str:
+    if name in takes_value:
+        return name
+    candidates = [option for option in takes_value if option.startswith(name)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise GetoptError(f"unrecognized option '{arg}'")
+    possibilities = " ".join(f"'--{option}'" for option in candidates)
+    raise GetoptError(f"option '--{name}' is ambiguous; possibilities: {possibilities}")

@@ -1,0 +1,152 @@
+"""Helpers for the end-to-end tests of the ``enchufe`` command (tests/cli/).
+
+:class:`Command` is :class:`~support.procs.Process` with a :meth:`Command.wait` that
+leaves stdin alone and never reads stderr: ``Process.wait`` uses ``communicate()``,
+which closes stdin (so "the command ends while stdin stays open" could not be
+tested) and reads stderr in competition with the line-reader thread (so lines
+could go missing from :attr:`stderr_lines`).
+
+The peers are plain sockets driven by the test thread itself: a test accepts,
+sends and receives step by step, each step bounded by :data:`STEP_TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import time
+from types import TracebackType
+
+from support.procs import DEFAULT_TIMEOUT, ENCHUFE, Process
+
+#: Bound on one network step of a test (accept, receive): generous, never reached.
+STEP_TIMEOUT = 10.0
+
+#: How long "nothing happens" is watched for: the peer gets no EOF, the command does
+#: not exit. Only negative checks wait this long; they cannot be event-driven.
+QUIET_PERIOD = 0.3
+
+
+class Command(Process):
+    """A running ``python -m enchufe ...`` (see the module docstring)."""
+
+    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Read stdout to end of file, then return the exit status.
+
+        The rest of stdout is in :attr:`stdout`; stdin is not touched.
+        """
+        deadline = time.monotonic() + timeout
+        out = b""
+        stdout = self.popen.stdout
+        if stdout is not None and not stdout.closed:
+            fd = stdout.fileno()
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    raise AssertionError(f"stdout did not end within {timeout} s; got {out[-200:]!r}")
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                out += chunk
+        self.stdout = out
+        returncode = self.popen.wait(max(deadline - time.monotonic(), 0.01))
+        self._reader.join(DEFAULT_TIMEOUT)
+        return returncode
+
+    def still_running_after(self, seconds: float = QUIET_PERIOD) -> bool:
+        """True if the command has not exited ``seconds`` from now."""
+        try:
+            self.popen.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+
+    def stdout_at_eof(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Wait for stdout to be readable; True if it is at end of file."""
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        if not select.select([fd], [], [], timeout)[0]:
+            raise AssertionError("stdout stayed silent")
+        return os.read(fd, 1 << 16) == b""
+
+
+def start(*args: str, stdin: object = None, stdout: object = subprocess.PIPE) -> Command:
+    """Start ``python -m enchufe ARGS``; use the result as a context manager."""
+    return Command([*ENCHUFE, *args], stdin=stdin, stdout=stdout)
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def bracket(host: str) -> str:
+    """``host:port`` as enchufe prints it: ``127.0.0.1`` or ``[::1]``."""
+    return f"[{host}]" if ":" in host else host
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port that was free a moment ago (bind to 0, read it, close)."""
+    with socket.socket(family_of(host), kind) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class TcpServer:
+    """A listening TCP socket on loopback; the test accepts and talks itself."""
+
+    def __init__(self, host: str = "127.0.0.1", *, backlog: int = 5) -> None:
+        self.host = host
+        self.sock = socket.socket(family_of(host), socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(backlog)
+        self.port: int = self.sock.getsockname()[1]
+
+    def accept(self, timeout: float = STEP_TIMEOUT) -> socket.socket:
+        self.sock.settimeout(timeout)
+        conn, _ = self.sock.accept()
+        conn.settimeout(timeout)
+        return conn
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> TcpServer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """Receive exactly ``size`` bytes (fewer only if the peer closes)."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_until_eof(sock: socket.socket) -> bytes:
+    """Receive until the peer half-closes (within the socket's timeout)."""
+    chunks = []
+    while chunk := sock.recv(1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def readable_within(sock: socket.socket, seconds: float = QUIET_PERIOD) -> bool:
+    """True if ``sock`` has data or end of file within ``seconds``."""
+    return bool(select.select([sock], [], [], seconds)[0])
+
+
+def assert_clean_stderr(stderr: str) -> None:
+    """No Python traceback or warning ever reaches the user."""
+    for marker in ("Traceback", "Exception ignored", "ResourceWarning"):
+        assert marker not in stderr, stderr
