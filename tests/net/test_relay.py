@@ -303,3 +303,25 @@ def test_pipes_both_ways_carry_large_data(rig: Rig) -> None:
     reader.join(10)
     assert sink[0] == payload
     assert isinstance(result, RelayResult) and result.bytes_sent == result.bytes_received == len(payload)
+
+
+def test_a_sink_that_refuses_splice_falls_back_to_copying(rig: Rig, tmp_path: object) -> None:
+    """``>> file`` opens stdout with O_APPEND, which splice refuses: the bytes already in
+    the relay's pipe are delivered, the rest is copied, and nothing is lost or doubled."""
+    path = os.path.join(str(tmp_path), "appended")
+    with open(path, "wb") as file:
+        file.write(b"existing\n")
+    out_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    local = FdStream(rig.local.read_fd, out_fd)
+    relay = Relay(local, rig.remote)
+    outcome: list[RelayResult] = []
+    thread = threading.Thread(target=lambda: outcome.append(relay.run()))
+    thread.start()
+    payload = os.urandom(1 << 20)
+    rig.peer.sendall(payload)
+    rig.peer.close()
+    thread.join(10)
+    os.close(out_fd)
+    with open(path, "rb") as file:
+        assert file.read() == b"existing\n" + payload
+    assert outcome[0].bytes_received == len(payload)

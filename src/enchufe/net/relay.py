@@ -315,9 +315,8 @@ class Relay:
             try:
                 moved = move()
             except OSError as exc:
-                if exc.errno in _FALLBACK_ERRNOS and not self.bytes_sent + self.bytes_received:
-                    sink = self.local if inbound else self.remote
-                    return self._copy_loop(source, sink, None, inbound=inbound)
+                if exc.errno in _FALLBACK_ERRNOS:  # a failed call moved nothing: copy instead
+                    return self._copy_instead(source, b"", inbound=inbound)
                 raise self._zero_copy_error(exc, inbound) from exc
             if not moved:
                 return
@@ -333,8 +332,7 @@ class Relay:
                     moved = os.splice(source_fd, pipe_write, _ZERO_COPY_CHUNK)
                 except OSError as exc:
                     if exc.errno in _FALLBACK_ERRNOS:
-                        sink = self.local if inbound else self.remote
-                        return self._copy_loop(source, sink, None, inbound=inbound)
+                        return self._copy_instead(source, b"", inbound=inbound)
                     raise self._zero_copy_error(exc, inbound) from exc
                 if not moved:
                     return
@@ -347,12 +345,17 @@ class Relay:
                     except OSError as exc:
                         if exc.errno not in _FALLBACK_ERRNOS:
                             raise self._zero_copy_error(exc, inbound) from exc
-                        sink = self.local if inbound else self.remote
-                        self._deliver(sink, os.read(pipe_read, pending), inbound=inbound)
-                        return self._copy_loop(source, sink, None, inbound=inbound)
+                        # The sink refuses splice: deliver what sits in the pipe, then copy.
+                        return self._copy_instead(source, os.read(pipe_read, pending), inbound=inbound)
         finally:
             os.close(pipe_read)
             os.close(pipe_write)
+
+    def _copy_instead(self, source: Stream, leftover: bytes, *, inbound: bool) -> None:
+        sink = self.local if inbound else self.remote
+        if leftover:
+            self._deliver(sink, leftover, inbound=inbound)
+        self._copy_loop(source, sink, None, inbound=inbound)
 
     @staticmethod
     def _zero_copy_error(exc: OSError, inbound: bool) -> BaseException:

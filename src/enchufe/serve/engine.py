@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from enchufe.address import Address
+from enchufe.address import Address, parse_address
 from enchufe.errors import NetworkError
 from enchufe.net.connection import Connection
 from enchufe.net.listen import Listener, close_all, open_listeners
@@ -217,8 +217,6 @@ def serve(
         grace: seconds handlers get to finish after ``stop`` before their
             connections are shut down.
     """
-    from enchufe.address import parse_address
-
     target = parse_address(address) if isinstance(address, str) else address
     listeners = open_listeners(target, port=port, transport=transport)
     try:
