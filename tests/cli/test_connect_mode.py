@@ -56,6 +56,16 @@ def test_verbose_session_relays_both_ways(loopback: str) -> None:
     assert stats(lines[2]) == (6, 7)
 
 
+def test_debug_output_shows_the_relay_left_no_thread_behind() -> None:
+    with TcpServer("127.0.0.1") as server, start("-vv", "127.0.0.1", str(server.port)) as cmd:
+        with server.accept() as peer:
+            peer.sendall(b"bye")
+            assert cmd.read_stdout(3) == b"bye"
+        assert cmd.wait() == 0
+    assert "ENCHUFE DEBUG: Relay ended: remote-eof." in cmd.stderr_lines
+    assert "ENCHUFE DEBUG: Threads running: MainThread." in cmd.stderr_lines
+
+
 def test_binary_megabytes_cross_byte_exact(loopback: str) -> None:
     upload = os.urandom(1 << 20) + bytes(range(256))
     download = os.urandom(1 << 20) + b"\0\r\n\xff"

@@ -8,6 +8,7 @@ messages and exit statuses in one place.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
@@ -144,10 +145,14 @@ def _relay(config: Config, conn: Connection, env: Environment, *, listening: boo
         inbound=_chain(inbound),
     )
     try:
-        return relay.run()
+        result = relay.run()
     finally:
         for log in logs:
             log.close()
+    # -vv: show that the relay ended for a reason and left no thread behind.
+    env.messages.debug(f"Relay ended: {result.ending}.")
+    env.messages.debug(f"Threads running: {', '.join(t.name for t in threading.enumerate())}.")
+    return result
 
 
 def _telnet_answerer(conn: Connection) -> Callable[[bytes], bytes]:
