@@ -6,11 +6,13 @@ The public API is re-exported here lazily, so that ``import enchufe`` (and the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # not typing's: importing typing would slow the command's start-up
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from enchufe.address import Address, InetAddress, UnixAddress, parse_address
     from enchufe.errors import (
         AddressError,

@@ -3,18 +3,19 @@
 This module is the single boundary between exceptions and exit statuses (ncat's:
 0 success, 1 network error, 2 anything else) and the only place that touches the
 process's stdio. Imports are deferred to the mode that needs them, so that
-``enchufe --version`` starts about as fast as Python itself.
+``enchufe --version`` starts about as fast as Python itself: this module imports
+nothing at the top but ``sys`` (not even ``typing``: mypy reads the
+``TYPE_CHECKING = False`` idiom like ``typing.TYPE_CHECKING``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, TextIO
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from enchufe.cli.config import Config
 
 __all__ = ["main"]
@@ -29,12 +30,20 @@ def main(argv: list[str] | None = None, *, stdin_fd: int = 0, stdout_fd: int = 1
         stdout_fd: where received data goes.
         stderr: where diagnostics go.
     """
+    args = sys.argv[1:] if argv is None else argv
+    err = stderr if stderr is not None else sys.stderr
+    # ncat acts on options in order, so a first argument of --version or -h decides
+    # everything: answer it without loading the parser.
+    if args[:1] == ["--version"]:
+        return _show_version(err)
+    if args[:1] in (["-h"], ["--help"]):
+        return _show_help()
+
     from enchufe.cli import status
     from enchufe.cli.config import UsageError, parse_args
 
-    err = stderr if stderr is not None else sys.stderr
     try:
-        config = parse_args(sys.argv[1:] if argv is None else argv)
+        config = parse_args(args)
     except UsageError as exc:
         if exc.getopt_message:
             err.write(f"enchufe: {exc}\n")
@@ -42,17 +51,26 @@ def main(argv: list[str] | None = None, *, stdin_fd: int = 0, stdout_fd: int = 1
         else:
             err.write(f"enchufe: {exc} QUITTING.\n")
         return status.OTHER_ERROR
-    if config.show_version or config.show_help:
-        from enchufe import __version__
-
-        if config.show_help:
-            from enchufe.cli.options import USAGE
-
-            sys.stdout.write(USAGE.format(version=__version__))
-        else:
-            err.write(f"enchufe: Version {__version__} ( ncat-compatible )\n")
-        return status.SUCCESS
+    if config.show_version:
+        return _show_version(err)
+    if config.show_help:
+        return _show_help()
     return _run(config, stdin_fd, stdout_fd, err)
+
+
+def _show_version(err: TextIO) -> int:
+    from enchufe import __version__
+
+    err.write(f"enchufe: Version {__version__} ( ncat-compatible )\n")
+    return 0
+
+
+def _show_help() -> int:
+    from enchufe import __version__
+    from enchufe.cli.options import USAGE
+
+    sys.stdout.write(USAGE.format(version=__version__))
+    return 0
 
 
 def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
@@ -77,11 +95,14 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
     env = Environment(stdin_fd, stdout_fd, messages)
     try:
         if config.listen:
-            with _exit_on_signals():
-                return run_listen(config, env)
+            from enchufe.cli.signals import Signalled, exit_on_signals
+
+            try:
+                with exit_on_signals():
+                    return run_listen(config, env)
+            except Signalled as signalled:
+                return 128 + signalled.signum
         return run_connect(config, env)
-    except _Signalled as signalled:
-        return 128 + signalled.signum
     except KeyboardInterrupt:
         import signal
 
@@ -108,40 +129,9 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
         return status.OTHER_ERROR
 
 
-class _Signalled(BaseException):
-    """A termination signal arrived in listen mode; unwinds like KeyboardInterrupt."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _exit_on_signals() -> Iterator[None]:
-    """ncat's listen mode: SIGINT, SIGTERM, SIGHUP and SIGQUIT end it with status
-    128+signal. Unwinding (rather than dying on the spot) closes the sockets and
-    removes a Unix socket file on the way out."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are delivered to the main thread only: nothing to install
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise _Signalled(signum)
-
-    signums = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, disposition in previous.items():
-            signal.signal(signum, disposition)
-
-
 def _die_by(signum: int) -> None:
     """End the process by ``signum`` itself, as ncat does, so the parent sees the signal."""
+    import os
     import signal
 
     sys.stdout.flush()
