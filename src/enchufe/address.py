@@ -17,8 +17,6 @@ the network: resolving names is the job of :mod:`enchufe.net.resolve`.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from enchufe.errors import AddressError
 
 __all__ = [
@@ -33,12 +31,11 @@ __all__ = [
 _FORBIDDEN_HOST_CHARS = frozenset("[]/ \t\r\n")
 
 
-class _InetFields(NamedTuple):
-    host: str
-    port: int
+# Values are small tuple subclasses rather than dataclasses or NamedTuples: importing
+# dataclasses or typing would cost the command more start-up time than all of enchufe.
 
 
-class InetAddress(_InetFields):
+class InetAddress(tuple[str, int]):
     """An Internet address: a host (name or IP literal, brackets removed) and a port.
 
     It is a ``(host, port)`` tuple, so it can be handed to ``socket.connect`` as is.
@@ -51,17 +48,27 @@ class InetAddress(_InetFields):
             raise AddressError(f"Invalid host {host!r}")
         if not 0 <= port <= 65535:
             raise AddressError(f'Invalid port number "{port}"')
-        return super().__new__(cls, host, port)
+        return tuple.__new__(cls, (host, port))
+
+    def __getnewargs__(self) -> tuple[str, int]:
+        return (self[0], self[1])
+
+    @property
+    def host(self) -> str:
+        return self[0]
+
+    @property
+    def port(self) -> int:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"InetAddress(host={self[0]!r}, port={self[1]!r})"
 
     def __str__(self) -> str:
-        return format_host_port(self.host, self.port)
+        return format_host_port(self[0], self[1])
 
 
-class _UnixFields(NamedTuple):
-    path: str
-
-
-class UnixAddress(_UnixFields):
+class UnixAddress(tuple[str]):
     """A Unix domain socket address.
 
     ``path`` is a filesystem path, or ``@name`` for a name in Linux's abstract
@@ -73,7 +80,17 @@ class UnixAddress(_UnixFields):
     def __new__(cls, path: str) -> UnixAddress:
         if not path or "\0" in path:
             raise AddressError(f"Invalid unix socket path {path!r}")
-        return super().__new__(cls, path)
+        return tuple.__new__(cls, (path,))
+
+    def __getnewargs__(self) -> tuple[str]:
+        return (self[0],)
+
+    @property
+    def path(self) -> str:
+        return self[0]
+
+    def __repr__(self) -> str:
+        return f"UnixAddress(path={self[0]!r})"
 
     @property
     def is_abstract(self) -> bool:

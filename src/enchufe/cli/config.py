@@ -10,16 +10,15 @@ status 2.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
-
 from enchufe.address import parse_port
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
-
-if TYPE_CHECKING:
-    from enchufe.net.sockets import Transport
 from enchufe.errors import AddressError, EnchufeError
 from enchufe.timespec import parse_duration, unit_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from enchufe.net.sockets import Transport
 
 __all__ = ["DEFAULT_PORT", "Config", "UsageError", "parse_args"]
 
@@ -37,10 +36,13 @@ class UsageError(EnchufeError):
         self.getopt_message = getopt_message
 
 
-class Config(NamedTuple):
-    """Everything one run of the command needs to know, validated.
+class Config:
+    """Everything one run of the command needs to know, validated; immutable.
 
-    ``family`` is 0 (``AF_UNSPEC``), ``AF_INET`` or ``AF_INET6``.
+    ``Config(listen=True, port=80)``: every field not given keeps the default below.
+    ``family`` is 0 (``AF_UNSPEC``), ``AF_INET`` or ``AF_INET6``. (A plain class, not a
+    dataclass or NamedTuple: importing those would cost the command's start-up more
+    than parsing does.)
     """
 
     listen: bool = False
@@ -71,6 +73,31 @@ class Config(NamedTuple):
     show_help: bool = False
     show_version: bool = False
     nsock_engine: str | None = None
+
+    def __init__(self, **fields: object) -> None:
+        unknown = fields.keys() - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown Config fields: {', '.join(sorted(unknown))}")
+        self.__dict__.update(fields)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Config is immutable")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in _FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        changed = ", ".join(f"{name}={value!r}" for name, value in self.__dict__.items())
+        return f"Config({changed})"
+
+
+_FIELDS = tuple(Config.__annotations__)
 
 
 def parse_args(argv: list[str]) -> Config:

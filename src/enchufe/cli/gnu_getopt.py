@@ -17,7 +17,9 @@ Rules (glibc's, with ncat's default permutation):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 __all__ = ["GetoptError", "gnu_getopt"]
 

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
 
 from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.cli import status
 from enchufe.cli.config import Config
 from enchufe.cli.output import Messages
-
-if TYPE_CHECKING:
-    from enchufe.net.relay import RelayResult
 from enchufe.errors import NetworkError, TimedOut
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import SystemResolver
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from enchufe.net.relay import RelayResult
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
@@ -30,12 +31,15 @@ __all__ = ["Environment", "run_connect", "run_listen"]
 _UDP_PROBE_WAIT = 2.0
 
 
-class Environment(NamedTuple):
+class Environment:
     """The command's view of the process: its stdio, replaceable in tests."""
 
-    stdin_fd: int
-    stdout_fd: int
-    messages: Messages
+    __slots__ = ("messages", "stdin_fd", "stdout_fd")
+
+    def __init__(self, stdin_fd: int, stdout_fd: int, messages: Messages) -> None:
+        self.stdin_fd = stdin_fd
+        self.stdout_fd = stdout_fd
+        self.messages = messages
 
 
 def run_connect(config: Config, env: Environment) -> int:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TextIO
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
 __all__ = ["Messages", "SessionLog"]
 

@@ -15,21 +15,26 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Callable
 
 from enchufe.address import Address, InetAddress, UnixAddress, parse_address
 from enchufe.errors import ConnectError, NetworkError
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import Resolved, Resolver, SystemResolver
-from enchufe.net.sockets import Transport, new_socket, socket_kind
+from enchufe.net.sockets import new_socket, socket_kind
 from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from enchufe.net.sockets import Transport
+
+    AttemptFailed = Callable[[Address, NetworkError], None]
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "open_connection"]
 
 #: ncat's default ``-w``.
 DEFAULT_CONNECT_TIMEOUT = 10.0
-
-AttemptFailed = Callable[[Address, NetworkError], None]
 
 
 def open_connection(
@@ -102,14 +107,6 @@ def _connect_one(
                 source_host, 0, family=candidate.family, type=candidate.type, proto=candidate.proto
             )[0].sockaddr[0]
         source = (host, source_port)
-    if transport == "stream":
-        # The right tool for one TCP address: socket, timeout, bind and connect in one call.
-        try:
-            sock = socket.create_connection(candidate.sockaddr[:2], timeout, source)
-        except OSError as exc:
-            raise translate_os_error(exc, "connect") from exc
-        sock.settimeout(None)
-        return sock
     sock = new_socket(candidate.family, transport)
     try:
         if source is not None:

@@ -17,12 +17,15 @@ Timeout model, the same for every read:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from types import EllipsisType, TracebackType
 
 from enchufe.address import Address
 from enchufe.errors import ReceiveTimeout, TimedOut, UnexpectedEOF
 from enchufe.net.stream import DEFAULT_RECV_SIZE, Stream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["Connection"]
 

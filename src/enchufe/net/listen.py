@@ -25,8 +25,12 @@ from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.errors import BindError, NetworkError, TimedOut
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import Resolver, SystemResolver
-from enchufe.net.sockets import Transport, new_socket, socket_kind
+from enchufe.net.sockets import new_socket, socket_kind
 from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from enchufe.net.sockets import Transport
 
 __all__ = ["DEFAULT_BACKLOG", "Listener", "accept_first", "open_listeners"]
 

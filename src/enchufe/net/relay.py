@@ -39,8 +39,6 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
-from typing import NamedTuple
 
 from enchufe.errors import ConnectionLost, IdleTimeout, NetworkError
 from enchufe.net.fdstream import FdStream
@@ -48,7 +46,11 @@ from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream, Stream, translat
 
 __all__ = ["Relay", "RelayResult"]
 
-Filter = Callable[[bytes], bytes]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Filter = Callable[[bytes], bytes]
 
 #: Bytes moved per splice/sendfile call: large enough that system calls are rare,
 #: small enough that the idle timer and byte counters stay current.
@@ -56,7 +58,7 @@ _ZERO_COPY_CHUNK = 1 << 20
 _FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE})
 
 
-class RelayResult(NamedTuple):
+class RelayResult(tuple[int, int, str]):
     """What a finished relay did.
 
     Attributes:
@@ -66,9 +68,25 @@ class RelayResult(NamedTuple):
             end of file), ``"both-eof"``, ``"local-closed"`` or ``"stopped"``.
     """
 
-    bytes_sent: int
-    bytes_received: int
-    ending: str
+    __slots__ = ()
+
+    def __new__(cls, bytes_sent: int, bytes_received: int, ending: str) -> RelayResult:
+        return tuple.__new__(cls, (bytes_sent, bytes_received, ending))
+
+    @property
+    def bytes_sent(self) -> int:
+        return self[0]
+
+    @property
+    def bytes_received(self) -> int:
+        return self[1]
+
+    @property
+    def ending(self) -> str:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return f"RelayResult(bytes_sent={self[0]!r}, bytes_received={self[1]!r}, ending={self[2]!r})"
 
 
 class _Stop(Exception):

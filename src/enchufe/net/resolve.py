@@ -8,20 +8,46 @@ Everything that turns a host name into socket addresses goes through a
 from __future__ import annotations
 
 import socket
-from typing import NamedTuple, Protocol
 
 from enchufe.errors import ResolveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object  # a protocol only matters to type checkers; typing is slow to import
+
 __all__ = ["Resolved", "Resolver", "SystemResolver"]
 
+Sockaddr = tuple[str, int] | tuple[str, int, int, int]
 
-class Resolved(NamedTuple):
+
+class Resolved(tuple[int, int, int, Sockaddr]):
     """One result of a lookup: what ``socket.socket()`` and ``connect``/``bind`` need."""
 
-    family: int
-    type: int
-    proto: int
-    sockaddr: tuple[str, int] | tuple[str, int, int, int]
+    __slots__ = ()
+
+    def __new__(cls, family: int, type: int, proto: int, sockaddr: Sockaddr) -> Resolved:
+        return tuple.__new__(cls, (family, type, proto, sockaddr))
+
+    @property
+    def family(self) -> int:
+        return self[0]
+
+    @property
+    def type(self) -> int:
+        return self[1]
+
+    @property
+    def proto(self) -> int:
+        return self[2]
+
+    @property
+    def sockaddr(self) -> Sockaddr:
+        return self[3]
+
+    def __repr__(self) -> str:
+        return f"Resolved(family={self[0]!r}, type={self[1]!r}, proto={self[2]!r}, sockaddr={self[3]!r})"
 
 
 class Resolver(Protocol):
@@ -51,7 +77,10 @@ class SystemResolver:
     ) -> list[Resolved]:
         flags = (socket.AI_NUMERICHOST if self.numeric_only else 0) | (socket.AI_PASSIVE if passive else 0)
         try:
-            infos = socket.getaddrinfo(host, port, family, type, proto, flags)
+            # An ASCII name goes as bytes: as str it would load the IDNA codec (and re),
+            # the largest single cost of a short-lived command's start-up.
+            name: str | bytes = host.encode() if host.isascii() else host
+            infos = socket.getaddrinfo(name, port, family, type, proto, flags)
         except socket.gaierror as exc:
             raise ResolveError(f'Could not resolve hostname "{host}": {exc.strerror}', errno=exc.errno) from exc
         except UnicodeError as exc:

@@ -14,14 +14,17 @@ transport       Internet address (AF_INET/AF_INET6)   Unix address (AF_UNIX)
 from __future__ import annotations
 
 import socket
-from typing import Literal
 
 from enchufe.errors import AddressError, Unsupported
 from enchufe.net.stream import translate_os_error
 
 __all__ = ["Transport", "new_socket", "socket_kind"]
 
-Transport = Literal["stream", "datagram", "sctp"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal, TypeAlias
+
+    Transport: TypeAlias = Literal["stream", "datagram", "sctp"]
 
 #: IPPROTO_SCTP is 132 on every platform; older Pythons do not always export it.
 IPPROTO_SCTP: int = getattr(socket, "IPPROTO_SCTP", 132)

@@ -18,7 +18,6 @@ import errno
 import os
 import socket
 import threading
-from typing import Protocol
 
 from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.errors import (
@@ -32,6 +31,12 @@ from enchufe.errors import (
     TimedOut,
     Unsupported,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object  # a protocol only matters to type checkers; typing is slow to import
 
 __all__ = ["SocketStream", "Stream", "address_from_sockaddr", "translate_os_error"]
 

@@ -36,8 +36,11 @@ from enchufe.address import Address, parse_address
 from enchufe.errors import NetworkError
 from enchufe.net.connection import Connection
 from enchufe.net.listen import Listener, close_all, open_listeners
-from enchufe.net.sockets import Transport
 from enchufe.net.stream import SocketStream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from enchufe.net.sockets import Transport
 
 __all__ = ["Handler", "Server", "serve"]
 

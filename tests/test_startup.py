@@ -1,0 +1,41 @@
+"""Start-up cost: what the command imports is pinned, so a slow import cannot creep in.
+
+The interpreter runs without site (``-S``), so that nothing a .pth file imports hides
+what enchufe itself pulls in. Timings live in benchmarks/, not here.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).parent.parent / "src"
+HEAVY = ["dataclasses", "inspect", "typing", "re", "enum", "socket", "threading", "encodings.idna"]
+
+
+def modules_loaded_by(argv: list[str]) -> set[str]:
+    code = (
+        f"import sys; sys.path.insert(0, {str(SRC)!r}); from enchufe.cli.main import main; "
+        f"status = main({argv!r}); print(); print(status, *sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=30, check=False)
+    status, *loaded = result.stdout.splitlines()[-1].split()
+    assert status in {"0", "1"}, result
+    return set(loaded)
+
+
+def test_version_imports_nothing_heavy() -> None:
+    assert modules_loaded_by(["--version"]) == set()
+
+
+def test_help_imports_nothing_heavy() -> None:
+    assert modules_loaded_by(["-h"]) == set()
+
+
+def test_a_refused_connect_imports_only_what_a_socket_needs() -> None:
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    assert modules_loaded_by(["127.0.0.1", str(port)]) == {"enum", "socket", "threading"}
