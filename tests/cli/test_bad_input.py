@@ -20,7 +20,7 @@ import pytest
 from enchufe import __version__
 from support.cli_e2e import (
     STEP_TIMEOUT,
-    Command,
+    Process,
     TcpServer,
     assert_clean_stderr,
     free_port,
@@ -244,7 +244,7 @@ def test_console_script_relays() -> None:
     script = shutil.which("enchufe")
     if script is None:
         pytest.skip("the enchufe console script is not installed")
-    with TcpServer() as server, Command([script, "127.0.0.1", str(server.port)]) as cmd:
+    with TcpServer() as server, Process([script, "127.0.0.1", str(server.port)]) as cmd:
         with server.accept() as peer:
             cmd.write(b"via script")
             cmd.close_stdin()

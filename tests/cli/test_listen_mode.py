@@ -192,6 +192,8 @@ def test_unix_stream_listener_creates_and_removes_its_socket_file(sock_dir: str)
             client.connect(path)
             client.sendall(b"unix in")
             assert cmd.read_stdout(7) == b"unix in"
+            # ncat's words for a client socket that has no name
+            cmd.wait_for_line(r"^enchufe: Connection from a client on Unix domain socket\.$")
             cmd.write(b"unix out")
             assert recv_exactly(client, 8) == b"unix out"
         assert cmd.wait() == 0

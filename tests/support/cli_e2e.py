@@ -1,80 +1,25 @@
 """Helpers for the end-to-end tests of the ``enchufe`` command (tests/cli/).
 
-:class:`Command` is :class:`~support.procs.Process` with a :meth:`Command.wait` that
-leaves stdin alone and never reads stderr: ``Process.wait`` uses ``communicate()``,
-which closes stdin (so "the command ends while stdin stays open" could not be
-tested) and reads stderr in competition with the line-reader thread (so lines
-could go missing from :attr:`stderr_lines`).
-
 The peers are plain sockets driven by the test thread itself: a test accepts,
 sends and receives step by step, each step bounded by :data:`STEP_TIMEOUT`.
 """
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import subprocess
-import time
 from types import TracebackType
 
-from support.procs import DEFAULT_TIMEOUT, ENCHUFE, Process
+from support.procs import ENCHUFE, QUIET_PERIOD, Process
 
 #: Bound on one network step of a test (accept, receive): generous, never reached.
 STEP_TIMEOUT = 10.0
 
-#: How long "nothing happens" is watched for: the peer gets no EOF, the command does
-#: not exit. Only negative checks wait this long; they cannot be event-driven.
-QUIET_PERIOD = 0.3
 
-
-class Command(Process):
-    """A running ``python -m enchufe ...`` (see the module docstring)."""
-
-    def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
-        """Read stdout to end of file, then return the exit status.
-
-        The rest of stdout is in :attr:`stdout`; stdin is not touched.
-        """
-        deadline = time.monotonic() + timeout
-        out = b""
-        stdout = self.popen.stdout
-        if stdout is not None and not stdout.closed:
-            fd = stdout.fileno()
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                    raise AssertionError(f"stdout did not end within {timeout} s; got {out[-200:]!r}")
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    break
-                out += chunk
-        self.stdout = out
-        returncode = self.popen.wait(max(deadline - time.monotonic(), 0.01))
-        self._reader.join(DEFAULT_TIMEOUT)
-        return returncode
-
-    def still_running_after(self, seconds: float = QUIET_PERIOD) -> bool:
-        """True if the command has not exited ``seconds`` from now."""
-        try:
-            self.popen.wait(seconds)
-        except subprocess.TimeoutExpired:
-            return True
-        return False
-
-    def stdout_at_eof(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        """Wait for stdout to be readable; True if it is at end of file."""
-        assert self.popen.stdout is not None
-        fd = self.popen.stdout.fileno()
-        if not select.select([fd], [], [], timeout)[0]:
-            raise AssertionError("stdout stayed silent")
-        return os.read(fd, 1 << 16) == b""
-
-
-def start(*args: str, stdin: object = None, stdout: object = subprocess.PIPE) -> Command:
+def start(*args: str, stdin: object = None, stdout: object = subprocess.PIPE) -> Process:
     """Start ``python -m enchufe ARGS``; use the result as a context manager."""
-    return Command([*ENCHUFE, *args], stdin=stdin, stdout=stdout)
+    return Process([*ENCHUFE, *args], stdin=stdin, stdout=stdout)
 
 
 def family_of(host: str) -> socket.AddressFamily:

@@ -18,9 +18,14 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 ENCHUFE = [sys.executable, "-m", "enchufe"]
 DEFAULT_TIMEOUT = 20.0
+
+#: How long "nothing happens" is watched for (the peer gets no EOF, the command does
+#: not exit). Only negative checks wait this long; no event can signal them.
+QUIET_PERIOD = 0.3
 
 
 class Process:
@@ -114,15 +119,53 @@ class Process:
             data += chunk
         return data
 
+    def read_to_eof(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """Read stdout until end of file (the process closed it, or exited)."""
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        out = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise AssertionError(f"{self.argv[0]}: stdout did not end within {timeout} s; got {out[-200:]!r}")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return out
+            out += chunk
+
     def wait(self, timeout: float = DEFAULT_TIMEOUT) -> int:
-        """Wait for the exit status; the stdout that remains is in :attr:`stdout`."""
-        self.stdout = b""
-        if self.popen.stdout is not None:
-            out, _ = self.popen.communicate(timeout=timeout)
-            self.stdout = out or b""
-        returncode = self.popen.wait(timeout=timeout)
+        """Read the rest of stdout (into :attr:`stdout`) if it is a pipe, then return
+        the exit status. Stdin is left alone (a test may keep it open), and stderr
+        stays with the line-reader thread."""
+        deadline = time.monotonic() + timeout
+        stdout = self.popen.stdout
+        self.stdout = self.read_to_eof(timeout) if stdout is not None and not stdout.closed else b""
+        try:
+            returncode = self.popen.wait(max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.argv[0]} did not exit within {timeout} s; stderr: {self.stderr_lines}"
+            ) from None
         self._join()
         return returncode
+
+    def still_running_after(self, seconds: float = QUIET_PERIOD) -> bool:
+        """True if the process has not exited ``seconds`` from now (for checks that
+        something does *not* happen, which no event can signal)."""
+        try:
+            self.popen.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+
+    def stdout_at_eof(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Wait for stdout to be readable; True if it is at end of file."""
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        if not select.select([fd], [], [], timeout)[0]:
+            raise AssertionError("stdout stayed silent")
+        return os.read(fd, 1 << 16) == b""
 
     @property
     def stderr(self) -> str:
@@ -140,7 +183,7 @@ class Process:
             self.popen.kill()
             self.popen.wait(DEFAULT_TIMEOUT)
 
-    def __enter__(self) -> Process:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

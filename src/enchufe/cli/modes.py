@@ -102,7 +102,8 @@ def run_listen(config: Config, env: Environment) -> int:
     finally:
         close_all(listeners)
     with conn:
-        messages.info(f"Connection from {conn.peer}.")
+        # ncat's words for a Unix client that bound no name.
+        messages.info(f"Connection from {conn.peer or 'a client on Unix domain socket'}.")
         _relay(config, conn, env, listening=True)
     return status.SUCCESS
 

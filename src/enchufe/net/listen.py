@@ -49,7 +49,9 @@ class Listener:
 
     def __init__(self, sock: socket.socket, *, unlink_on_close: str | None = None) -> None:
         self.sock = sock
-        self.address: Address = address_from_sockaddr(sock.family, sock.getsockname())
+        address = address_from_sockaddr(sock.family, sock.getsockname())
+        assert address is not None, "a listener is bound"
+        self.address: Address = address
         self.is_datagram = sock.type == socket.SOCK_DGRAM
         self._unlink_on_close = unlink_on_close
 
@@ -81,10 +83,9 @@ class Listener:
     def _accept_datagram(self) -> Connection:
         try:
             _, sender = self.sock.recvfrom(1, socket.MSG_PEEK)
-            peer: Address | None = None
-            if sender:  # an unbound Unix datagram client has no address to answer to
+            peer = address_from_sockaddr(self.sock.family, sender)
+            if peer is not None:  # an unbound Unix datagram client has no address to answer to
                 self.sock.connect(sender)
-                peer = address_from_sockaddr(self.sock.family, sender)
         except OSError as exc:
             raise translate_os_error(exc, "recv") from exc
         owned_path, self._unlink_on_close = self._unlink_on_close, None

@@ -116,14 +116,15 @@ def translate_os_error(exc: OSError, action: str, *, context: str = "") -> Netwo
     return NetworkError(message, errno=number)
 
 
-def address_from_sockaddr(family: int, sockaddr: object) -> Address:
-    """Make an :data:`Address` from what ``getsockname``/``getpeername``/``recvfrom`` return."""
+def address_from_sockaddr(family: int, sockaddr: object) -> Address | None:
+    """Make an :data:`Address` from what ``getsockname``/``getpeername``/``recvfrom``
+    return; ``None`` for an unnamed (unbound) Unix socket, which has no address."""
     if family == socket.AF_UNIX:
         if isinstance(sockaddr, bytes):
-            return UnixAddress(
-                "@" + sockaddr[1:].decode(errors="replace") if sockaddr[:1] == b"\0" else sockaddr.decode()
-            )
-        return UnixAddress(str(sockaddr) or "@")
+            if sockaddr[:1] == b"\0":
+                return UnixAddress("@" + sockaddr[1:].decode(errors="replace"))
+            sockaddr = sockaddr.decode(errors="replace")
+        return UnixAddress(str(sockaddr)) if sockaddr else None
     assert isinstance(sockaddr, tuple)
     host: str = sockaddr[0]
     if host.startswith("::ffff:") and "." in host:
@@ -160,11 +161,11 @@ class SocketStream:
         self.sock.settimeout(value)
 
     @property
-    def local_address(self) -> Address:
+    def local_address(self) -> Address | None:
         return address_from_sockaddr(self.sock.family, self.sock.getsockname())
 
     @property
-    def peer_address(self) -> Address:
+    def peer_address(self) -> Address | None:
         try:
             return address_from_sockaddr(self.sock.family, self.sock.getpeername())
         except OSError as exc:
