@@ -11,6 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
+#: Fixtures shared by the interop test modules (a conftest.py in tests/interop would
+#: shadow this one's module name).
+pytest_plugins = ["support.interop"]
+
 #: How long a thread started by a test may take to finish after the test returns.
 #: Threads end on events (a socket closing); this only bounds a wait that normally
 #: takes microseconds.

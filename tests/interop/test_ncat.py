@@ -17,13 +17,13 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import requires_ipv6
 from support.interop import (
+    BULK_TIMEOUT,
     STREAM_TRANSPORTS,
     TRANSPORTS,
     RandomFile,
@@ -31,9 +31,9 @@ from support.interop import (
     enchufe_listener,
     ncat_listener,
     sha256_file,
-    shared_random_file,
     start,
     start_enchufe,
+    tcp,
     transport_params,
 )
 
@@ -58,32 +58,9 @@ requires_old_ncat = pytest.mark.skipif(
 FROM_ENCHUFE = b"hello from enchufe\n"
 FROM_NCAT = b"hello from ncat\x00\xff\r\n"
 MORE_FROM_NCAT = b"more from ncat, after the half-close\n"
-BULK_SIZE = 100 * 1024 * 1024
-#: Generous bound for one 100 MiB transfer (it takes well under a second here).
-BULK_TIMEOUT = 30.0
 
 ALL = transport_params(TRANSPORTS, requires_ipv6)
 STREAMS = transport_params(STREAM_TRANSPORTS, requires_ipv6)
-
-
-@pytest.fixture(scope="session")
-def random_100mib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RandomFile]:
-    """100 MiB of random bytes, written once per session (shared with test_socat)."""
-    with shared_random_file(tmp_path_factory.getbasetemp(), BULK_SIZE) as made:
-        yield made
-
-
-@pytest.fixture
-def received(tmp_path: Path) -> Iterator[Path]:
-    """Where a bulk transfer lands; removed after the test (100 MiB each)."""
-    path = tmp_path / "received.bin"
-    yield path
-    path.unlink(missing_ok=True)
-
-
-def tcp(host: str) -> Transport:
-    """The TCP transport on ``host`` (from the ``loopback`` fixture)."""
-    return next(t for t in STREAM_TRANSPORTS if not t.is_unix and t.host == host)
 
 
 def summary(sent: int, received: int) -> str:

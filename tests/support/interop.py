@@ -281,3 +281,30 @@ def sha256_file(path: str | Path) -> str:
         while block := source.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+# -- shared by test_ncat and test_socat (registered through pytest_plugins in conftest) --
+
+BULK_SIZE = 100 * 1024 * 1024
+#: Generous bound for one 100 MiB transfer (it takes well under a second here).
+BULK_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="session")
+def random_100mib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RandomFile]:
+    """100 MiB of random bytes, written once per session."""
+    with shared_random_file(tmp_path_factory.getbasetemp(), BULK_SIZE) as made:
+        yield made
+
+
+@pytest.fixture
+def received(tmp_path: Path) -> Iterator[Path]:
+    """Where a bulk transfer lands; removed after the test (100 MiB each)."""
+    path = tmp_path / "received.bin"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def tcp(host: str) -> Transport:
+    """The TCP transport on ``host`` (from the ``loopback`` fixture)."""
+    return next(t for t in STREAM_TRANSPORTS if not t.is_unix and t.host == host)

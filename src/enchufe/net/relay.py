@@ -332,6 +332,10 @@ class Relay:
             self._wait_readable(source)
             try:
                 moved = move()
+            except _SinkRefusesSplice as refused:
+                self._touch()
+                self._count(refused.moved, inbound=inbound)
+                return self._copy_instead(source, refused.stranded, inbound=inbound)
             except OSError as exc:
                 if exc.errno in _FALLBACK_ERRNOS:  # a failed call moved nothing: copy instead
                     return self._copy_instead(source, b"", inbound=inbound)
@@ -343,28 +347,21 @@ class Relay:
 
     def _splice_through_pipe(self, source: Stream, source_fd: int, sink_fd: int, *, inbound: bool) -> None:
         pipe_read, pipe_write = os.pipe()
-        try:
-            while True:
-                self._wait_readable(source)
+
+        def move() -> int:
+            moved = os.splice(source_fd, pipe_write, _ZERO_COPY_CHUNK)
+            pending = moved
+            while pending:
                 try:
-                    moved = os.splice(source_fd, pipe_write, _ZERO_COPY_CHUNK)
+                    pending -= os.splice(pipe_read, sink_fd, pending)
                 except OSError as exc:
-                    if exc.errno in _FALLBACK_ERRNOS:
-                        return self._copy_instead(source, b"", inbound=inbound)
-                    raise self._zero_copy_error(exc, inbound) from exc
-                if not moved:
-                    return
-                self._touch()
-                self._count(moved, inbound=inbound)
-                pending = moved
-                while pending:
-                    try:
-                        pending -= os.splice(pipe_read, sink_fd, pending)
-                    except OSError as exc:
-                        if exc.errno not in _FALLBACK_ERRNOS:
-                            raise self._zero_copy_error(exc, inbound) from exc
-                        # The sink refuses splice: deliver what sits in the pipe, then copy.
-                        return self._copy_instead(source, os.read(pipe_read, pending), inbound=inbound)
+                    if exc.errno not in _FALLBACK_ERRNOS:
+                        raise
+                    raise _SinkRefusesSplice(moved, os.read(pipe_read, pending)) from exc
+            return moved
+
+        try:
+            self._move_loop(source, move, inbound=inbound)
         finally:
             os.close(pipe_read)
             os.close(pipe_write)
@@ -380,6 +377,16 @@ class Relay:
         if inbound and exc.errno == errno.EPIPE:
             return _LocalClosed()
         return translate_os_error(exc, "send")
+
+
+class _SinkRefusesSplice(Exception):
+    """The sink cannot be spliced into (an O_APPEND file, say); ``stranded`` holds the
+    bytes already moved into the relay's pipe, which must still be delivered."""
+
+    def __init__(self, moved: int, stranded: bytes) -> None:
+        super().__init__(moved)
+        self.moved = moved
+        self.stranded = stranded
 
 
 class _LocalClosed(Exception):
