@@ -20,15 +20,12 @@ import pytest
 from enchufe import __version__
 from support.cli_e2e import (
     STEP_TIMEOUT,
-    Process,
     TcpServer,
     assert_clean_stderr,
-    free_port,
     recv_exactly,
     recv_until_eof,
-    start,
 )
-from support.procs import run
+from support.procs import Process, enchufe, free_port, run
 
 TRY_HELP = "enchufe: Try `--help' or man(1) ncat for more information, usage options and help. QUITTING."
 
@@ -145,7 +142,7 @@ def test_connect_timeout() -> None:
 
 
 def test_reset_by_peer_mid_transfer() -> None:
-    with TcpServer() as server, start("127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"request")  # the session is established and relaying
             assert recv_exactly(peer, 7) == b"request"
@@ -158,7 +155,7 @@ def test_reset_by_peer_mid_transfer() -> None:
 
 
 def test_reset_right_after_data_keeps_the_data() -> None:
-    with TcpServer() as server, start("127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"request")
             assert recv_exactly(peer, 7) == b"request"
@@ -172,7 +169,7 @@ def test_reset_right_after_data_keeps_the_data() -> None:
 def test_stdout_closed_early_exits_quietly() -> None:
     read_end, write_end = os.pipe()
     try:
-        with TcpServer() as server, start("127.0.0.1", str(server.port), stdout=write_end) as cmd:
+        with TcpServer() as server, enchufe("127.0.0.1", str(server.port), stdout=write_end) as cmd:
             os.close(write_end)
             write_end = -1
             with server.accept() as peer:

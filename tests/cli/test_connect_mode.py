@@ -20,12 +20,11 @@ from support.cli_e2e import (
     assert_clean_stderr,
     bracket,
     family_of,
-    free_port,
     readable_within,
     recv_exactly,
     recv_until_eof,
-    start,
 )
+from support.procs import enchufe, free_port
 
 VERSION_LINE = re.compile(r"^enchufe: Version \d+\.\d+\.\d+\S* \( ncat-compatible \)$")
 STATS_LINE = re.compile(r"^enchufe: (\d+) bytes sent, (\d+) bytes received in \d+\.\d\d seconds\.$")
@@ -41,7 +40,7 @@ def stats(line: str) -> tuple[int, int]:
 
 
 def test_verbose_session_relays_both_ways(loopback: str) -> None:
-    with TcpServer(loopback) as server, start("-v", loopback, str(server.port)) as cmd:
+    with TcpServer(loopback) as server, enchufe("-v", loopback, str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"hello\n")
             assert recv_exactly(peer, 6) == b"hello\n"
@@ -57,7 +56,7 @@ def test_verbose_session_relays_both_ways(loopback: str) -> None:
 
 
 def test_debug_output_shows_the_relay_left_no_thread_behind() -> None:
-    with TcpServer("127.0.0.1") as server, start("-vv", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer("127.0.0.1") as server, enchufe("-vv", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             peer.sendall(b"bye")
             assert cmd.read_stdout(3) == b"bye"
@@ -69,7 +68,7 @@ def test_debug_output_shows_the_relay_left_no_thread_behind() -> None:
 def test_binary_megabytes_cross_byte_exact(loopback: str) -> None:
     upload = os.urandom(1 << 20) + bytes(range(256))
     download = os.urandom(1 << 20) + b"\0\r\n\xff"
-    with TcpServer(loopback) as server, start("-v", loopback, str(server.port), stdin=upload) as cmd:
+    with TcpServer(loopback) as server, enchufe("-v", loopback, str(server.port), stdin=upload) as cmd:
         with server.accept() as peer:
             sender = threading.Thread(target=_send_then_half_close, args=(peer, download))
             sender.start()
@@ -89,7 +88,7 @@ def _send_then_half_close(peer: socket.socket, data: bytes) -> None:
 
 
 def test_stdin_eof_half_closes_and_later_data_still_arrives() -> None:
-    with TcpServer() as server, start("127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"request")
             cmd.close_stdin()
@@ -102,7 +101,7 @@ def test_stdin_eof_half_closes_and_later_data_still_arrives() -> None:
 
 
 def test_remote_close_ends_command_while_stdin_stays_open() -> None:
-    with TcpServer() as server, start("-v", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-v", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             peer.sendall(b"goodbye\n")
         assert cmd.wait() == 0  # stdin is still an open pipe
@@ -115,7 +114,7 @@ def test_remote_close_ends_command_while_stdin_stays_open() -> None:
 
 
 def test_send_only_quits_at_stdin_eof_and_drops_received_data() -> None:
-    with TcpServer() as server, start("--send-only", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("--send-only", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             peer.sendall(b"not for stdout\n")
             cmd.write(b"abc")
@@ -128,7 +127,7 @@ def test_send_only_quits_at_stdin_eof_and_drops_received_data() -> None:
 
 
 def test_recv_only_never_reads_stdin_and_exits_when_peer_closes() -> None:
-    with TcpServer() as server, start("--recv-only", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("--recv-only", "127.0.0.1", str(server.port)) as cmd:
         cmd.write(b"must never be sent\n")
         cmd.close_stdin()
         with server.accept() as peer:
@@ -144,7 +143,7 @@ def test_recv_only_never_reads_stdin_and_exits_when_peer_closes() -> None:
 
 
 def test_no_shutdown_keeps_the_connection_full_duplex_after_stdin_eof() -> None:
-    with TcpServer() as server, start("--no-shutdown", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("--no-shutdown", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"data")
             cmd.close_stdin()
@@ -156,7 +155,7 @@ def test_no_shutdown_keeps_the_connection_full_duplex_after_stdin_eof() -> None:
 
 
 def test_quit_delay_after_stdin_eof() -> None:
-    with TcpServer() as server, start("-q", "200ms", "127.0.0.1", str(server.port), stdin=b"last words") as cmd:
+    with TcpServer() as server, enchufe("-q", "200ms", "127.0.0.1", str(server.port), stdin=b"last words") as cmd:
         with server.accept() as peer:
             assert recv_until_eof(peer) == b"last words"  # half-closed first
             assert cmd.wait() == 0  # then quits, although the peer stays connected
@@ -164,7 +163,7 @@ def test_quit_delay_after_stdin_eof() -> None:
 
 
 def test_negative_quit_delay_over_tcp_half_closes_and_waits_for_the_peer() -> None:
-    with TcpServer() as server, start("-q", "-1", "127.0.0.1", str(server.port), stdin=b"x") as cmd:
+    with TcpServer() as server, enchufe("-q", "-1", "127.0.0.1", str(server.port), stdin=b"x") as cmd:
         with server.accept() as peer:
             assert recv_until_eof(peer) == b"x"
             assert cmd.still_running_after()
@@ -175,7 +174,7 @@ def test_negative_quit_delay_over_tcp_half_closes_and_waits_for_the_peer() -> No
 
 
 def test_keep_open_outlives_remote_eof_until_stdin_eof() -> None:
-    with TcpServer() as server, start("-k", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-k", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             peer.sendall(b"first")
             peer.shutdown(socket.SHUT_WR)
@@ -192,7 +191,7 @@ def test_keep_open_outlives_remote_eof_until_stdin_eof() -> None:
 
 
 def test_keep_open_closes_stdout_at_remote_eof() -> None:
-    with TcpServer() as server, start("-k", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-k", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             peer.sendall(b"first")
             peer.shutdown(socket.SHUT_WR)
@@ -205,7 +204,7 @@ def test_keep_open_closes_stdout_at_remote_eof() -> None:
 
 
 def test_idle_timeout_in_connect_mode() -> None:
-    with TcpServer() as server, start("-i", "300ms", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-i", "300ms", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"ping")
             assert recv_exactly(peer, 4) == b"ping"
@@ -215,7 +214,7 @@ def test_idle_timeout_in_connect_mode() -> None:
 
 
 def test_delay_keeps_data_intact() -> None:
-    with TcpServer() as server, start("-d", "50ms", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-d", "50ms", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"slowly\n")
             assert recv_exactly(peer, 7) == b"slowly\n"
@@ -231,7 +230,7 @@ def test_delay_keeps_data_intact() -> None:
 
 
 def test_crlf_translates_stdin_only() -> None:
-    with TcpServer() as server, start("-C", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-C", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"a\nb\r\nc\n")
             assert recv_exactly(peer, 9) == b"a\r\nb\r\nc\r\n"
@@ -250,7 +249,7 @@ def test_output_file_logs_both_directions(tmp_path: os.PathLike[str], append: bo
     with open(log, "wb") as existing:
         existing.write(b"old session\n")
     options = ["-o", log, *(["--append-output"] if append else [])]
-    with TcpServer() as server, start(*options, "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe(*options, "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"to server\n")
             assert recv_exactly(peer, 10) == b"to server\n"
@@ -266,7 +265,7 @@ def test_output_file_logs_both_directions(tmp_path: os.PathLike[str], append: bo
 
 def test_hex_dump_file_restarts_offsets_per_transmission(tmp_path: os.PathLike[str]) -> None:
     dump = os.path.join(tmp_path, "session.hex")
-    with TcpServer() as server, start("-x", dump, "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-x", dump, "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             cmd.write(b"GET / HTTP/1.0\r\n\r\n")  # one write: one transmission
             assert recv_exactly(peer, 18) == b"GET / HTTP/1.0\r\n\r\n"
@@ -283,7 +282,7 @@ def test_hex_dump_file_restarts_offsets_per_transmission(tmp_path: os.PathLike[s
 
 
 def test_telnet_refuses_negotiation_and_passes_raw_bytes() -> None:
-    with TcpServer() as server, start("-t", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-t", "127.0.0.1", str(server.port)) as cmd:
         with server.accept() as peer:
             peer.sendall(b"\xff\xfd\x01login: ")  # IAC DO ECHO
             assert recv_exactly(peer, 3) == b"\xff\xfc\x01"  # IAC WONT ECHO
@@ -297,14 +296,14 @@ def test_telnet_refuses_negotiation_and_passes_raw_bytes() -> None:
 def test_source_address_and_port(loopback: str) -> None:
     source_port = free_port(loopback)
     args = ("-s", loopback, "-p", str(source_port), loopback)
-    with TcpServer(loopback) as server, start(*args, str(server.port), stdin=b"") as cmd:
+    with TcpServer(loopback) as server, enchufe(*args, str(server.port), stdin=b"") as cmd:
         with server.accept() as peer:
             assert peer.getpeername()[:2] == (loopback, source_port)
         assert cmd.wait() == 0
 
 
 def test_nodns_with_a_literal_connects() -> None:
-    with TcpServer() as server, start("-n", "127.0.0.1", str(server.port), stdin=b"numeric") as cmd:
+    with TcpServer() as server, enchufe("-n", "127.0.0.1", str(server.port), stdin=b"numeric") as cmd:
         with server.accept() as peer:
             assert recv_until_eof(peer) == b"numeric"
         assert cmd.wait() == 0
@@ -319,18 +318,18 @@ def test_family_option_chooses_localhost_address(flag: str) -> None:
     if _localhost_families() != {socket.AF_INET, socket.AF_INET6}:
         pytest.skip("localhost does not resolve to both IPv4 and IPv6 here")
     host = "127.0.0.1" if flag == "-4" else "::1"
-    with TcpServer(host) as server, start("-v", flag, "localhost", str(server.port), stdin=b"") as cmd:
+    with TcpServer(host) as server, enchufe("-v", flag, "localhost", str(server.port), stdin=b"") as cmd:
         with server.accept() as peer:
             assert peer.getpeername()[0] == host
         assert cmd.wait() == 0
 
 
 def test_family_option_with_literal_of_the_other_family() -> None:
-    with TcpServer() as server, start("-4", "127.0.0.1", str(server.port), stdin=b"v4") as cmd:
+    with TcpServer() as server, enchufe("-4", "127.0.0.1", str(server.port), stdin=b"v4") as cmd:
         with server.accept() as peer:
             assert recv_until_eof(peer) == b"v4"
         assert cmd.wait() == 0
-    with start("-6", "127.0.0.1", "9") as cmd:
+    with enchufe("-6", "127.0.0.1", "9") as cmd:
         assert cmd.wait() == 2
     assert cmd.stderr_lines == [
         'enchufe: Could not resolve hostname "127.0.0.1": Address family for hostname not supported. QUITTING.'
@@ -341,7 +340,7 @@ def test_family_option_with_literal_of_the_other_family() -> None:
 
 
 def test_zero_io_open_port_is_silent_success() -> None:
-    with TcpServer() as server, start("-z", "127.0.0.1", str(server.port)) as cmd:
+    with TcpServer() as server, enchufe("-z", "127.0.0.1", str(server.port)) as cmd:
         assert cmd.wait() == 0
         with server.accept() as peer:
             assert recv_until_eof(peer) == b""  # connected, sent nothing, closed
@@ -350,7 +349,7 @@ def test_zero_io_open_port_is_silent_success() -> None:
 
 
 def test_zero_io_verbose_reports_connection_and_zero_bytes(loopback: str) -> None:
-    with TcpServer(loopback) as server, start("-z", "-v", loopback, str(server.port)) as cmd:
+    with TcpServer(loopback) as server, enchufe("-z", "-v", loopback, str(server.port)) as cmd:
         assert cmd.wait() == 0
     lines = cmd.stderr_lines
     assert len(lines) == 3, lines
@@ -361,14 +360,14 @@ def test_zero_io_verbose_reports_connection_and_zero_bytes(loopback: str) -> Non
 
 
 def test_zero_io_closed_tcp_port() -> None:
-    with start("-z", "127.0.0.1", str(free_port())) as cmd:
+    with enchufe("-z", "127.0.0.1", str(free_port())) as cmd:
         assert cmd.wait() == 1
     assert cmd.stderr == "enchufe: Connection refused."
     assert cmd.stdout == b""
 
 
 def test_zero_io_udp_port_without_listener_is_refused() -> None:
-    with start("-z", "-u", "127.0.0.1", str(free_port(kind=socket.SOCK_DGRAM))) as cmd:
+    with enchufe("-z", "-u", "127.0.0.1", str(free_port(kind=socket.SOCK_DGRAM))) as cmd:
         assert cmd.wait() == 1
     assert cmd.stderr == "enchufe: Connection refused."
 
@@ -379,7 +378,7 @@ def test_zero_io_udp_open_port_receives_one_nul_byte() -> None:
         udp.bind(("127.0.0.1", 0))
         udp.settimeout(STEP_TIMEOUT)
         port = udp.getsockname()[1]
-        with start("-z", "-u", "-v", "127.0.0.1", str(port)) as cmd:
+        with enchufe("-z", "-u", "-v", "127.0.0.1", str(port)) as cmd:
             assert udp.recv(100) == b"\0"
             assert cmd.wait() == 0
         assert not readable_within(udp, 0)  # exactly one datagram
@@ -397,7 +396,7 @@ def test_udp_datagrams_both_ways(loopback: str) -> None:
         udp.bind((loopback, 0))
         udp.settimeout(STEP_TIMEOUT)
         port = udp.getsockname()[1]
-        with start("-u", "-v", loopback, str(port)) as cmd:
+        with enchufe("-u", "-v", loopback, str(port)) as cmd:
             cmd.wait_for_line(r"Connected to ")
             assert not readable_within(udp)  # nothing is sent before stdin has data
             cmd.write(b"one\n")
@@ -416,7 +415,7 @@ def test_udp_negative_quit_delay_keeps_running_after_stdin_eof() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
         udp.settimeout(STEP_TIMEOUT)
-        with start("-u", "-q", "-1", "127.0.0.1", str(udp.getsockname()[1])) as cmd:
+        with enchufe("-u", "-q", "-1", "127.0.0.1", str(udp.getsockname()[1])) as cmd:
             cmd.write(b"hi")
             data, client = udp.recvfrom(100)
             assert data == b"hi"
@@ -435,7 +434,7 @@ def test_unix_stream_connect(sock_dir: str) -> None:
         server.bind(path)
         server.listen()
         server.settimeout(STEP_TIMEOUT)
-        with start("-v", "-U", path) as cmd:
+        with enchufe("-v", "-U", path) as cmd:
             peer, _ = server.accept()
             with peer:
                 peer.settimeout(STEP_TIMEOUT)
@@ -454,7 +453,7 @@ def test_unix_datagram_client_binds_a_temporary_socket_it_removes(sock_dir: str)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(path)
         server.settimeout(STEP_TIMEOUT)
-        with start("-U", "-u", path) as cmd:
+        with enchufe("-U", "-u", path) as cmd:
             cmd.write(b"question")
             data, client = server.recvfrom(100)
             assert data == b"question"
@@ -478,6 +477,6 @@ def test_sctp_is_not_supported_by_this_kernel(mode: list[str]) -> None:
         pass
     else:
         pytest.skip("this kernel has SCTP")
-    with start("--sctp", *mode) as cmd:
+    with enchufe("--sctp", *mode) as cmd:
         assert cmd.wait() == 2
     assert cmd.stderr == "enchufe: SCTP is not supported by this kernel. QUITTING."

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from enchufe.cli.main import main
-from support.cli_e2e import STEP_TIMEOUT, TcpServer, free_port, recv_exactly, recv_until_eof
+from support.cli_e2e import STEP_TIMEOUT, TcpServer, recv_exactly, recv_until_eof
+from support.procs import free_port
 
 
 class Pipes:

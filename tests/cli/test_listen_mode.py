@@ -23,8 +23,8 @@ from support.cli_e2e import (
     readable_within,
     recv_exactly,
     recv_until_eof,
-    start,
 )
+from support.procs import enchufe
 
 VERSION_LINE = re.compile(r"^enchufe: Version \d+\.\d+\.\d+\S* \( ncat-compatible \)$")
 
@@ -36,7 +36,7 @@ def connect(host: str, port: int) -> socket.socket:
 
 
 def test_one_client_both_ways_then_exit(loopback: str) -> None:
-    with start("-l", "-v", loopback, "0") as cmd:
+    with enchufe("-l", "-v", loopback, "0") as cmd:
         port = cmd.listening_port()
         with connect(loopback, port) as client:
             client_port = client.getsockname()[1]
@@ -55,7 +55,7 @@ def test_one_client_both_ways_then_exit(loopback: str) -> None:
 
 
 def test_second_client_is_refused_once_the_first_is_accepted() -> None:
-    with start("-l", "-v", "127.0.0.1", "0") as cmd:
+    with enchufe("-l", "-v", "127.0.0.1", "0") as cmd:
         port = cmd.listening_port()
         with connect("127.0.0.1", port) as first:
             cmd.wait_for_line(r"Connection from ")
@@ -68,7 +68,7 @@ def test_second_client_is_refused_once_the_first_is_accepted() -> None:
 
 @pytest.mark.parametrize("client_host", ["127.0.0.1", pytest.param("::1", marks=requires_ipv6)])
 def test_no_address_listens_on_both_families_with_one_port(client_host: str) -> None:
-    with start("-l", "-v", "-p", "0") as cmd:
+    with enchufe("-l", "-v", "-p", "0") as cmd:
         first = cmd.wait_for_line(r"Listening on (.*)$").group(1)
         second = cmd.wait_for_line(r"Listening on (.*)$").group(1)
         port = int(first.rsplit(":", 1)[1])
@@ -84,7 +84,7 @@ def test_no_address_listens_on_both_families_with_one_port(client_host: str) -> 
 
 
 def test_stdin_eof_half_closes_the_client_and_keeps_running() -> None:
-    with start("-l", "-v", "127.0.0.1", "0") as cmd:
+    with enchufe("-l", "-v", "127.0.0.1", "0") as cmd:
         with connect("127.0.0.1", cmd.listening_port()) as client:
             cmd.write(b"last thing I say")
             cmd.close_stdin()
@@ -96,7 +96,7 @@ def test_stdin_eof_half_closes_the_client_and_keeps_running() -> None:
 
 
 def test_idle_timeout_counts_only_once_a_client_is_connected() -> None:
-    with start("-l", "-v", "-i", "200ms", "127.0.0.1", "0") as cmd:
+    with enchufe("-l", "-v", "-i", "200ms", "127.0.0.1", "0") as cmd:
         port = cmd.listening_port()
         assert cmd.still_running_after(0.4)  # waiting for the first client is not idleness
         with connect("127.0.0.1", port) as client:
@@ -110,7 +110,7 @@ def test_idle_timeout_counts_only_once_a_client_is_connected() -> None:
 def test_udp_listener_locks_onto_the_first_peer(loopback: str) -> None:
     family = family_of(loopback)
     with (
-        start("-u", "-l", "-v", loopback, "0") as cmd,
+        enchufe("-u", "-l", "-v", loopback, "0") as cmd,
         socket.socket(family, socket.SOCK_DGRAM) as first,
         socket.socket(family, socket.SOCK_DGRAM) as second,
     ):
@@ -137,7 +137,7 @@ def test_udp_listener_locks_onto_the_first_peer(loopback: str) -> None:
 
 
 def test_max_conns_without_keep_open_warns() -> None:
-    with start("-l", "-m", "3", "-v", "127.0.0.1", "0") as cmd:
+    with enchufe("-l", "-m", "3", "-v", "127.0.0.1", "0") as cmd:
         port = cmd.listening_port()
         with connect("127.0.0.1", port) as client:
             client.sendall(b"ok")
@@ -149,7 +149,7 @@ def test_max_conns_without_keep_open_warns() -> None:
 
 
 def test_max_conns_warning_is_shown_without_verbose() -> None:
-    with start("-l", "-m", "3", "127.0.0.1", "0") as cmd:
+    with enchufe("-l", "-m", "3", "127.0.0.1", "0") as cmd:
         cmd.wait_for_line("Warning")
         cmd.popen.send_signal(signal.SIGTERM)
         assert cmd.wait() == 128 + signal.SIGTERM
@@ -164,7 +164,7 @@ def test_max_conns_warning_is_shown_without_verbose() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("with_client", [False, True], ids=["waiting", "relaying"])
 def test_signal_ends_the_listener_with_128_plus_the_signal(signum: signal.Signals, with_client: bool) -> None:
-    with start("-l", "-v", "127.0.0.1", "0") as cmd:
+    with enchufe("-l", "-v", "127.0.0.1", "0") as cmd:
         port = cmd.listening_port()
         client = connect("127.0.0.1", port) if with_client else None
         try:
@@ -184,7 +184,7 @@ def test_signal_ends_the_listener_with_128_plus_the_signal(signum: signal.Signal
 
 def test_unix_stream_listener_creates_and_removes_its_socket_file(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "listen.sock")
-    with start("-l", "-v", "-U", path) as cmd:
+    with enchufe("-l", "-v", "-U", path) as cmd:
         cmd.wait_for_line(rf"^enchufe: Listening on {re.escape(path)}$")
         assert stat.S_ISSOCK(os.stat(path).st_mode)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
@@ -205,7 +205,7 @@ def test_unix_datagram_listener_answers_its_peer(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "listen.sock")
     client_path = os.path.join(sock_dir, "client.sock")
     with (
-        start("-l", "-v", "-u", "-U", path) as cmd,
+        enchufe("-l", "-v", "-u", "-U", path) as cmd,
         socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client,
     ):
         cmd.wait_for_line(r"Listening on ")

@@ -32,10 +32,10 @@ from support.interop import (
     ncat_listener,
     sha256_file,
     start,
-    start_enchufe,
     tcp,
     transport_params,
 )
+from support.procs import enchufe
 
 if shutil.which("ncat") is None:
     pytest.skip("ncat is not installed", allow_module_level=True)
@@ -75,7 +75,7 @@ def summary(sent: int, received: int) -> str:
 def test_enchufe_client_talks_to_ncat_listener(transport: Transport, sock_dir: str) -> None:
     with (
         ncat_listener(transport, sock_dir) as (ncat, where),
-        start_enchufe(*transport.ncat_connect(where)) as client,
+        enchufe(*transport.ncat_connect(where)) as client,
     ):
         # The client speaks first: a UDP listener only learns its peer from the first
         # datagram, and a UDP client sends nothing before it has data (§3.10).
@@ -144,7 +144,7 @@ def test_bulk_enchufe_to_ncat(enchufe_role: str, random_100mib: RandomFile, sock
             # would take that EOF as the end and stop sending.
             with (
                 ncat_listener(transport, sock_dir, stdout=sink) as (ncat, where),
-                start_enchufe(*transport.ncat_connect(where), stdin=source) as client,
+                enchufe(*transport.ncat_connect(where), stdin=source) as client,
             ):
                 assert ncat.wait(BULK_TIMEOUT) == 0
                 assert client.wait(BULK_TIMEOUT) == 0
@@ -184,7 +184,7 @@ def test_bulk_ncat_to_enchufe(enchufe_role: str, random_100mib: RandomFile, sock
             # although its own stdin (an idle pipe) stays open.
             with (
                 ncat_listener(transport, sock_dir, stdin=source) as (ncat, where),
-                start_enchufe(*transport.ncat_connect(where), stdout=sink) as client,
+                enchufe(*transport.ncat_connect(where), stdout=sink) as client,
             ):
                 assert client.wait(BULK_TIMEOUT) == 0
                 assert ncat.wait(BULK_TIMEOUT) == 0
@@ -200,7 +200,7 @@ def test_bulk_ncat_to_enchufe(enchufe_role: str, random_100mib: RandomFile, sock
 def test_enchufe_client_stdin_eof_reaches_ncat_listener(transport: Transport, sock_dir: str) -> None:
     with (
         ncat_listener(transport, sock_dir) as (ncat, where),
-        start_enchufe(*transport.ncat_connect(where)) as client,
+        enchufe(*transport.ncat_connect(where)) as client,
     ):
         client.write(FROM_ENCHUFE)
         client.close_stdin()
@@ -217,7 +217,7 @@ def test_ncat_listener_closing_ends_enchufe_client(loopback: str, sock_dir: str)
     transport = tcp(loopback)
     with (
         ncat_listener(transport, sock_dir) as (ncat, where),
-        start_enchufe(*transport.ncat_connect(where)) as client,
+        enchufe(*transport.ncat_connect(where)) as client,
     ):
         client.write(FROM_ENCHUFE)
         assert ncat.read_stdout(len(FROM_ENCHUFE)) == FROM_ENCHUFE

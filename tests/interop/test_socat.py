@@ -37,10 +37,10 @@ from support.interop import (
     sha256_file,
     socat_listener,
     start,
-    start_enchufe,
     tcp,
     transport_params,
 )
+from support.procs import enchufe
 
 if shutil.which("socat") is None:
     pytest.skip("socat is not installed", allow_module_level=True)
@@ -87,7 +87,7 @@ def summary(sent: int, received: int) -> str:
 def test_enchufe_client_talks_to_socat_listener(transport: Transport, sock_dir: str) -> None:
     with (
         socat_listener(transport, sock_dir, *LINGER) as (socat, where),
-        start_enchufe(*transport.ncat_connect(where)) as client,
+        enchufe(*transport.ncat_connect(where)) as client,
     ):
         # The client speaks first: socat's UDP-LISTEN and UNIX-RECVFROM learn their
         # peer from the first datagram.
@@ -150,7 +150,7 @@ def test_bulk_enchufe_to_socat(enchufe_role: str, random_100mib: RandomFile, soc
         if enchufe_role == "client":
             with (
                 socat_listener(transport, sock_dir, *LINGER, stdout=sink) as (socat, where),
-                start_enchufe(*transport.ncat_connect(where), stdin=source) as client,
+                enchufe(*transport.ncat_connect(where), stdin=source) as client,
             ):
                 socat.wait_for_line(LISTENER_SOCKET_EOF, BULK_TIMEOUT)
                 socat.close_stdin()
@@ -192,7 +192,7 @@ def test_bulk_socat_to_enchufe(enchufe_role: str, random_100mib: RandomFile, soc
             # its own stdin (an idle pipe) stays open.
             with (
                 socat_listener(transport, sock_dir, *LINGER, stdin=source) as (socat, where),
-                start_enchufe(*transport.ncat_connect(where), stdout=sink) as client,
+                enchufe(*transport.ncat_connect(where), stdout=sink) as client,
             ):
                 assert client.wait(BULK_TIMEOUT) == 0
                 assert socat.wait(BULK_TIMEOUT) == 0
@@ -208,7 +208,7 @@ def test_bulk_socat_to_enchufe(enchufe_role: str, random_100mib: RandomFile, soc
 def test_enchufe_client_stdin_eof_half_closes_to_socat_listener(transport: Transport, sock_dir: str) -> None:
     with (
         socat_listener(transport, sock_dir, *LINGER) as (socat, where),
-        start_enchufe(*transport.ncat_connect(where)) as client,
+        enchufe(*transport.ncat_connect(where)) as client,
     ):
         client.write(FROM_ENCHUFE)
         client.close_stdin()
@@ -232,7 +232,7 @@ def test_socat_listener_closing_ends_enchufe_client(loopback: str, sock_dir: str
     transport = tcp(loopback)
     with (
         socat_listener(transport, sock_dir, *LINGER) as (socat, where),
-        start_enchufe(*transport.ncat_connect(where)) as client,
+        enchufe(*transport.ncat_connect(where)) as client,
     ):
         client.write(FROM_ENCHUFE)
         assert socat.read_stdout(len(FROM_ENCHUFE)) == FROM_ENCHUFE

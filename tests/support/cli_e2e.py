@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import select
 import socket
-import subprocess
 from types import TracebackType
 
-from support.procs import ENCHUFE, QUIET_PERIOD, Process
+from support.procs import QUIET_PERIOD
 
 #: Bound on one network step of a test (accept, receive): generous, never reached.
 STEP_TIMEOUT = 10.0
-
-
-def start(*args: str, stdin: object = None, stdout: object = subprocess.PIPE) -> Process:
-    """Start ``python -m enchufe ARGS``; use the result as a context manager."""
-    return Process([*ENCHUFE, *args], stdin=stdin, stdout=stdout)
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -29,14 +23,6 @@ def family_of(host: str) -> socket.AddressFamily:
 def bracket(host: str) -> str:
     """``host:port`` as enchufe prints it: ``127.0.0.1`` or ``[::1]``."""
     return f"[{host}]" if ":" in host else host
-
-
-def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    """A port that was free a moment ago (bind to 0, read it, close)."""
-    with socket.socket(family_of(host), kind) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 class TcpServer:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from support.procs import ENCHUFE, Process
+from support.procs import Process, enchufe, free_port
 
 __all__ = [
     "NCAT_LISTENING",
@@ -45,7 +45,6 @@ __all__ = [
     "shared_random_file",
     "socat_listener",
     "start",
-    "start_enchufe",
     "transport_params",
 ]
 
@@ -133,7 +132,7 @@ class Transport:
         """Where a peer can listen: a free port, or a path in ``sock_dir``."""
         if self.is_unix:
             return os.path.join(sock_dir, name)
-        return free_port(self.family, socket.SOCK_DGRAM if self.datagram else socket.SOCK_STREAM, self.host)
+        return free_port(self.host, socket.SOCK_DGRAM if self.datagram else socket.SOCK_STREAM)
 
 
 TRANSPORTS = [
@@ -154,31 +153,10 @@ def transport_params(transports: Sequence[Transport], requires_ipv6: pytest.Mark
     ]
 
 
-def free_port(family: int, type: int, host: str | None = None) -> int:
-    """A port that is free on ``host`` for this family and socket type right now.
-
-    Binding port 0 and closing leaves a small window in which another process could
-    take the port; the kernel hands out ephemeral ports in a scattered order, so that
-    is rare, and a collision shows up as the listener's bind error, not as a wrong
-    result.
-    """
-    if host is None:
-        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-    with socket.socket(family, type) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def start(argv: Sequence[str], *, stdin: object = None, stdout: object = subprocess.PIPE) -> Process:
     """Start ``argv``; stdin is an open pipe by default (:meth:`Process.write`,
     :meth:`Process.close_stdin`), or a file."""
     return Process(argv, stdin=stdin, stdout=stdout)
-
-
-def start_enchufe(*args: str, stdin: object = None, stdout: object = subprocess.PIPE) -> Process:
-    """Start ``python -m enchufe ARGS``."""
-    return Process([*ENCHUFE, *args], stdin=stdin, stdout=stdout)
 
 
 @contextlib.contextmanager
@@ -222,11 +200,11 @@ def enchufe_listener(
     endpoint, read from its ``Listening on`` line."""
     if transport.is_unix:
         path = os.path.join(sock_dir, "enchufe.sock")
-        with start_enchufe(*transport.ncat_listen(path), stdin=stdin, stdout=stdout) as proc:
+        with enchufe(*transport.ncat_listen(path), stdin=stdin, stdout=stdout) as proc:
             proc.wait_for_line(ENCHUFE_LISTENING + re.escape(path) + "$")
             yield proc, path
     else:
-        with start_enchufe(*transport.ncat_listen(0), stdin=stdin, stdout=stdout) as proc:
+        with enchufe(*transport.ncat_listen(0), stdin=stdin, stdout=stdout) as proc:
             yield proc, proc.listening_port()
 
 

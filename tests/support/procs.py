@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -202,8 +203,21 @@ class Process:
 
 
 def enchufe(*args: str, stdin: object = None, stdout: object = subprocess.PIPE) -> Process:
-    """Start ``python -m enchufe ARGS``."""
+    """Start ``python -m enchufe ARGS``; stdin is an open pipe by default."""
     return Process([*ENCHUFE, *args], stdin=stdin, stdout=stdout)
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port that was free on ``host`` a moment ago (bind to 0, read it, close).
+
+    Another process could take it in between; the kernel hands out ephemeral ports in
+    a scattered order, so that is rare, and it shows up as a bind error, not as a
+    wrong result. Only for peers that cannot report the port they got (ncat 7.93).
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def run(
