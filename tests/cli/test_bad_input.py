@@ -25,7 +25,7 @@ from support.cli_e2e import (
     recv_exactly,
     recv_until_eof,
 )
-from support.procs import Process, enchufe, free_port, run
+from support.procs import Process, enchufe, free_port, run, run_enchufe
 
 TRY_HELP = "enchufe: Try `--help' or man(1) ncat for more information, usage options and help. QUITTING."
 
@@ -250,3 +250,12 @@ def test_console_script_relays() -> None:
         assert cmd.wait() == 0
     assert cmd.stdout == b"ok"
     assert cmd.stderr == ""
+
+
+def test_source_route_pointer_the_kernel_refuses() -> None:
+    """ncat warns and connects without the route; enchufe refuses clearly instead."""
+    result = run_enchufe("-4", "-G", "8", "-g", "127.0.0.2", "127.0.0.1", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "enchufe: the kernel refused the source route (Invalid argument); Linux accepts only hop pointer 4. QUITTING.\n"
+    )

@@ -494,3 +494,41 @@ def test_parse_args_returns_a_config_or_raises_usage_error(argv: list[str]) -> N
     if not (config.show_help or config.show_version):
         assert config.listen or config.host is not None
         assert 0 <= config.port <= 65535
+
+
+# --- loose source routing (-g, -G) -----------------------------------------------------------
+
+
+def test_source_route_hops_accumulate_over_several_g() -> None:
+    config = parse_args(["-4", "-g", "10.0.0.1,10.0.0.2", "-g", "10.0.0.3", "-G", "8", "localhost"])
+    assert config.source_route == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    assert config.source_route_pointer == 8
+
+
+def test_source_route_defaults() -> None:
+    config = parse_args(["localhost"])
+    assert config.source_route == ()
+    assert config.source_route_pointer == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-g", "10.0.0.1", "localhost"], "Sorry, -g can only currently be used with IPv4."),
+        (["-6", "-g", "10.0.0.1", "localhost"], "Sorry, -g can only currently be used with IPv4."),
+        (["-4", "-g", ",".join(["10.0.0.1"] * 9), "localhost"], "Sorry, you gave too many source route hops."),
+        (
+            ["-4", "-g", "10.0.0.1,10.0.0.2", "-g", ",".join(["10.0.0.3"] * 7), "x"],
+            "Sorry, you gave too many source route hops.",
+        ),
+        (["-G", "5", "localhost"], "Invalid source-route hop pointer 5."),
+        (["-G", "32", "localhost"], "Invalid source-route hop pointer 32."),
+        (["-G", "x", "localhost"], "Invalid source-route hop pointer 0."),
+    ],
+)
+def test_source_route_errors(argv: list[str], expected: str) -> None:
+    assert message(argv) == expected
+
+
+def test_source_route_is_ignored_in_listen_mode() -> None:
+    assert parse_args(["-l", "-g", "10.0.0.1"]).source_route == ()

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import HAS_IPV6, requires_ipv6
 from enchufe.address import InetAddress, UnixAddress
-from enchufe.errors import BindError, ConnectError, ConnectTimeout, ResolveError, TimedOut, Unsupported
+from enchufe.errors import AddressError, BindError, ConnectError, ConnectTimeout, ResolveError, TimedOut, Unsupported
 from enchufe.net.connect import open_connection
 from enchufe.net.listen import Listener, accept_first, close_all, open_listeners
 from enchufe.net.resolve import Resolved, SystemResolver
@@ -253,3 +253,39 @@ def test_listener_close_is_idempotent(sock_dir: str) -> None:
     listener: Listener = open_listeners(UnixAddress(os.path.join(sock_dir, "x.sock")))[0]
     listener.close()
     listener.close()
+
+
+def test_loose_source_route_goes_out_on_the_first_packet() -> None:
+    """-g: the SYN is addressed to the first hop and carries the LSRR option."""
+    if os.geteuid() != 0:
+        pytest.skip("capturing packets on lo needs root")
+    port = 0
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800)) as capture:
+        capture.bind(("lo", 0))
+        capture.settimeout(5)
+        # Nobody routes source-routed packets here (accept_source_route is off), so the
+        # connect can only time out: what matters is what went out.
+        with pytest.raises((ConnectTimeout, ConnectError)):
+            open_connection(
+                InetAddress("127.0.0.1", port), family=socket.AF_INET, source_route=["127.0.0.2"], timeout=0.3
+            )
+        while True:
+            frame = capture.recv(4096)
+            ip = frame[14:]
+            header_length = (ip[0] & 0x0F) * 4
+            if ip[9] != socket.IPPROTO_TCP or ip[16:20] != socket.inet_aton("127.0.0.2"):
+                continue
+            if int.from_bytes(ip[header_length + 2 : header_length + 4], "big") != port:
+                continue
+            break
+    # The kernel moved the first hop into the destination field, listed what is left
+    # of the route, and wrote the final destination in the last slot.
+    assert ip[20:header_length] == bytes.fromhex("01830b047f0000017f000001")
+
+
+def test_source_route_needs_ipv4() -> None:
+    with pytest.raises(AddressError):
+        open_connection(InetAddress("127.0.0.1", 1), source_route=["127.0.0.2"])

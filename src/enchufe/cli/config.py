@@ -25,6 +25,7 @@ __all__ = ["DEFAULT_PORT", "Config", "UsageError", "parse_args"]
 DEFAULT_PORT = 31337
 _INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
 _NSOCK_ENGINES = frozenset({"epoll", "poll", "select"})
+_MAX_HOPS = 8  # room in an IPv4 header's options
 
 
 class UsageError(EnchufeError):
@@ -73,6 +74,8 @@ class Config:
     show_help: bool = False
     show_version: bool = False
     nsock_engine: str | None = None
+    source_route: tuple[str, ...] = ()
+    source_route_pointer: int = 4
 
     def __init__(self, **fields: object) -> None:
         unknown = fields.keys() - set(_FIELDS)
@@ -118,8 +121,15 @@ def parse_args(argv: list[str]) -> Config:
             if name == "-v":
                 verbosity += 1
                 continue
+            parsed = _parse_value(name, value)
+            if name == "-g":  # hops accumulate over several -g
+                previous = values.get(name, ())
+                assert isinstance(previous, tuple) and isinstance(parsed, tuple)
+                parsed = previous + parsed
+                if len(parsed) > _MAX_HOPS:
+                    raise UsageError("Sorry, you gave too many source route hops.")
             values.pop(name, None)  # the dict's order is the order of last appearance
-            values[name] = _parse_value(name, value)
+            values[name] = parsed
     except GetoptError as exc:
         raise UsageError(str(exc), getopt_message=True) from None
     return _build(values, operands, verbosity)
@@ -141,6 +151,13 @@ def _parse_value(name: str, value: str) -> object:
         return _parse_source_port(value)
     if name == "-m":
         return _parse_count(value)
+    if name == "-g":
+        return tuple(hop for hop in value.split(",") if hop)
+    if name == "-G":
+        pointer = _leading_int(value)
+        if pointer < 4 or pointer > 28 or pointer % 4:
+            raise UsageError(f"Invalid source-route hop pointer {pointer}.")
+        return pointer
     if name == "--nsock-engine" and value not in _NSOCK_ENGINES:
         raise UsageError(f"Unknown or non-available engine: {value}.")
     return value
@@ -155,6 +172,11 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         assert isinstance(value, str)
         return value
 
+    def hops(name: str) -> tuple[str, ...]:
+        value = values[name]
+        assert isinstance(value, tuple)
+        return value
+
     def number(name: str) -> float:
         value = values[name]
         assert isinstance(value, (int, float))
@@ -165,11 +187,12 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
     transport: Transport = "stream"
     if given("--sctp") or given("-u"):
         transport = "sctp" if _last(values, "--sctp", "-u") == "--sctp" else "datagram"
+    ip_version = (6 if _last(values, "-4", "-6") == "-6" else 4) if given("-4") or given("-6") else None
     family = 0
-    if given("-4") or given("-6"):
+    if ip_version is not None:
         import socket  # only now: --version and -h must not pay for it
 
-        family = socket.AF_INET6 if _last(values, "-4", "-6") == "-6" else socket.AF_INET
+        family = socket.AF_INET6 if ip_version == 6 else socket.AF_INET
 
     if given("-z") and listen:
         raise UsageError("Services designed for LISTENING can't be used with -z")
@@ -187,6 +210,8 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         raise UsageError("-k is not supported yet in listen mode.")
     if given("-m") and not listen:
         raise UsageError("Invalid option combination: `--max-conns' with connect.")
+    if given("-g") and not listen and ip_version != 4:
+        raise UsageError("Sorry, -g can only currently be used with IPv4.")
 
     source_port = 0
     host: str | None = None
@@ -234,6 +259,8 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         append_output=given("--append-output"),
         max_conns=int(number("-m")) if given("-m") else None,
         nsock_engine=text("--nsock-engine") if given("--nsock-engine") else None,
+        source_route=hops("-g") if given("-g") and not listen else (),
+        source_route_pointer=int(number("-G")) if given("-G") else 4,
     )
 
 
@@ -282,6 +309,19 @@ def _parse_source_port(text: str) -> int:
         return parse_port(text)
     except AddressError:
         raise UsageError(f"Invalid source port {text}.") from None
+
+
+def _leading_int(text: str) -> int:
+    """C's atoi: the leading decimal digits (after an optional sign), 0 if none."""
+    body = text.lstrip()
+    sign = -1 if body[:1] == "-" else 1
+    body = body[1:] if body[:1] in ("+", "-") else body
+    digits = ""
+    for char in body:
+        if not (char.isascii() and char.isdigit()):
+            break
+        digits += char
+    return sign * int(digits) if digits else 0
 
 
 def _parse_count(text: str) -> int:

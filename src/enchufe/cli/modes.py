@@ -63,6 +63,8 @@ def run_connect(config: Config, env: Environment) -> int:
         source_port=config.source_port,
         resolver=SystemResolver(numeric_only=config.numeric_only),
         on_attempt_failed=attempt_failed,
+        source_route=config.source_route,
+        source_route_pointer=config.source_route_pointer,
     )
     with conn:
         messages.info(f"Connected to {target}.")

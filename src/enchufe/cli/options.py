@@ -34,7 +34,7 @@ LONG_TO_SHORT = {
 
 #: Options recognised but not implemented yet: refused with exit status 2.
 NOT_YET = frozenset({
-    "--vsock", "-c", "-e", "-g", "-G", "--broker", "--chat", "--talk", "--allow", "--allowfile",
+    "--vsock", "-c", "-e", "--broker", "--chat", "--talk", "--allow", "--allowfile",
     "--deny", "--denyfile", "--proxy", "--proxy-type", "--proxy-auth", "--proxy-dns", "--ssl",
     "--ssl-cert", "--ssl-key", "--ssl-verify", "--ssl-trustfile", "--ssl-ciphers",
     "--ssl-servername", "--ssl-alpn",
@@ -54,8 +54,8 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
   -c, --sh-exec <command>    Executes the given command via /bin/sh (not supported yet)
   -e, --exec <command>       Executes the given command (not supported yet)
       --lua-exec <filename>  Executes the given Lua script (not supported: no Lua)
-  -g hop1[,hop2,...]         Loose source routing hop points (not supported yet)
-  -G <n>                     Loose source routing hop pointer (not supported yet)
+  -g hop1[,hop2,...]         Loose source routing hop points (8 max)
+  -G <n>                     Loose source routing hop pointer (4, 8, 12, ...)
   -m, --max-conns <n>        Maximum <n> simultaneous connections
   -h, --help                 Display this help screen
   -d, --delay <time>         Wait between read/writes

@@ -17,7 +17,7 @@ import os
 import socket
 
 from enchufe.address import Address, InetAddress, UnixAddress, parse_address
-from enchufe.errors import ConnectError, NetworkError
+from enchufe.errors import AddressError, ConnectError, NetworkError, Unsupported
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import Resolved, Resolver, SystemResolver
 from enchufe.net.sockets import new_socket, socket_kind
@@ -25,7 +25,7 @@ from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from enchufe.net.sockets import Transport
 
@@ -47,6 +47,8 @@ def open_connection(
     source_port: int = 0,
     resolver: Resolver | None = None,
     on_attempt_failed: AttemptFailed | None = None,
+    source_route: Sequence[str] = (),
+    source_route_pointer: int = 4,
 ) -> Connection:
     """Connect to ``address`` and return the connection.
 
@@ -64,23 +66,35 @@ def open_connection(
         resolver: resolves host names; the system's by default.
         on_attempt_failed: called with the address and the error each time an
             address fails and another one remains, so a caller can report it.
+        source_route: IPv4 hops for a loose source route (ncat's ``-g``); needs
+            ``family=socket.AF_INET``.
+        source_route_pointer: the route's hop pointer (ncat's ``-G``); Linux accepts
+            only 4.
 
     Raises:
+        AddressError: a source route without ``family=socket.AF_INET``.
         ResolveError: the host does not resolve.
         ConnectError: the last address refused or was unreachable.
         ConnectTimeout: the last address did not answer in time.
-        Unsupported: the kernel lacks the transport (SCTP here).
+        Unsupported: the kernel lacks the transport (SCTP here), or refuses the
+            source route.
     """
     target = parse_address(address) if isinstance(address, str) else address
     if isinstance(target, UnixAddress):
         return _connect_unix(target, transport)
     resolver = resolver or SystemResolver()
     type_, proto = socket_kind(transport)
+    if source_route and family != socket.AF_INET:
+        raise AddressError("a loose source route works over IPv4 only (family=socket.AF_INET)")
+    hops = [resolver.resolve(hop, 0, family=family, type=type_, proto=proto)[0].sockaddr[0] for hop in source_route]
+    if hops:
+        from enchufe.proto.source_route import loose_source_route  # rare: keep ipaddress off the start-up path
     candidates = resolver.resolve(target.host, target.port, family=family, type=type_, proto=proto)
     last_error: NetworkError = ConnectError(f"{target}: no address to connect to")
     for index, candidate in enumerate(candidates):
+        ip_options = loose_source_route(hops, candidate.sockaddr[0], pointer=source_route_pointer) if hops else b""
         try:
-            sock = _connect_one(candidate, transport, timeout, source_host, source_port, resolver)
+            sock = _connect_one(candidate, transport, timeout, source_host, source_port, resolver, ip_options)
         except NetworkError as exc:
             last_error = exc
             if on_attempt_failed is not None and index + 1 < len(candidates):
@@ -98,6 +112,7 @@ def _connect_one(
     source_host: str | None,
     source_port: int,
     resolver: Resolver,
+    ip_options: bytes,
 ) -> socket.socket:
     source = None
     if source_host is not None or source_port:
@@ -109,6 +124,8 @@ def _connect_one(
         source = (host, source_port)
     sock = new_socket(candidate.family, transport)
     try:
+        if ip_options:
+            _set_ip_options(sock, ip_options)
         if source is not None:
             sock.bind(source)
         if transport != "datagram":
@@ -119,6 +136,18 @@ def _connect_one(
         sock.close()
         raise translate_os_error(exc, "connect") from exc
     return sock
+
+
+def _set_ip_options(sock: socket.socket, ip_options: bytes) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, ip_options)
+    except OSError as exc:
+        # ncat only warns and connects without the route; a route silently dropped is
+        # worse than a clear refusal.
+        raise Unsupported(
+            f"the kernel refused the source route ({exc.strerror}); Linux accepts only hop pointer 4",
+            errno=exc.errno,
+        ) from exc
 
 
 def _connect_unix(target: UnixAddress, transport: Transport) -> Connection:
