@@ -259,3 +259,11 @@ def test_source_route_pointer_the_kernel_refuses() -> None:
     assert result.stderr.decode() == (
         "enchufe: the kernel refused the source route (Invalid argument); Linux accepts only hop pointer 4. QUITTING.\n"
     )
+
+
+def test_unwritable_output_file_fails_before_connecting(tmp_path: os.PathLike[str]) -> None:
+    """As ncat: the -o/-x files are opened first, so the port (closed here) is never tried."""
+    missing = os.path.join(str(tmp_path), "no-such-dir", "log")
+    result = run_enchufe("-o", missing, "127.0.0.1", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.decode() == f"enchufe: {missing}: No such file or directory. QUITTING.\n"

@@ -14,7 +14,7 @@ import time
 from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.cli import status
 from enchufe.cli.config import Config
-from enchufe.cli.output import Messages
+from enchufe.cli.output import Messages, SessionLog
 from enchufe.errors import NetworkError, TimedOut
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import SystemResolver
@@ -43,6 +43,43 @@ class Environment:
 
 
 def run_connect(config: Config, env: Environment) -> int:
+    logs = _open_logs(config)
+    try:
+        return _connect(config, env, logs)
+    finally:
+        _close_logs(logs)
+
+
+def run_listen(config: Config, env: Environment) -> int:
+    logs = _open_logs(config)
+    try:
+        return _listen(config, env, logs)
+    finally:
+        _close_logs(logs)
+
+
+def _open_logs(config: Config) -> list[SessionLog]:
+    """The -o and -x files, opened before any connection, as ncat does: a path that
+    cannot be written costs no connection."""
+    logs: list[SessionLog] = []
+    try:
+        for path, hex_dump in ((config.output, False), (config.hex_dump, True)):
+            if path is not None:
+                logs.append(SessionLog(path, hex_dump=hex_dump, append=config.append_output))
+    except OSError:
+        _close_logs(logs)
+        raise
+    return logs
+
+
+def _close_logs(logs: list[SessionLog]) -> None:
+    for log in logs:
+        log.close()
+
+
+def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
+    from enchufe.net.connect import open_connection
+
     messages = env.messages
     assert config.host is not None
     target: Address = UnixAddress(config.host) if config.unix else InetAddress(config.host, config.port)
@@ -50,8 +87,6 @@ def run_connect(config: Config, env: Environment) -> int:
     def attempt_failed(address: Address, error: NetworkError) -> None:
         messages.info(f"Connection to {_host_of(address)} failed: {error}.")
         messages.info("Trying next address...")
-
-    from enchufe.net.connect import open_connection
 
     started = time.monotonic()
     conn = open_connection(
@@ -70,7 +105,7 @@ def run_connect(config: Config, env: Environment) -> int:
         messages.info(f"Connected to {target}.")
         if config.zero_io:
             return _zero_io(config, conn, messages, started)
-        result = _relay(config, conn, env, listening=False)
+        result = _relay(config, conn, env, logs, listening=False)
     messages.info(
         f"{result.bytes_sent} bytes sent, {result.bytes_received} bytes received "
         f"in {time.monotonic() - started:.2f} seconds."
@@ -78,7 +113,7 @@ def run_connect(config: Config, env: Environment) -> int:
     return status.SUCCESS
 
 
-def run_listen(config: Config, env: Environment) -> int:
+def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     from enchufe.net.listen import accept_first, close_all, open_listeners
 
     messages = env.messages
@@ -106,13 +141,14 @@ def run_listen(config: Config, env: Environment) -> int:
     with conn:
         # ncat's words for a Unix client that bound no name.
         messages.info(f"Connection from {conn.peer or 'a client on Unix domain socket'}.")
-        _relay(config, conn, env, listening=True)
+        _relay(config, conn, env, logs, listening=True)
     return status.SUCCESS
 
 
-def _relay(config: Config, conn: Connection, env: Environment, *, listening: bool) -> RelayResult:
+def _relay(
+    config: Config, conn: Connection, env: Environment, logs: list[SessionLog], *, listening: bool
+) -> RelayResult:
     # Imported here, not at the top: a command that fails to connect never needs them.
-    from enchufe.cli.output import SessionLog
     from enchufe.net.fdstream import FdStream
     from enchufe.net.relay import Relay
 
@@ -125,11 +161,6 @@ def _relay(config: Config, conn: Connection, env: Environment, *, listening: boo
         outbound.append(CrlfTranslator().translate)
     if config.telnet:
         inbound.append(_telnet_answerer(conn))
-    logs = [
-        SessionLog(path, hex_dump=hex_dump, append=config.append_output)
-        for path, hex_dump in ((config.output, False), (config.hex_dump, True))
-        if path is not None
-    ]
     for log in logs:
         outbound.append(log.record)
         inbound.append(log.record)
@@ -138,7 +169,7 @@ def _relay(config: Config, conn: Connection, env: Environment, *, listening: boo
         quit_after = None
     elif quit_after is None and (config.send_only or (config.transport == "datagram" and not listening)):
         quit_after = 0.0
-    relay = Relay(
+    result = Relay(
         local,
         conn.stream,
         send=not config.recv_only,
@@ -150,12 +181,7 @@ def _relay(config: Config, conn: Connection, env: Environment, *, listening: boo
         delay=config.delay,
         outbound=_chain(outbound),
         inbound=_chain(inbound),
-    )
-    try:
-        result = relay.run()
-    finally:
-        for log in logs:
-            log.close()
+    ).run()
     # -vv: show that the relay ended for a reason and left no thread behind.
     env.messages.debug(f"Relay ended: {result.ending}.")
     env.messages.debug(f"Threads running: {', '.join(t.name for t in threading.enumerate())}.")
