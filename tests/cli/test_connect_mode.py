@@ -359,17 +359,20 @@ def test_zero_io_verbose_reports_connection_and_zero_bytes(loopback: str) -> Non
     assert cmd.stdout == b""
 
 
-def test_zero_io_closed_tcp_port() -> None:
-    with enchufe("-z", "127.0.0.1", str(free_port())) as cmd:
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["quiet", "verbose"])
+def test_zero_io_closed_tcp_port(verbose: list[str]) -> None:
+    """-z answers with its exit status; the reason is shown with -v only (ncat §3.7)."""
+    with enchufe(*verbose, "-z", "127.0.0.1", str(free_port())) as cmd:
         assert cmd.wait() == 1
-    assert cmd.stderr == "enchufe: Connection refused."
+    assert cmd.stderr_lines[len(verbose) :] == (["enchufe: Connection refused."] if verbose else [])
     assert cmd.stdout == b""
 
 
-def test_zero_io_udp_port_without_listener_is_refused() -> None:
-    with enchufe("-z", "-u", "127.0.0.1", str(free_port(kind=socket.SOCK_DGRAM))) as cmd:
+@pytest.mark.parametrize("verbose", [[], ["-v"]], ids=["quiet", "verbose"])
+def test_zero_io_udp_port_without_listener_is_refused(verbose: list[str]) -> None:
+    with enchufe(*verbose, "-z", "-u", "127.0.0.1", str(free_port(kind=socket.SOCK_DGRAM))) as cmd:
         assert cmd.wait() == 1
-    assert cmd.stderr == "enchufe: Connection refused."
+    assert cmd.stderr_lines[-1:] == (["enchufe: Connection refused."] if verbose else [])
 
 
 @pytest.mark.slow
@@ -480,3 +483,11 @@ def test_sctp_is_not_supported_by_this_kernel(mode: list[str]) -> None:
     with enchufe("--sctp", *mode) as cmd:
         assert cmd.wait() == 2
     assert cmd.stderr == "enchufe: SCTP is not supported by this kernel. QUITTING."
+
+
+def test_connected_line_names_the_address_not_the_name() -> None:
+    """ncat prints the address it reached (the name as typed only through a proxy)."""
+    with TcpServer("127.0.0.1") as server, enchufe("-v", "-4", "localhost", str(server.port)) as cmd:
+        with server.accept():
+            cmd.wait_for_line(rf"^enchufe: Connected to 127\.0\.0\.1:{server.port}\.$")
+        assert cmd.wait() == 0

@@ -220,3 +220,16 @@ def test_unix_datagram_listener_answers_its_peer(sock_dir: str) -> None:
         assert cmd.wait() == 128 + signal.SIGINT
     assert not os.path.exists(path)
     assert_clean_stderr(cmd.stderr)
+
+
+def test_an_empty_udp_datagram_is_not_an_end_of_file() -> None:
+    with enchufe("-l", "-u", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.connect(("127.0.0.1", port))
+            peer.send(b"one\n")
+            assert cmd.read_stdout(4) == b"one\n"
+            peer.send(b"")
+            peer.send(b"two\n")
+            assert cmd.read_stdout(4) == b"two\n"
+            assert cmd.popen.poll() is None

@@ -289,3 +289,29 @@ def test_loose_source_route_goes_out_on_the_first_packet() -> None:
 def test_source_route_needs_ipv4() -> None:
     with pytest.raises(AddressError):
         open_connection(InetAddress("127.0.0.1", 1), source_route=["127.0.0.2"])
+
+
+def test_accepting_works_with_descriptor_numbers_over_1024() -> None:
+    """select() cannot watch descriptors numbered 1024 and up; enchufe must not use it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard descriptor limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        listeners = open_listeners(InetAddress("127.0.0.1", 0))
+        try:
+            assert listeners[0].fileno() >= 1024
+            with open_connection(listeners[0].address) as client:
+                with accept_first(listeners, timeout=5) as server:
+                    assert server.peer == client.local
+            with open_connection(listeners[0].address), listeners[0].accept(timeout=5):
+                pass
+        finally:
+            close_all(listeners)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -167,3 +167,11 @@ def test_empty_delimiter_is_rejected(pair: tuple[Connection, socket.socket]) -> 
     conn, _ = pair
     with pytest.raises(ValueError):
         conn.recv_until(b"")
+
+
+def test_an_empty_datagram_is_not_an_end_of_file() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with Connection(SocketStream(ours)) as conn, theirs:
+        theirs.send(b"")
+        theirs.send(b"after")
+        assert conn.recv(timeout=5) == b"after"

@@ -78,6 +78,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
     from enchufe.cli import status
     from enchufe.cli.modes import Environment, run_connect, run_listen
     from enchufe.cli.output import Messages
+    from enchufe.cli.signals import Signalled
     from enchufe.errors import (
         AddressError,
         BindError,
@@ -93,23 +94,19 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
     if config.nsock_engine is not None:
         messages.info("--nsock-engine has no effect: enchufe does not use nsock.")
     env = Environment(stdin_fd, stdout_fd, messages)
+    # -z answers with its exit status alone: its network failures are shown with -v only.
+    failure = messages.info if config.zero_io else messages.error
     try:
-        if config.listen:
-            from enchufe.cli.signals import Signalled, exit_on_signals
-
-            try:
-                with exit_on_signals():
-                    return run_listen(config, env)
-            except Signalled as signalled:
-                return 128 + signalled.signum
-        return run_connect(config, env)
+        return (run_listen if config.listen else run_connect)(config, env)
+    except Signalled as signalled:
+        return 128 + signalled.signum
     except KeyboardInterrupt:
         import signal
 
         _die_by(signal.SIGINT)
         raise
     except ConnectTimeout:
-        messages.error("TIMEOUT.")
+        failure("TIMEOUT.")
         return status.NETWORK_ERROR
     except IdleTimeout as exc:
         # ncat: an idle connect-mode session is a network error; an idle listener quits (2).
@@ -122,7 +119,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
         messages.error(f"{exc}. QUITTING.")
         return status.OTHER_ERROR
     except NetworkError as exc:
-        messages.error(f"{exc}.")
+        failure(f"{exc}.")
         return status.NETWORK_ERROR
     except OSError as exc:  # files named by -o/-x, and the like
         messages.error(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}. QUITTING.")

@@ -51,11 +51,32 @@ def run_connect(config: Config, env: Environment) -> int:
 
 
 def run_listen(config: Config, env: Environment) -> int:
+    """Listen mode. SIGINT, SIGTERM, SIGHUP and SIGQUIT end it with 128+signal (see
+    :mod:`enchufe.cli.signals`)."""
+    from enchufe.cli.signals import exit_on_signals
+
+    _import_what_the_relay_needs(config)
     logs = _open_logs(config)
     try:
-        return _listen(config, env, logs)
+        with exit_on_signals():
+            return _listen(config, env, logs)
     finally:
         _close_logs(logs)
+
+
+def _import_what_the_relay_needs(config: Config) -> None:
+    """Import now what the relay would import later: a signal raised in the middle of an
+    import leaves the import's open files to the garbage collector."""
+    import enchufe.net.fdstream
+    import enchufe.net.listen
+    import enchufe.net.relay
+
+    if config.crlf:
+        import enchufe.proto.crlf
+    if config.telnet:
+        import enchufe.proto.telnet
+    if config.hex_dump is not None:
+        import enchufe.hexdump  # noqa: F401
 
 
 def _open_logs(config: Config) -> list[SessionLog]:
@@ -102,7 +123,7 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         source_route_pointer=config.source_route_pointer,
     )
     with conn:
-        messages.info(f"Connected to {target}.")
+        messages.info(f"Connected to {conn.peer or target}.")
         if config.zero_io:
             return _zero_io(config, conn, messages, started)
         result = _relay(config, conn, env, logs, listening=False)
@@ -167,8 +188,8 @@ def _relay(
     quit_after = config.quit_after_eof
     if quit_after is not None and quit_after < 0:
         quit_after = None
-    elif quit_after is None and (config.send_only or (config.transport == "datagram" and not listening)):
-        quit_after = 0.0
+    elif quit_after is None and (config.send_only or (config.transport != "stream" and not listening)):
+        quit_after = 0.0  # ncat: UDP and SCTP clients quit at stdin EOF (SCTP has no half-close)
     result = Relay(
         local,
         conn.stream,

@@ -62,8 +62,9 @@ class Connection:
 
     def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: Timeout = ...) -> bytes:
         """Return between 1 and ``max_bytes`` bytes, or ``b""`` at end of file."""
-        if not self._buffer and not self._eof:
-            self._fill(self._deadline(timeout), max_bytes)
+        deadline = self._deadline(timeout)
+        while not self._buffer and not self._eof:
+            self._fill(deadline, max_bytes)
         data = bytes(self._buffer[:max_bytes])
         del self._buffer[:max_bytes]
         return data
@@ -149,6 +150,8 @@ class Connection:
             chunk = self.stream.recv(max(max_bytes, 1))
         except TimedOut:
             raise ReceiveTimeout(f"timed out waiting for {need}", partial=bytes(self._buffer)) from None
+        if not chunk and self.stream.is_datagram:
+            return  # an empty datagram: nothing arrived, and datagrams have no end of file
         if not chunk:
             self._eof = True
             if need != "data":

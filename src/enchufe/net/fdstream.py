@@ -34,6 +34,7 @@ class FdStream:
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.timeout: float | None = None
+        self.is_datagram = False
         self._owns_fds = owns_fds
         self._closed = False
 

@@ -68,7 +68,7 @@ class Listener:
         Raises:
             TimedOut: no peer within ``timeout`` seconds.
         """
-        if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
+        if timeout is not None and not _wait_readable([self], timeout):
             raise TimedOut(f"no connection to {self.address} within {timeout} s")
         if self.is_datagram:
             return self._accept_datagram()
@@ -165,11 +165,20 @@ def close_all(listeners: list[Listener]) -> None:
 
 def accept_first(listeners: list[Listener], *, timeout: float | None = None) -> Connection:
     """Wait on several listeners and accept from whichever a peer reaches first."""
-    ready, _, _ = select.select(listeners, [], [], timeout)
+    ready = _wait_readable(listeners, timeout)
     if not ready:
         raise TimedOut(f"no connection within {timeout} s")
-    listener: Listener = ready[0]
-    return listener.accept()
+    return ready[0].accept()
+
+
+def _wait_readable(listeners: list[Listener], timeout: float | None) -> list[Listener]:
+    """The listeners with a peer waiting (``poll``: unlike select, any fd number works)."""
+    poller = select.poll()
+    by_fd = {listener.fileno(): listener for listener in listeners}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    events = poller.poll(None if timeout is None else timeout * 1000)
+    return [by_fd[fd] for fd, _ in events]
 
 
 def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> list[Listener]:

@@ -293,6 +293,9 @@ class Relay:
         while True:
             self._wait_readable(source)
             data = source.recv(DEFAULT_RECV_SIZE)
+            if not data and source.is_datagram:
+                self._touch()  # an empty datagram: traffic, but nothing to deliver
+                continue
             if not data:
                 return
             self._touch()

@@ -58,9 +58,13 @@ class Stream(Protocol):
     """
 
     timeout: float | None
+    #: True when each ``recv`` returns one datagram; then ``b""`` is an empty datagram,
+    #: not end of file (datagrams have no end of file).
+    is_datagram: bool
 
     def recv(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes:
-        """Return at least one byte and at most ``max_bytes``, or ``b""`` at end of file."""
+        """Return at most ``max_bytes``: at least one byte, or ``b""`` at end of file
+        (or, from a datagram stream, for an empty datagram)."""
         ...
 
     def send_all(self, data: bytes) -> None:
@@ -148,7 +152,7 @@ class SocketStream:
 
     def __init__(self, sock: socket.socket, *, unlink_on_close: str | None = None) -> None:
         self.sock = sock
-        self._is_datagram = sock.type == socket.SOCK_DGRAM
+        self.is_datagram = sock.type == socket.SOCK_DGRAM
         self._send_lock = threading.Lock()
         self._unlink_on_close = unlink_on_close
 
@@ -185,7 +189,7 @@ class SocketStream:
             raise translate_os_error(exc, "send") from exc
 
     def send_eof(self) -> None:
-        if self._is_datagram:
+        if self.is_datagram:
             return
         try:
             self.sock.shutdown(socket.SHUT_WR)
