@@ -325,3 +325,22 @@ def test_a_sink_that_refuses_splice_falls_back_to_copying(rig: Rig, tmp_path: ob
     with open(path, "rb") as file:
         assert file.read() == b"existing\n" + payload
     assert outcome[0].bytes_received == len(payload)
+
+
+def test_idle_timeout_breaks_a_write_to_a_peer_that_stopped_reading(rig: Rig) -> None:
+    """16 MiB into a peer that reads nothing: the relay's send blocks for good, and the
+    idle timer must still end the relay (ncat: "Idle timeout expired", exit 1)."""
+    thread, outcome = rig.run(idle_timeout=0.3)
+    writer = threading.Thread(target=_write_until_refused, args=(rig.stdin_write,))
+    writer.start()
+    result = finish(thread, outcome)
+    rig.local.close()  # the pipe's reader goes away: the writer gets EPIPE and ends
+    writer.join(10)
+    assert isinstance(result, IdleTimeout)
+
+
+def _write_until_refused(fd: int) -> None:
+    chunk = b"x" * 65536
+    with contextlib.suppress(OSError):
+        for _ in range(256):
+            os.write(fd, chunk)

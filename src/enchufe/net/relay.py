@@ -48,7 +48,7 @@ __all__ = ["Relay", "RelayResult"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     Filter = Callable[[bytes], bytes]
 
@@ -150,6 +150,9 @@ class Relay:
         self._stopping = threading.Event()
         self._wake_read, self._wake_write = os.pipe()
         self._quit_timer: threading.Timer | None = None
+        #: The stream each pump is writing to right now (by pump name), so that stopping
+        #: knows which blocked writes it must break.
+        self._writing: dict[str, Stream] = {}
 
     def stop(self) -> None:
         """End the relay from another thread; :meth:`run` returns ``"stopped"``."""
@@ -169,21 +172,37 @@ class Relay:
             for pump in pumps:
                 pump.start()
             self._wait_for_end()
-        finally:
-            self._finish("stopped")
-            os.write(self._wake_write, b"x")
-            for pump in pumps:
-                if pump.ident is not None:
-                    pump.join()
-            if self._quit_timer is not None:
-                self._quit_timer.cancel()
-                self._quit_timer.join()
-            os.close(self._wake_read)
-            os.close(self._wake_write)
+        except BaseException:
+            # A signal or KeyboardInterrupt: the process is going away. A pump stuck
+            # writing to a local reader that stopped reading would never be joined.
+            self._stop_pumps([pump for pump in pumps if self._writing.get(pump.name) is not self.local])
+            raise
+        else:
+            self._stop_pumps(pumps)
         if self._error is not None:
             raise self._error
         assert self._ending is not None
         return RelayResult(self.bytes_sent, self.bytes_received, self._ending)
+
+    def _stop_pumps(self, pumps: list[threading.Thread]) -> None:
+        """Stop the pumps and join them, with the quit timer; release the wake-up pipe."""
+        self._finish("stopped")
+        os.write(self._wake_write, b"x")  # wakes a pump waiting for its source
+        if self._writing.get("relay-out") is self.remote:
+            self._abort_remote()  # a peer that stopped reading would hold the pump forever
+        for pump in pumps:
+            if pump.ident is not None:
+                pump.join()
+        if self._quit_timer is not None:
+            self._quit_timer.cancel()
+            self._quit_timer.join()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _abort_remote(self) -> None:
+        if isinstance(self.remote, SocketStream):
+            with contextlib.suppress(OSError):
+                self.remote.sock.shutdown(socket.SHUT_RDWR)
 
     # -- coordination ------------------------------------------------------------------
 
@@ -199,6 +218,7 @@ class Relay:
                         f"Idle timeout expired ({round(self._idle_timeout * 1000)} ms)", timeout=self._idle_timeout
                     )
                     self._ending = "idle"
+                    self._stopping.set()
                     return
                 self._changed.wait(self._idle_timeout - quiet)
 
@@ -307,12 +327,31 @@ class Relay:
                 self._touch()
 
     def _deliver(self, sink: Stream, data: bytes, *, inbound: bool) -> None:
+        with self._writes_to(sink):
+            try:
+                sink.send_all(data)
+            except ConnectionLost:
+                if inbound:
+                    raise _LocalClosed from None
+                raise
+
+    @contextlib.contextmanager
+    def _writes_to(self, sink: Stream) -> Iterator[None]:
+        """Mark this pump as writing to ``sink``.
+
+        A write to the remote is abandoned once the relay stops: the mark is set before
+        the stop check and stopping sets its flag before reading the mark, so either
+        this pump sees the stop, or the stopper sees the write and breaks it. A write
+        to the local side always completes: what was received is written out.
+        """
+        name = threading.current_thread().name
+        self._writing[name] = sink
         try:
-            sink.send_all(data)
-        except ConnectionLost:
-            if inbound:
-                raise _LocalClosed from None
-            raise
+            if sink is self.remote and self._stopping.is_set():
+                raise _Stop
+            yield
+        finally:
+            del self._writing[name]
 
     def _count(self, size: int, *, inbound: bool) -> None:
         if inbound:
@@ -334,7 +373,8 @@ class Relay:
         while True:
             self._wait_readable(source)
             try:
-                moved = move()
+                with self._writes_to(self.local if inbound else self.remote):
+                    moved = move()
             except _SinkRefusesSplice as refused:
                 self._touch()
                 self._count(refused.moved, inbound=inbound)
