@@ -532,3 +532,33 @@ def test_source_route_errors(argv: list[str], expected: str) -> None:
 
 def test_source_route_is_ignored_in_listen_mode() -> None:
     assert parse_args(["-l", "-g", "10.0.0.1"]).source_route == ()
+
+
+# --- glibc's rules for abbreviations of equivalent options, and POSIXLY_CORRECT -------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # Options that share getopt's value 0 are "the same" to glibc: it takes the first.
+        (["--den=1.2.3.4", "-l"], "--deny is not supported yet."),
+        (["--pro", "x", "localhost"], "--proxy is not supported yet."),
+        (["--ssl-c", "x", "localhost"], "--ssl-cert is not supported yet."),
+        # Different letters or argument types stay ambiguous (checked against ncat 7.93).
+        (["--te"], "option '--te' is ambiguous; possibilities: '--telnet' '--test'"),
+        (["--ver"], "option '--ver' is ambiguous; possibilities: '--version' '--verbose'"),
+    ],
+)
+def test_abbreviations_follow_glibc(argv: list[str], expected: str) -> None:
+    assert message(argv) == expected
+
+
+def test_long_spellings_of_short_only_options() -> None:
+    config = parse_args(["--4", "--g", "10.0.0.1", "--G", "4", "localhost"])
+    assert (config.family, config.source_route) == (socket.AF_INET, ("10.0.0.1",))
+
+
+def test_posixly_correct_stops_at_the_first_operand(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSIXLY_CORRECT", "1")
+    assert message(["127.0.0.1", "40999", "-v"]) == "Got more than one port specification: 40999 -v."
+    assert parse_args(["-v", "127.0.0.1", "40999"]).verbosity == 1

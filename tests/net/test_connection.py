@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -175,3 +176,13 @@ def test_an_empty_datagram_is_not_an_end_of_file() -> None:
         theirs.send(b"")
         theirs.send(b"after")
         assert conn.recv(timeout=5) == b"after"
+
+
+def test_send_to_a_pipe_nobody_reads_times_out() -> None:
+    """The deadline bounds a send over file descriptors too (a full pipe)."""
+    from enchufe.net.fdstream import FdStream
+
+    read_fd, write_fd = os.pipe()
+    with Connection(FdStream(read_fd, write_fd, owns_fds=True)) as conn:
+        with pytest.raises(TimedOut):
+            conn.send_all(b"x" * (1 << 20), timeout=0.2)

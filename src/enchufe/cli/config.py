@@ -10,9 +10,11 @@ status 2.
 
 from __future__ import annotations
 
+import os
+
 from enchufe.address import parse_port
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
-from enchufe.cli.options import LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
+from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
 from enchufe.errors import AddressError, EnchufeError
 from enchufe.timespec import parse_duration, unit_of
 
@@ -109,7 +111,10 @@ def parse_args(argv: list[str]) -> Config:
     operands: list[str] = []
     verbosity = 0
     try:
-        for name, value in gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS):
+        posixly_correct = "POSIXLY_CORRECT" in os.environ
+        for name, value in gnu_getopt(
+            argv, SHORT_OPTIONS, LONG_OPTIONS, identity=LONG_IDENTITY, posixly_correct=posixly_correct
+        ):
             if not name:
                 operands.append(value)
                 continue
@@ -158,6 +163,8 @@ def _parse_value(name: str, value: str) -> object:
         if pointer < 4 or pointer > 28 or pointer % 4:
             raise UsageError(f"Invalid source-route hop pointer {pointer}.")
         return pointer
+    if name == "--test":
+        raise UsageError("--test is ncat's own test switch; enchufe has no use for it.")
     if name == "--nsock-engine" and value not in _NSOCK_ENGINES:
         raise UsageError(f"Unknown or non-available engine: {value}.")
     return value

@@ -12,14 +12,16 @@ Rules (glibc's, with ncat's default permutation):
 - ``--`` ends the options; a lone ``-`` is an operand;
 - short options cluster (``-lvp 80``, ``-lvp80``); a value may begin with a dash;
 - long options take ``--name value`` or ``--name=value`` and may be abbreviated to
-  any unambiguous prefix; an exact name always wins.
+  any prefix that is not ambiguous; an exact name always wins, and a prefix of
+  several equivalent options (same argument, same flag and value) takes the first;
+- with ``POSIXLY_CORRECT`` set, the first operand ends the options.
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
 __all__ = ["GetoptError", "gnu_getopt"]
 
@@ -28,13 +30,26 @@ class GetoptError(Exception):
     """A command-line error, worded as glibc words it (without the program name)."""
 
 
-def gnu_getopt(args: Sequence[str], short_options: str, long_options: Sequence[str]) -> Iterator[tuple[str, str]]:
+def gnu_getopt(
+    args: Sequence[str],
+    short_options: str,
+    long_options: Sequence[str],
+    *,
+    identity: Mapping[str, str] | None = None,
+    posixly_correct: bool = False,
+) -> Iterator[tuple[str, str]]:
     """Yield ``(option, value)`` pairs and ``("", operand)`` pairs in command-line order.
 
     Args:
         args: the arguments, without the program name.
         short_options: getopt's string: letters, each followed by ``:`` if it takes a value.
-        long_options: names, each followed by ``=`` if it takes a value.
+        long_options: names, each followed by ``=`` if it takes a value, in the
+            table's order.
+        identity: for each long name, what makes two options "the same" to glibc
+            (its ``flag`` and ``val``): an abbreviation that matches several options
+            of the same identity and argument type takes the first, not an error.
+        posixly_correct: stop at the first operand, as glibc does when the
+            ``POSIXLY_CORRECT`` environment variable is set.
 
     Options without a value yield ``""`` as their value; long options are yielded
     with their full name (``--listen`` for ``--lis``).
@@ -53,7 +68,7 @@ def gnu_getopt(args: Sequence[str], short_options: str, long_options: Sequence[s
             return
         if arg.startswith("--"):
             name, has_value, value = arg[2:].partition("=")
-            full = _match_long(name, arg, takes_value)
+            full = _match_long(name, arg, takes_value, identity or {})
             if takes_value[full]:
                 if not has_value:
                     if index >= len(args):
@@ -84,15 +99,20 @@ def gnu_getopt(args: Sequence[str], short_options: str, long_options: Sequence[s
                 else:
                     raise GetoptError(f"option requires an argument -- '{letter}'")
                 break
+        elif posixly_correct:
+            for operand in args[index - 1 :]:
+                yield "", operand
+            return
         else:
             yield "", arg
 
 
-def _match_long(name: str, arg: str, takes_value: dict[str, bool]) -> str:
+def _match_long(name: str, arg: str, takes_value: dict[str, bool], identity: Mapping[str, str]) -> str:
     if name in takes_value:
         return name
     candidates = [option for option in takes_value if option.startswith(name)]
-    if len(candidates) == 1:
+    kinds = {(takes_value[option], identity.get(option, option)) for option in candidates}
+    if len(kinds) == 1:
         return candidates[0]
     if not candidates:
         raise GetoptError(f"unrecognized option '{arg}'")

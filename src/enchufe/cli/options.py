@@ -8,29 +8,43 @@ they are refused with a clear message, never ignored.
 
 from __future__ import annotations
 
-__all__ = ["LONG_OPTIONS", "LONG_TO_SHORT", "NOT_YET", "SHORT_OPTIONS", "USAGE"]
+__all__ = ["LONG_IDENTITY", "LONG_OPTIONS", "LONG_TO_SHORT", "NOT_YET", "SHORT_OPTIONS", "USAGE"]
 
 #: getopt's short-option string: a letter, followed by ``:`` when it takes a value.
 SHORT_OPTIONS = "46UCc:e:g:G:i:km:hp:d:lo:x:ts:uvw:nzq:"
 
-#: Long options; ``=`` marks those that take a value (getopt's convention).
+#: Long options, in ncat's table order (glibc takes the first of equivalent
+#: abbreviations); ``=`` marks those that take a value (getopt's convention).
 LONG_OPTIONS = [
-    "unixsock", "vsock", "crlf", "sh-exec=", "exec=", "lua-exec=", "max-conns=", "help",
-    "delay=", "listen", "output=", "hex-dump=", "append-output", "idle-timeout=", "keep-open",
-    "recv-only", "source-port=", "source=", "send-only", "no-shutdown", "broker", "chat",
-    "talk", "deny=", "denyfile=", "allow=", "allowfile=", "telnet", "udp", "sctp", "version",
-    "verbose", "wait=", "nodns", "proxy=", "proxy-type=", "proxy-auth=", "proxy-dns=",
-    "nsock-engine=", "ssl", "ssl-cert=", "ssl-key=", "ssl-verify", "ssl-trustfile=",
-    "ssl-ciphers=", "ssl-servername=", "ssl-alpn=",
+    "4", "6", "unixsock", "vsock", "crlf", "g=", "G=", "exec=", "sh-exec=", "lua-exec=",
+    "max-conns=", "help", "delay=", "listen", "output=", "hex-dump=", "append-output",
+    "idle-timeout=", "keep-open", "recv-only", "source-port=", "source=", "send-only",
+    "no-shutdown", "broker", "chat", "talk", "deny=", "denyfile=", "allow=", "allowfile=",
+    "telnet", "udp", "sctp", "version", "verbose", "wait=", "nodns", "proxy=", "proxy-type=",
+    "proxy-auth=", "proxy-dns=", "nsock-engine=", "test", "ssl", "ssl-cert=", "ssl-key=",
+    "ssl-verify", "ssl-trustfile=", "ssl-ciphers=", "ssl-servername=", "ssl-alpn=",
 ]  # fmt: skip
 
 #: Long options that are another name for a short one.
 LONG_TO_SHORT = {
-    "--unixsock": "-U", "--crlf": "-C", "--sh-exec": "-c", "--exec": "-e", "--max-conns": "-m",
-    "--help": "-h", "--delay": "-d", "--listen": "-l", "--output": "-o", "--hex-dump": "-x",
-    "--idle-timeout": "-i", "--keep-open": "-k", "--source-port": "-p", "--source": "-s",
-    "--telnet": "-t", "--udp": "-u", "--verbose": "-v", "--wait": "-w", "--nodns": "-n",
+    "--4": "-4", "--6": "-6", "--g": "-g", "--G": "-G", "--unixsock": "-U", "--crlf": "-C",
+    "--sh-exec": "-c", "--exec": "-e", "--max-conns": "-m", "--help": "-h", "--delay": "-d",
+    "--listen": "-l", "--output": "-o", "--hex-dump": "-x", "--idle-timeout": "-i",
+    "--keep-open": "-k", "--source-port": "-p", "--source": "-s", "--telnet": "-t",
+    "--udp": "-u", "--verbose": "-v", "--wait": "-w", "--nodns": "-n",
 }  # fmt: skip
+
+#: Long options that set a flag of their own in ncat's table; the other long-only
+#: options all share getopt's value 0, which makes their abbreviations equivalent.
+_FLAG_OPTIONS = frozenset({"recv-only", "send-only", "no-shutdown", "ssl"})
+
+#: What glibc compares to decide whether two long options an abbreviation matches are
+#: "the same" (has_arg, flag, val): the short letter, a flag of its own, or val 0.
+LONG_IDENTITY = {
+    name.rstrip("="): LONG_TO_SHORT.get("--" + name.rstrip("="))
+    or (name.rstrip("=") if name.rstrip("=") in _FLAG_OPTIONS else "0")
+    for name in LONG_OPTIONS
+}
 
 #: Options recognised but not implemented yet: refused with exit status 2.
 NOT_YET = frozenset({

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import select
+import time
 
 from enchufe.errors import TimedOut
 from enchufe.net.stream import DEFAULT_RECV_SIZE, translate_os_error
@@ -39,7 +40,8 @@ class FdStream:
         self._closed = False
 
     def recv(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes:
-        self._wait(self.read_fd, select.POLLIN)
+        if self.timeout is not None:
+            self._wait(self.read_fd, select.POLLIN, time.monotonic() + self.timeout)
         try:
             return os.read(self.read_fd, max_bytes)
         except OSError as exc:
@@ -47,10 +49,16 @@ class FdStream:
 
     def send_all(self, data: bytes) -> None:
         view = memoryview(data)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         try:
             while view:
-                self._wait(self.write_fd, select.POLLOUT)
-                view = view[os.write(self.write_fd, view) :]
+                if deadline is None:
+                    view = view[os.write(self.write_fd, view) :]
+                    continue
+                # With a deadline, write no more than a pipe is sure to take once poll
+                # says it is writable: a larger write could block past the deadline.
+                self._wait(self.write_fd, select.POLLOUT, deadline)
+                view = view[os.write(self.write_fd, view[: select.PIPE_BUF]) :]
         except OSError as exc:
             raise translate_os_error(exc, "send") from exc
 
@@ -73,12 +81,11 @@ class FdStream:
     def fileno(self) -> int:
         return self.read_fd
 
-    def _wait(self, fd: int, event: int) -> None:
-        if self.timeout is None:
-            return
+    @staticmethod
+    def _wait(fd: int, event: int, deadline: float) -> None:
         poller = select.poll()
         poller.register(fd, event)
-        if not poller.poll(self.timeout * 1000):
+        if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
             raise TimedOut("Timed out")
 
     def __repr__(self) -> str:

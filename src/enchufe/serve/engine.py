@@ -24,6 +24,7 @@ constructor arguments, so they apply before a handler thread is started.
 from __future__ import annotations
 
 import contextlib
+import errno
 import selectors
 import socket
 import sys
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 __all__ = ["Handler", "Server", "serve"]
 
 Handler = Callable[[Connection], None]
+
+#: accept() errors that mean "no descriptors or memory now", and the pause after one.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_BACKOFF = 0.1
 ErrorHook = Callable[[Connection, Exception], None]
 
 
@@ -178,8 +183,12 @@ class Server:
     def _accept(self, listener: Listener) -> None:
         try:
             conn = listener.accept()
-        except NetworkError:
-            return  # the peer gave up between the wake-up and accept(): nothing to serve
+        except NetworkError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                # The connection stays queued and the listener stays readable: without
+                # a pause the loop would spin. Wait for resources (or for shutdown).
+                self._stopping.wait(_ACCEPT_BACKOFF)
+            return  # otherwise the peer gave up between the wake-up and accept()
         thread = threading.Thread(target=self._handle, args=(conn,), name=f"conn-{conn.peer}")
         with self._lock:
             self._active[thread] = conn
