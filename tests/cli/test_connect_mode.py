@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import threading
 
@@ -491,3 +492,17 @@ def test_connected_line_names_the_address_not_the_name() -> None:
         with server.accept():
             cmd.wait_for_line(rf"^enchufe: Connected to 127\.0\.0\.1:{server.port}\.$")
         assert cmd.wait() == 0
+
+
+def test_sigterm_removes_the_datagram_clients_socket_file_and_dies_by_the_signal(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "server.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(STEP_TIMEOUT)
+        with enchufe("-U", "-u", path) as cmd:
+            cmd.write(b"hello")
+            data, client_path = server.recvfrom(100)
+            assert data == b"hello" and os.path.exists(client_path)
+            cmd.popen.send_signal(signal.SIGTERM)
+            assert cmd.wait() == -signal.SIGTERM  # as ncat: the signal, not an exit status
+        assert not os.path.exists(client_path)

@@ -99,7 +99,10 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
     try:
         return (run_listen if config.listen else run_connect)(config, env)
     except Signalled as signalled:
-        return 128 + signalled.signum
+        if config.listen:
+            return 128 + signalled.signum
+        _die_by(signalled.signum)  # connect mode: ncat dies by the signal itself
+        raise
     except KeyboardInterrupt:
         import signal
 

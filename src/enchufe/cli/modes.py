@@ -43,9 +43,14 @@ class Environment:
 
 
 def run_connect(config: Config, env: Environment) -> int:
+    """Connect mode. A termination signal unwinds it (closing the socket, removing a
+    Unix datagram client's temporary socket file); the command then dies by it."""
+    from enchufe.cli.signals import exit_on_signals
+
     logs = _open_logs(config)
     try:
-        return _connect(config, env, logs)
+        with exit_on_signals():
+            return _connect(config, env, logs)
     finally:
         _close_logs(logs)
 

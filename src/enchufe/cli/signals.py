@@ -1,4 +1,6 @@
-"""Listen mode's handling of termination signals."""
+"""Termination signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT unwind the command, so
+that sockets close and socket files are removed; then listen mode exits with
+128+signal and connect mode dies by the signal, as ncat does."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ __all__ = ["Signalled", "exit_on_signals"]
 
 
 class Signalled(BaseException):
-    """A termination signal arrived in listen mode; unwinds like KeyboardInterrupt."""
+    """A termination signal arrived; unwinds like KeyboardInterrupt."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -20,9 +22,7 @@ class Signalled(BaseException):
 
 @contextlib.contextmanager
 def exit_on_signals() -> Iterator[None]:
-    """ncat's listen mode: SIGINT, SIGTERM, SIGHUP and SIGQUIT end it with status
-    128+signal. Unwinding (rather than dying on the spot) closes the sockets and
-    removes a Unix socket file on the way out."""
+    """Turn SIGINT, SIGTERM, SIGHUP and SIGQUIT into :class:`Signalled` while active."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals are delivered to the main thread only: nothing to install
         return

@@ -92,6 +92,9 @@ class Server:
         self.name = name
         self._lock = threading.Lock()
         self._active: dict[threading.Thread, Connection] = {}
+        #: Handler threads past their last line, not yet gone: close() joins them too.
+        #: Pruned at each accept, so it never holds more than the threads of a moment.
+        self._finishing: set[threading.Thread] = set()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._wake_read, self._wake_write = socket.socketpair()
@@ -167,6 +170,10 @@ class Server:
                     conn.stream.sock.shutdown(socket.SHUT_RDWR)
         for thread in self.threads():
             thread.join()
+        with self._lock:
+            finishing = list(self._finishing)
+        for thread in finishing:
+            thread.join()
         self._wake_read.close()
         self._wake_write.close()
 
@@ -192,6 +199,7 @@ class Server:
         thread = threading.Thread(target=self._handle, args=(conn,), name=f"conn-{conn.peer}")
         with self._lock:
             self._active[thread] = conn
+            self._finishing = {finishing for finishing in self._finishing if finishing.is_alive()}
         thread.start()
 
     def _handle(self, conn: Connection) -> None:
@@ -203,6 +211,7 @@ class Server:
             conn.close()
             with self._lock:
                 self._active.pop(threading.current_thread(), None)
+                self._finishing.add(threading.current_thread())
 
 
 def serve(
