@@ -43,14 +43,17 @@ class Environment:
 
 
 def run_connect(config: Config, env: Environment) -> int:
-    """Connect mode. A termination signal unwinds it (closing the socket, removing a
-    Unix datagram client's temporary socket file); the command then dies by it."""
-    from enchufe.cli.signals import exit_on_signals
-
+    """Connect mode. A Unix datagram client has a temporary socket file to remove, so
+    a termination signal unwinds it first; the command then dies by the signal, as
+    any other client does at once (the signal module costs start-up time)."""
     logs = _open_logs(config)
     try:
-        with exit_on_signals():
-            return _connect(config, env, logs)
+        if config.unix and config.transport == "datagram":
+            from enchufe.cli.signals import SignalHandlers
+
+            with SignalHandlers():
+                return _connect(config, env, logs)
+        return _connect(config, env, logs)
     finally:
         _close_logs(logs)
 
@@ -58,12 +61,12 @@ def run_connect(config: Config, env: Environment) -> int:
 def run_listen(config: Config, env: Environment) -> int:
     """Listen mode. SIGINT, SIGTERM, SIGHUP and SIGQUIT end it with 128+signal (see
     :mod:`enchufe.cli.signals`)."""
-    from enchufe.cli.signals import exit_on_signals
+    from enchufe.cli.signals import SignalHandlers
 
     _import_what_the_relay_needs(config)
     logs = _open_logs(config)
     try:
-        with exit_on_signals():
+        with SignalHandlers():
             return _listen(config, env, logs)
     finally:
         _close_logs(logs)

@@ -1,15 +1,18 @@
 """Termination signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT unwind the command, so
 that sockets close and socket files are removed; then listen mode exits with
-128+signal and connect mode dies by the signal, as ncat does."""
+128+signal and connect mode dies by the signal, as ncat does.
+
+The signal module is imported only when handlers are installed: it costs more
+start-up time than a short-lived client can spare.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-from collections.abc import Iterator
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType, TracebackType
 
-__all__ = ["Signalled", "exit_on_signals"]
+__all__ = ["SignalHandlers", "Signalled"]
 
 
 class Signalled(BaseException):
@@ -20,20 +23,31 @@ class Signalled(BaseException):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def exit_on_signals() -> Iterator[None]:
-    """Turn SIGINT, SIGTERM, SIGHUP and SIGQUIT into :class:`Signalled` while active."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are delivered to the main thread only: nothing to install
-        return
+class SignalHandlers:
+    """While active, SIGINT, SIGTERM, SIGHUP and SIGQUIT raise :class:`Signalled`.
 
-    def handler(signum: int, frame: object) -> None:
-        raise Signalled(signum)
+    Outside the main thread (the command run in-process by a test) it does nothing:
+    Python delivers signals to the main thread only.
+    """
 
-    signums = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, disposition in previous.items():
+    def __enter__(self) -> SignalHandlers:
+        import signal
+        import threading
+
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                self._previous[signum] = signal.signal(signum, self._raise)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        import signal
+
+        for signum, disposition in self._previous.items():
             signal.signal(signum, disposition)
+
+    @staticmethod
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise Signalled(signum)
