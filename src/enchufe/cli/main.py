@@ -58,10 +58,14 @@ def main(argv: list[str] | None = None, *, stdin_fd: int = 0, stdout_fd: int = 1
     return _run(config, stdin_fd, stdout_fd, err)
 
 
-def _show_version(err: TextIO) -> int:
+def _version() -> str:
     from enchufe import __version__
 
-    err.write(f"enchufe: Version {__version__} ( ncat-compatible )\n")
+    return f"Version {__version__} ( ncat-compatible )"
+
+
+def _show_version(err: TextIO) -> int:
+    err.write(f"enchufe: {_version()}\n")
     return 0
 
 
@@ -74,7 +78,6 @@ def _show_help() -> int:
 
 
 def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
-    from enchufe import __version__
     from enchufe.cli import status
     from enchufe.cli.modes import Environment, run_connect, run_listen
     from enchufe.cli.output import Messages
@@ -90,7 +93,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
     )
 
     messages = Messages(err, config.verbosity)
-    messages.info(f"Version {__version__} ( ncat-compatible )")
+    messages.info(_version())
     if config.nsock_engine is not None:
         messages.info("--nsock-engine has no effect: enchufe does not use nsock.")
     env = Environment(stdin_fd, stdout_fd, messages)
