@@ -10,6 +10,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+# Property tests are bounded by pytest-timeout like every test; hypothesis's own
+# per-example deadline would only make them flaky on a loaded machine.
+settings.register_profile("enchufe", deadline=None)
+settings.load_profile("enchufe")
 
 #: Fixtures shared by the interop test modules (a conftest.py in tests/interop would
 #: shadow this one's module name).
