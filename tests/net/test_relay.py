@@ -28,9 +28,13 @@ class Rig:
     remote: SocketStream
     peer: socket.socket
 
-    def run(self, **options: object) -> tuple[threading.Thread, list[RelayResult | BaseException]]:
+    def run(
+        self, local: FdStream | None = None, **options: object
+    ) -> tuple[threading.Thread, list[RelayResult | BaseException]]:
+        """Run a relay in a thread, between ``local`` (the rig's pipes by default) and the
+        socket pair; :func:`finish` collects its result."""
         outcome: list[RelayResult | BaseException] = []
-        relay = Relay(self.local, self.remote, **options)  # type: ignore[arg-type]
+        relay = Relay(local or self.local, self.remote, **options)  # type: ignore[arg-type]
 
         def target() -> None:
             try:
@@ -249,16 +253,13 @@ def test_zero_copy_from_a_regular_file(rig: Rig, tmp_path: object) -> None:
         file.write(payload)
     file_fd = os.open(path, os.O_RDONLY)
     local = FdStream(file_fd, rig.local.write_fd)
-    relay = Relay(local, rig.remote)
-    outcome: list[RelayResult] = []
-    thread = threading.Thread(target=lambda: outcome.append(relay.run()))
-    thread.start()
+    thread, outcome = rig.run(local)
     received = rig.peer_receives_all()
     rig.peer.close()
-    thread.join(10)
+    result = finish(thread, outcome)
     os.close(file_fd)
     assert received == payload
-    assert outcome[0].bytes_sent == len(payload)
+    assert isinstance(result, RelayResult) and result.bytes_sent == len(payload)
 
 
 def test_zero_copy_into_a_regular_file(rig: Rig, tmp_path: object) -> None:
@@ -266,18 +267,15 @@ def test_zero_copy_into_a_regular_file(rig: Rig, tmp_path: object) -> None:
     path = os.path.join(str(tmp_path), "received")
     out_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     local = FdStream(rig.local.read_fd, out_fd)
-    relay = Relay(local, rig.remote)
-    outcome: list[RelayResult] = []
-    thread = threading.Thread(target=lambda: outcome.append(relay.run()))
-    thread.start()
+    thread, outcome = rig.run(local)
     payload = os.urandom(3 << 20)
     rig.peer.sendall(payload)
     rig.peer.close()
-    thread.join(10)
+    result = finish(thread, outcome)
     os.close(out_fd)
     with open(path, "rb") as file:
         assert file.read() == payload
-    assert outcome[0].bytes_received == len(payload)
+    assert isinstance(result, RelayResult) and result.bytes_received == len(payload)
 
 
 def test_pipes_both_ways_carry_large_data(rig: Rig) -> None:
@@ -313,18 +311,15 @@ def test_a_sink_that_refuses_splice_falls_back_to_copying(rig: Rig, tmp_path: ob
         file.write(b"existing\n")
     out_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     local = FdStream(rig.local.read_fd, out_fd)
-    relay = Relay(local, rig.remote)
-    outcome: list[RelayResult] = []
-    thread = threading.Thread(target=lambda: outcome.append(relay.run()))
-    thread.start()
+    thread, outcome = rig.run(local)
     payload = os.urandom(1 << 20)
     rig.peer.sendall(payload)
     rig.peer.close()
-    thread.join(10)
+    result = finish(thread, outcome)
     os.close(out_fd)
     with open(path, "rb") as file:
         assert file.read() == b"existing\n" + payload
-    assert outcome[0].bytes_received == len(payload)
+    assert isinstance(result, RelayResult) and result.bytes_received == len(payload)
 
 
 def test_idle_timeout_breaks_a_write_to_a_peer_that_stopped_reading(rig: Rig) -> None:
