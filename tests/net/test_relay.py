@@ -64,6 +64,7 @@ def rig() -> Iterator[Rig]:
     stdin_read, stdin_write = os.pipe()
     stdout_read, stdout_write = os.pipe()
     ours, peer = socket.socketpair()
+    peer.settimeout(10)  # a relay that misbehaves fails the test instead of hanging it
     local = FdStream(stdin_read, stdout_write, owns_fds=True)
     remote = SocketStream(ours)
     yield Rig(stdin_write, stdout_read, local, remote, peer)
@@ -90,7 +91,7 @@ def test_both_directions_and_half_close(rig: Rig) -> None:
     rig.peer.close()
     result = finish(thread, outcome)
     assert rig.read_stdout() == b"answer after half-close"
-    assert result == RelayResult(bytes_sent=14, bytes_received=23, ending="remote-eof")
+    assert result == RelayResult(bytes_sent=14, bytes_received=23, ending="both-eof")
 
 
 def test_remote_eof_ends_the_relay_even_with_stdin_open(rig: Rig) -> None:
@@ -183,13 +184,41 @@ def test_idle_timeout(rig: Rig) -> None:
 
 
 def test_traffic_resets_the_idle_timer(rig: Rig) -> None:
-    thread, outcome = rig.run(idle_timeout=0.5)
-    for _ in range(4):  # each exchange happens well inside the idle window
+    """Eight exchanges, 0.1 s apart: the session lasts twice the idle window, and only
+    the reset by each exchange keeps it alive."""
+    thread, outcome = rig.run(idle_timeout=0.4)
+    pause = threading.Event()
+    for _ in range(8):
         os.write(rig.stdin_write, b"k")
         assert rig.peer.recv(1) == b"k"
+        pause.wait(0.1)  # traffic at a pace, not synchronisation: nothing else to wait for
     rig.peer.close()
     result = finish(thread, outcome)
     assert isinstance(result, RelayResult) and result.ending == "remote-eof"
+
+
+def test_remote_eof_drains_what_stdin_has_ready(rig: Rig) -> None:
+    """The peer half-closes while 4 MiB are still on their way from stdin: every byte
+    still goes out (ncat quits there and loses the rest)."""
+    payload = os.urandom(4 << 20)
+    thread, outcome = rig.run()
+    writer = threading.Thread(target=lambda: (os.write(rig.stdin_write, payload), os.close(rig.stdin_write)))
+    writer.start()
+    rig.peer.shutdown(socket.SHUT_WR)
+    assert rig.peer_receives_all() == payload
+    writer.join(10)
+    result = finish(thread, outcome)
+    assert isinstance(result, RelayResult) and result.ending == "both-eof"
+
+
+def test_draining_ends_when_stdin_has_nothing_ready(rig: Rig) -> None:
+    thread, outcome = rig.run(drain_wait=0.05)
+    os.write(rig.stdin_write, b"ready")
+    assert rig.peer.recv(5) == b"ready"
+    rig.peer.shutdown(socket.SHUT_WR)
+    result = finish(thread, outcome)  # stdin stays open, and quiet
+    assert isinstance(result, RelayResult) and result.ending == "remote-eof"
+    assert rig.read_stdout() == b""  # stdout was closed at the remote's end of stream
 
 
 def test_stop_from_another_thread(rig: Rig) -> None:

@@ -8,6 +8,7 @@ messages and exit statuses in one place.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -179,7 +180,7 @@ def _relay(
 ) -> RelayResult:
     # Imported here, not at the top: a command that fails to connect never needs them.
     from enchufe.net.fdstream import FdStream
-    from enchufe.net.relay import Relay
+    from enchufe.net.relay import DEFAULT_DRAIN_WAIT, Relay
 
     local = FdStream(env.stdin_fd, env.stdout_fd)
     outbound: list[Callable[[bytes], bytes]] = []
@@ -188,8 +189,6 @@ def _relay(
         from enchufe.proto.crlf import CrlfTranslator
 
         outbound.append(CrlfTranslator().translate)
-    if config.telnet:
-        inbound.append(_telnet_answerer(conn))
     for log in logs:
         outbound.append(log.record)
         inbound.append(log.record)
@@ -198,6 +197,11 @@ def _relay(
         quit_after = None
     elif quit_after is None and (config.send_only or (config.transport != "stream" and not listening)):
         quit_after = 0.0  # ncat: UDP and SCTP clients quit at stdin EOF (SCTP has no half-close)
+    answer = None
+    if config.telnet:
+        from enchufe.proto.telnet import TelnetResponder
+
+        answer = TelnetResponder().receive_data
     result = Relay(
         local,
         conn.stream,
@@ -208,27 +212,16 @@ def _relay(
         keep_open=config.keep_open,
         idle_timeout=config.idle_timeout,
         delay=config.delay,
+        # A person at a terminal has nothing "ready" to send: the session ends at once.
+        drain_wait=0.0 if os.isatty(env.stdin_fd) else DEFAULT_DRAIN_WAIT,
         outbound=_chain(outbound),
         inbound=_chain(inbound),
+        answer=answer,
     ).run()
     # -vv: show that the relay ended for a reason and left no thread behind.
     env.messages.debug(f"Relay ended: {result.ending}.")
     env.messages.debug(f"Threads running: {', '.join(t.name for t in threading.enumerate())}.")
     return result
-
-
-def _telnet_answerer(conn: Connection) -> Callable[[bytes], bytes]:
-    from enchufe.proto.telnet import TelnetResponder
-
-    responder = TelnetResponder()
-
-    def answer(data: bytes) -> bytes:
-        reply = responder.receive_data(data)
-        if reply:
-            conn.stream.send_all(reply)
-        return data
-
-    return answer
 
 
 def _chain(steps: list[Callable[[bytes], bytes]]) -> Callable[[bytes], bytes] | None:

@@ -7,6 +7,7 @@ those processes see. Timeouts are implemented by waiting with ``poll`` first.
 ``send_eof`` replaces the write descriptor with ``/dev/null`` rather than closing it:
 the reader downstream sees end of file, and the descriptor number stays valid, so a
 later ``open()`` can never take it over and receive output meant for the terminal.
+Without ``/dev/null`` (or without a free descriptor) it closes the descriptor instead.
 """
 
 from __future__ import annotations
@@ -63,7 +64,16 @@ class FdStream:
             raise translate_os_error(exc, "send") from exc
 
     def send_eof(self) -> None:
-        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except OSError:
+            # No /dev/null (a bare container, a chroot) or no descriptor left: closing
+            # is the only way left to signal end of file. The number may be reused by a
+            # later open(); nothing in enchufe writes to it after its end of file.
+            fd, self.write_fd = self.write_fd, -1
+            if fd != self.read_fd:
+                os.close(fd)
+            return
         try:
             os.dup2(devnull, self.write_fd)
         finally:
@@ -75,7 +85,7 @@ class FdStream:
         self._closed = True
         if self._owns_fds:
             os.close(self.read_fd)
-            if self.write_fd != self.read_fd:
+            if self.write_fd not in (self.read_fd, -1):
                 os.close(self.write_fd)
 
     def fileno(self) -> int:

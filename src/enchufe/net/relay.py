@@ -2,31 +2,37 @@
 
 The local side is what the user sees (stdin/stdout, later a child process); the
 remote side is the network. Two pump threads move the data, one per direction, and
-the thread that called :meth:`Relay.run` waits for the end. The end-of-file rules are
-ncat's (7.96+), each a constructor argument:
+the thread that called :meth:`Relay.run` waits for the end.
 
-=====================  ==================================================================
-event                  what happens
-=====================  ==================================================================
-local EOF              ``remote.send_eof()`` (half-close) unless ``half_close=False``;
-                       then quit after ``quit_after_local_eof`` seconds (``None``: never)
-remote EOF             ``local.send_eof()``; then quit, unless ``keep_open``
-local side closed      (stdout's reader went away) quit quietly: nobody is listening
-idle timeout           no byte moved either way for ``idle_timeout`` s: IdleTimeout
-remote error           raised from :meth:`Relay.run` after both pumps have stopped
-=====================  ==================================================================
+**When it ends** is decided by :class:`enchufe.proto.eof.EndOfStream`: ncat's (7.96+)
+rules with one change that keeps data from being lost — an end of stream ends only the
+direction it closes (the table is in that module). This module carries out what the
+rules say: half-close the remote, close the local output, drain (after the remote's end
+of stream, send only what the local input has ready within ``drain_wait`` seconds), and
+the quit timer of ``-q``. Besides those:
+
+- **idle timeout**: no byte moved either way for ``idle_timeout`` s: :class:`IdleTimeout`;
+- **errors**: a remote failure is raised from :meth:`Relay.run` after both pumps have
+  stopped; a remote that refuses data after its own end of stream ends the relay
+  quietly (it closed without reading); a reply that cannot be sent (``answer``) is
+  dropped, and never costs what was received;
+- :meth:`Relay.stop` from another thread.
 
 Threads: the pumps are named ``relay-out`` (local → remote) and ``relay-in``
 (remote → local). The waiting thread sleeps on a Condition until a pump reports or
-the idle deadline comes (no polling); ``quit_after_local_eof`` is a
-:class:`threading.Timer`. Pumps wait with ``poll`` on their source and on a wake-up
-pipe, so :meth:`Relay.stop` interrupts a pump blocked on a quiet source, and
-:meth:`Relay.run` returns only after joining every thread it started.
+the idle deadline comes (no polling); the quit timer is a :class:`threading.Timer`.
+Pumps wait with ``poll`` on their source and on a wake-up pipe, so :meth:`Relay.stop`
+interrupts a pump blocked on a quiet source, and :meth:`Relay.run` returns only after
+joining every thread it started.
 
 Zero copy: when neither direction filters the data and both ends of a direction are
 file descriptors, bytes move inside the kernel: ``os.sendfile`` from a regular file,
 ``os.splice`` otherwise (through an intermediate pipe when neither end is a pipe).
 Anything the kernel refuses falls back to a plain copy loop.
+
+Datagrams: a datagram remote gets each local read of at most 8 KiB as one datagram
+(ncat's read size), so a file or a pipe on stdin never makes a datagram larger than
+the transport carries.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ import time
 from enchufe.errors import ConnectionLost, IdleTimeout, NetworkError
 from enchufe.net.fdstream import FdStream
 from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream, Stream, translate_os_error
+from enchufe.proto.eof import CLOSE_OUTPUT, DRAIN, QUIT_LATER, SEND_EOF, EndOfStream
 
-__all__ = ["Relay", "RelayResult"]
+__all__ = ["DEFAULT_DRAIN_WAIT", "Relay", "RelayResult"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,6 +63,12 @@ if TYPE_CHECKING:
 #: small enough that the idle timer and byte counters stay current.
 _ZERO_COPY_CHUNK = 1 << 20
 _FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE})
+#: One local read sent as one datagram: nsock's read size, far below UDP's 65,507.
+_DATAGRAM_READ_SIZE = 8192
+#: After the remote's end of stream, how long the local input may stay silent before
+#: the relay ends: enough for a pipe's writer to refill it, short enough that a client
+#: whose stdin is an idle pipe ends at once as far as a person can tell.
+DEFAULT_DRAIN_WAIT = 0.2
 
 
 class RelayResult(tuple[int, int, str]):
@@ -93,6 +106,14 @@ class _Stop(Exception):
     """Raised inside a pump when the relay is stopping."""
 
 
+class _SendRefused(Exception):
+    """The remote refused outbound data (reset, broken pipe); ``error`` says how."""
+
+    def __init__(self, error: NetworkError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class Relay:
     """A bidirectional relay; see the module docstring for the rules.
 
@@ -105,11 +126,17 @@ class Relay:
         half_close: on local EOF, half-close the remote (``False``: ``--no-shutdown``).
         quit_after_local_eof: seconds to keep going after local EOF; ``None`` never
             quits because of it (ncat's ``-q``; UDP and ``--send-only`` use 0).
-        keep_open: keep running after the remote's EOF (ncat's ``-k`` in connect mode).
+        keep_open: keep sending after the remote's EOF until the local input ends
+            (ncat's ``-k`` in connect mode).
         idle_timeout: end with :class:`IdleTimeout` after this many quiet seconds.
         delay: seconds to wait before each read (ncat's ``-d``).
+        drain_wait: after the remote's EOF, how long the local input may have nothing
+            ready before the relay ends (0 for a terminal: a person typing is not
+            "ready data").
         outbound: transforms each chunk going local → remote (``-C``, logging).
-        inbound: transforms each chunk going remote → local (``-t``, logging).
+        inbound: transforms each chunk going remote → local (logging).
+        answer: called with each chunk the remote sends, after it has been delivered;
+            what it returns is sent back to the remote (``-t``'s Telnet refusals).
     """
 
     def __init__(
@@ -124,29 +151,32 @@ class Relay:
         keep_open: bool = False,
         idle_timeout: float | None = None,
         delay: float | None = None,
+        drain_wait: float = DEFAULT_DRAIN_WAIT,
         outbound: Filter | None = None,
         inbound: Filter | None = None,
+        answer: Filter | None = None,
     ) -> None:
         self.local = local
         self.remote = remote
         self._send = send
         self._receive = receive
-        self._half_close = half_close
-        self._quit_after_local_eof = quit_after_local_eof
-        self._keep_open = keep_open
+        self._rules = EndOfStream(
+            sending=send, half_close=half_close, quit_after_local_eof=quit_after_local_eof, keep_open=keep_open
+        )
         self._idle_timeout = idle_timeout
         self._delay = delay
+        self._drain_wait = drain_wait
         self._outbound = outbound
         self._inbound = inbound
-        self._zero_copy = outbound is None and inbound is None
+        self._answer = answer
+        self._zero_copy = outbound is None and inbound is None and answer is None
+        self._send_size = _DATAGRAM_READ_SIZE if remote.is_datagram else DEFAULT_RECV_SIZE
         self.bytes_sent = 0
         self.bytes_received = 0
         self._last_activity = time.monotonic()
         self._changed = threading.Condition()
         self._ending: str | None = None
         self._error: BaseException | None = None
-        self._local_eof = False
-        self._remote_eof = False
         self._stopping = threading.Event()
         self._wake_read, self._wake_write = os.pipe()
         self._quit_timer: threading.Timer | None = None
@@ -163,11 +193,12 @@ class Relay:
 
         Raises:
             IdleTimeout: nothing moved for ``idle_timeout`` seconds.
-            NetworkError: the remote side failed (reset, broken pipe, ...).
+            NetworkError: the remote side failed (reset, broken pipe, ...), or the
+                local side failed in a way the system reports as an error.
         """
-        pumps = [threading.Thread(target=self._pump_in, name="relay-in", daemon=True)]
+        pumps = [threading.Thread(target=self._run_pump, args=(True,), name="relay-in", daemon=True)]
         if self._send:
-            pumps.append(threading.Thread(target=self._pump_out, name="relay-out", daemon=True))
+            pumps.append(threading.Thread(target=self._run_pump, args=(False,), name="relay-out", daemon=True))
         try:
             for pump in pumps:
                 pump.start()
@@ -188,7 +219,7 @@ class Relay:
         """Stop the pumps and join them, with the quit timer; release the wake-up pipe."""
         self._finish("stopped")
         os.write(self._wake_write, b"x")  # wakes a pump waiting for its source
-        if self._writing.get("relay-out") is self.remote:
+        if self.remote in self._writing.values():
             self._abort_remote()  # a peer that stopped reading would hold the pump forever
         for pump in pumps:
             if pump.ident is not None:
@@ -230,89 +261,96 @@ class Relay:
                 self._stopping.set()
             self._changed.notify_all()
 
-    def _on_local_eof(self) -> None:
-        if self._half_close:
-            try:
+    def _apply(self, event: Callable[[], tuple[str, ...]]) -> None:
+        """Feed one end-of-stream event to the rules and carry out what they say."""
+        with self._changed:
+            actions = event()
+            ending = self._rules.ending
+        for action in actions:
+            if action == SEND_EOF:
                 self.remote.send_eof()
-            except NetworkError as exc:
-                self._finish("error", exc)
-                return
-        with self._changed:
-            self._local_eof = True
-            both = self._remote_eof
-        if both:
-            self._finish("both-eof")
-        elif self._quit_after_local_eof == 0:
-            self._finish("local-eof")
-        elif self._quit_after_local_eof is not None:
-            self._quit_timer = threading.Timer(self._quit_after_local_eof, self._finish, ("local-eof",))
-            self._quit_timer.name = "relay-quit-timer"
-            self._quit_timer.daemon = True
-            self._quit_timer.start()
-
-    def _on_remote_eof(self) -> None:
-        self._close_local_output()
-        if not self._keep_open:
-            self._finish("remote-eof")
-            return
-        with self._changed:
-            self._remote_eof = True
-            both = self._local_eof or not self._send
-        if both:
-            self._finish("both-eof")
-
-    def _close_local_output(self) -> None:
-        # A reader that already went away has been told what EOF would tell it.
-        with contextlib.suppress(NetworkError):
-            self.local.send_eof()
+            elif action == CLOSE_OUTPUT:
+                # A reader that already went away has been told what EOF would tell it.
+                with contextlib.suppress(NetworkError):
+                    self.local.send_eof()
+            elif action == DRAIN:
+                os.write(self._wake_write, b"d")  # the outbound pump waits again, now bounded
+            elif action == QUIT_LATER:
+                assert self._rules.quit_after_local_eof is not None
+                self._quit_timer = threading.Timer(
+                    self._rules.quit_after_local_eof, self._apply, (self._rules.quit_timer,)
+                )
+                self._quit_timer.name = "relay-quit-timer"
+                self._quit_timer.daemon = True
+                self._quit_timer.start()
+        if ending is not None:
+            self._finish(ending)
 
     def _touch(self) -> None:
         self._last_activity = time.monotonic()
 
     # -- pumps -------------------------------------------------------------------------
 
-    def _pump_out(self) -> None:
-        self._run_pump(self.local, self.remote, self._outbound, inbound=False)
-
-    def _pump_in(self) -> None:
-        self._run_pump(self.remote, self.local, self._inbound, inbound=True)
-
-    def _run_pump(self, source: Stream, sink: Stream, transform: Filter | None, *, inbound: bool) -> None:
+    def _run_pump(self, inbound: bool) -> None:
+        """One direction, start to end; whatever ends it is reported to :meth:`run`."""
         try:
-            fds = _zero_copy_fds(source, sink) if self._zero_copy and (self._receive or not inbound) else None
-            if fds is not None:
-                self._zero_copy_loop(source, *fds, inbound=inbound)
-            else:
-                self._copy_loop(source, sink, transform, inbound=inbound)
+            self._pump(inbound)
+            self._apply(self._rules.remote_eof if inbound else self._rules.local_eof)
         except _Stop:
-            return
+            pass
         except _LocalClosed:
-            self._finish("local-closed")
-            return
+            self._apply(self._rules.local_closed)
+        except _SendRefused as refused:
+            with self._changed:
+                quietly = self._rules.send_refused()
+            if quietly:
+                assert self._rules.ending is not None
+                self._finish(self._rules.ending)
+            else:
+                self._finish("error", refused.error)
+        except OSError as exc:  # a local descriptor failing in a way no stream translated
+            self._finish("error", translate_os_error(exc, "recv" if inbound else "send"))
         except BaseException as exc:  # noqa: BLE001 - handed to run(), which re-raises it
             self._finish("error", exc)
-            return
-        if inbound:
-            self._on_remote_eof()
-        else:
-            self._on_local_eof()
 
-    def _wait_readable(self, source: Stream) -> None:
+    def _pump(self, inbound: bool) -> None:
+        source, sink = (self.remote, self.local) if inbound else (self.local, self.remote)
+        if self._zero_copy and (self._receive or not inbound):
+            fds = _zero_copy_fds(source, sink)
+            if fds is not None:
+                return self._zero_copy_loop(source, *fds, inbound=inbound)
+        return self._copy_loop(source, sink, self._inbound if inbound else self._outbound, inbound=inbound)
+
+    def _wait_readable(self, source: Stream, *, inbound: bool) -> None:
+        """Return once ``source`` has data or its end of stream.
+
+        Raises _Stop when the relay stops, and, on the outbound side while draining,
+        when the input has nothing ready within ``drain_wait`` (that ends the relay).
+        """
         if self._delay is not None and self._stopping.wait(self._delay):
             raise _Stop
+        source_fd = source.fileno()
         poller = select.poll()
-        poller.register(source.fileno(), select.POLLIN)
+        poller.register(source_fd, select.POLLIN)
         poller.register(self._wake_read, select.POLLIN)
         while True:
-            for fd, _ in poller.poll():
-                if fd == self._wake_read or self._stopping.is_set():
-                    raise _Stop
+            draining = not inbound and self._rules.draining
+            events = poller.poll(self._drain_wait * 1000 if draining else None)
+            if self._stopping.is_set():
+                raise _Stop
+            if not events:
+                self._apply(self._rules.input_idle)
+                raise _Stop
+            if any(fd == source_fd for fd, _ in events):
                 return
+            # Only the DRAIN notice reaches here (a stop was seen above): consume it.
+            os.read(self._wake_read, 64)
 
     def _copy_loop(self, source: Stream, sink: Stream, transform: Filter | None, *, inbound: bool) -> None:
+        size = DEFAULT_RECV_SIZE if inbound else self._send_size
         while True:
-            self._wait_readable(source)
-            data = source.recv(DEFAULT_RECV_SIZE)
+            self._wait_readable(source, inbound=inbound)
+            data = source.recv(size)
             if not data and source.is_datagram:
                 self._touch()  # an empty datagram: traffic, but nothing to deliver
                 continue
@@ -320,20 +358,34 @@ class Relay:
                 return
             self._touch()
             self._count(len(data), inbound=inbound)
+            received = data
             if transform is not None:
                 data = transform(data)
             if data and (self._receive or not inbound):
                 self._deliver(sink, data, inbound=inbound)
                 self._touch()
+            if inbound and self._answer is not None:
+                self._send_answer(self._answer(received))
+
+    def _send_answer(self, reply: bytes) -> None:
+        """Send a reply to what the remote said, after what it said was delivered.
+
+        Once the outbound direction is closed there is nobody to answer, and a reply
+        that cannot be sent is dropped: it must never cost the session.
+        """
+        if not reply or (self._rules.local_ended and self._rules.half_close):
+            return
+        with contextlib.suppress(NetworkError), self._writes_to(self.remote):
+            self.remote.send_all(reply)
 
     def _deliver(self, sink: Stream, data: bytes, *, inbound: bool) -> None:
         with self._writes_to(sink):
             try:
                 sink.send_all(data)
-            except ConnectionLost:
+            except ConnectionLost as exc:
                 if inbound:
                     raise _LocalClosed from None
-                raise
+                raise _SendRefused(exc) from None
 
     @contextlib.contextmanager
     def _writes_to(self, sink: Stream) -> Iterator[None]:
@@ -371,7 +423,7 @@ class Relay:
 
     def _move_loop(self, source: Stream, move: Callable[[], int], *, inbound: bool) -> None:
         while True:
-            self._wait_readable(source)
+            self._wait_readable(source, inbound=inbound)
             try:
                 with self._writes_to(self.local if inbound else self.remote):
                     moved = move()
@@ -389,7 +441,10 @@ class Relay:
             self._count(moved, inbound=inbound)
 
     def _splice_through_pipe(self, source: Stream, source_fd: int, sink_fd: int, *, inbound: bool) -> None:
-        pipe_read, pipe_write = os.pipe()
+        try:
+            pipe_read, pipe_write = os.pipe()
+        except OSError:  # out of descriptors: copying needs none
+            return self._copy_instead(source, b"", inbound=inbound)
 
         def move() -> int:
             moved = os.splice(source_fd, pipe_write, _ZERO_COPY_CHUNK)
@@ -419,7 +474,10 @@ class Relay:
     def _zero_copy_error(exc: OSError, inbound: bool) -> BaseException:
         if inbound and exc.errno == errno.EPIPE:
             return _LocalClosed()
-        return translate_os_error(exc, "send")
+        error = translate_os_error(exc, "send")
+        if not inbound and isinstance(error, ConnectionLost):
+            return _SendRefused(error)
+        return error
 
 
 class _SinkRefusesSplice(Exception):
