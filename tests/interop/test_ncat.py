@@ -139,9 +139,8 @@ def test_bulk_enchufe_to_ncat(enchufe_role: str, random_100mib: RandomFile, sock
     transport = tcp("127.0.0.1")
     with open(random_100mib.path, "rb") as source, open(received, "wb") as sink:
         if enchufe_role == "client":
-            # The listener's stdin stays open (an idle pipe): a listener whose stdin
-            # ends (or --recv-only) half-closes at once, and a 7.96-semantics client
-            # would take that EOF as the end and stop sending.
+            # The listener's stdin stays open (an idle pipe); a listener whose stdin
+            # ends at once is test_end_of_stream.py's case.
             with (
                 ncat_listener(transport, sock_dir, stdout=sink) as (ncat, where),
                 enchufe(*transport.ncat_connect(where), stdin=source) as client,
@@ -181,7 +180,7 @@ def test_bulk_ncat_to_enchufe(enchufe_role: str, random_100mib: RandomFile, sock
         else:
             # ncat's listener reads its stdin once a client is connected; after the
             # file it half-closes, and enchufe's client exits on that EOF (7.96 rule)
-            # although its own stdin (an idle pipe) stays open.
+            # once its own stdin (an idle pipe) has nothing ready.
             with (
                 ncat_listener(transport, sock_dir, stdin=source) as (ncat, where),
                 enchufe(*transport.ncat_connect(where), stdout=sink) as client,

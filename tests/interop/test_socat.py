@@ -143,9 +143,8 @@ def test_socat_client_talks_to_enchufe_listener(transport: Transport, sock_dir: 
 @pytest.mark.parametrize("enchufe_role", ["client", "listener"])
 def test_bulk_enchufe_to_socat(enchufe_role: str, random_100mib: RandomFile, sock_dir: str, received: Path) -> None:
     transport = tcp("127.0.0.1")
-    # socat's stdin stays open (an idle pipe) until enchufe's EOF has reached it: had
-    # it ended first, socat would half-close, and a 7.96-semantics enchufe takes that
-    # EOF as the end.
+    # socat's stdin stays open (an idle pipe) until enchufe's EOF has reached it; a
+    # peer whose stdin ends at once is test_end_of_stream.py's case.
     with open(random_100mib.path, "rb") as source, open(received, "wb") as sink:
         if enchufe_role == "client":
             with (
