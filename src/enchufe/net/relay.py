@@ -65,6 +65,8 @@ _ZERO_COPY_CHUNK = 1 << 20
 _FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE})
 #: One local read sent as one datagram: nsock's read size, far below UDP's 65,507.
 _DATAGRAM_READ_SIZE = 8192
+#: How long a refused send waits for the inbound pump to read what came before it.
+_SETTLE_AFTER_REFUSAL = 1.0
 #: After the remote's end of stream, how long the local input may stay silent before
 #: the relay ends: enough for a pipe's writer to refill it, short enough that a client
 #: whose stdin is an idle pipe ends at once as far as a person can tell.
@@ -178,6 +180,7 @@ class Relay:
         self._ending: str | None = None
         self._error: BaseException | None = None
         self._stopping = threading.Event()
+        self._inbound_done = threading.Event()
         self._wake_read, self._wake_write = os.pipe()
         self._quit_timer: threading.Timer | None = None
         #: The stream each pump is writing to right now (by pump name), so that stopping
@@ -294,6 +297,13 @@ class Relay:
     def _run_pump(self, inbound: bool) -> None:
         """One direction, start to end; whatever ends it is reported to :meth:`run`."""
         try:
+            self._run_direction(inbound)
+        finally:
+            if inbound:
+                self._inbound_done.set()
+
+    def _run_direction(self, inbound: bool) -> None:
+        try:
             self._pump(inbound)
             self._apply(self._rules.remote_eof if inbound else self._rules.local_eof)
         except _Stop:
@@ -301,6 +311,10 @@ class Relay:
         except _LocalClosed:
             self._apply(self._rules.local_closed)
         except _SendRefused as refused:
+            # A peer that closed sends its end of stream before it refuses data, but the
+            # inbound pump may not have read it yet: let it, and the rules tell which
+            # came first. (A reset socket still reports the end of stream it had.)
+            self._inbound_done.wait(_SETTLE_AFTER_REFUSAL)
             with self._changed:
                 quietly = self._rules.send_refused()
             if quietly:
