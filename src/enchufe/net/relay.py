@@ -132,8 +132,9 @@ class Relay:
             (ncat's ``-k`` in connect mode).
         idle_timeout: end with :class:`IdleTimeout` after this many quiet seconds.
         delay: seconds to wait before each read (ncat's ``-d``).
-        drain_wait: after the remote's EOF, how long the local input may have nothing
-            ready before the relay ends (0 for a terminal: a person typing is not
+        drain_wait: after the remote's EOF, how long the local input may have given
+            nothing (counting from its last data, even before that EOF) before the
+            relay ends (0 for a terminal: a person typing is not
             "ready data").
         outbound: transforms each chunk going local → remote (``-C``, logging).
         inbound: transforms each chunk going remote → local (logging).
@@ -176,6 +177,8 @@ class Relay:
         self.bytes_sent = 0
         self.bytes_received = 0
         self._last_activity = time.monotonic()
+        #: When the local input last gave data: draining counts its silence from there.
+        self._last_input = self._last_activity
         self._changed = threading.Condition()
         self._ending: str | None = None
         self._error: BaseException | None = None
@@ -348,8 +351,13 @@ class Relay:
         poller.register(source_fd, select.POLLIN)
         poller.register(self._wake_read, select.POLLIN)
         while True:
-            draining = not inbound and self._rules.draining
-            events = poller.poll(self._drain_wait * 1000 if draining else None)
+            timeout = None
+            if not inbound and self._rules.draining:
+                # Silence before the remote's end of stream counts too: an input quiet
+                # for drain_wait already (an idle pipe) has nothing ready, and the relay
+                # ends at once.
+                timeout = max(0.0, self._last_input + self._drain_wait - time.monotonic()) * 1000
+            events = poller.poll(timeout)
             if self._stopping.is_set():
                 raise _Stop
             if not events:
@@ -424,6 +432,7 @@ class Relay:
             self.bytes_received += size
         else:
             self.bytes_sent += size
+            self._last_input = time.monotonic()
 
     def _zero_copy_loop(self, source: Stream, source_fd: int, sink_fd: int, *, inbound: bool) -> None:
         mode = os.fstat(source_fd).st_mode
