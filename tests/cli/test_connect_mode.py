@@ -163,6 +163,15 @@ def test_quit_delay_after_stdin_eof() -> None:
     assert cmd.stderr == ""
 
 
+def test_zero_quit_delay_quits_as_soon_as_stdin_ends() -> None:
+    # ncat refuses -q 0; netcat users type it, meaning "do not wait for the peer".
+    with TcpServer() as server, enchufe("-q", "0", "127.0.0.1", str(server.port), stdin=b"last words") as cmd:
+        with server.accept() as peer:
+            assert recv_until_eof(peer) == b"last words"
+            assert cmd.wait() == 0  # while the peer stays connected
+    assert cmd.stderr == ""
+
+
 def test_negative_quit_delay_over_tcp_half_closes_and_waits_for_the_peer() -> None:
     with TcpServer() as server, enchufe("-q", "-1", "127.0.0.1", str(server.port), stdin=b"x") as cmd:
         with server.accept() as peer:

@@ -365,4 +365,12 @@ def _parse_quit_delay(text: str) -> float:
         except AddressError:
             raise UsageError(f'Invalid -q timeout "{text}".') from None
         return -1.0
+    # ncat refuses a zero -q, but netcat users type "-q 0" out of habit, meaning "quit
+    # as soon as stdin ends": accept it in any unit.
+    try:
+        at_once = parse_duration(text) == 0
+    except AddressError:
+        at_once = False  # not a time at all: _parse_time says so in ncat's words
+    if at_once:
+        return 0.0
     return _parse_time(text, "-q timeout")
