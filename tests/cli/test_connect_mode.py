@@ -461,6 +461,25 @@ def test_unix_stream_connect(sock_dir: str) -> None:
     assert stats(cmd.stderr_lines[2]) == (10, 7)
 
 
+def test_unix_connect_to_an_abstract_name_that_is_not_utf8() -> None:
+    name = f"enchufe-test-{os.getpid()}-"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(f"\0{name}".encode() + b"\xff")
+        server.listen()
+        server.settimeout(STEP_TIMEOUT)
+        # argv as Python decodes the byte 0xff (surrogateescape); subprocess passes the byte on
+        with enchufe("-v", "-U", f"@{name}\udcff", stdin=b"question") as cmd:
+            peer, _ = server.accept()
+            with peer:
+                peer.settimeout(STEP_TIMEOUT)
+                assert recv_until_eof(peer) == b"question"
+                peer.sendall(b"answer")
+            assert cmd.wait() == 0
+    assert cmd.stdout == b"answer"
+    assert cmd.stderr_lines[1] == f"enchufe: Connected to @{name}\\xff."
+    assert_clean_stderr(cmd.stderr)
+
+
 def test_unix_datagram_client_binds_a_temporary_socket_it_removes(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "server.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:

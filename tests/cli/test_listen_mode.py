@@ -201,6 +201,23 @@ def test_unix_stream_listener_creates_and_removes_its_socket_file(sock_dir: str)
     assert_clean_stderr(cmd.stderr)
 
 
+def test_abstract_name_that_is_not_utf8() -> None:
+    name = f"enchufe-test-{os.getpid()}-"
+    # The shell hands over the byte 0xff, which is not UTF-8; Python's argv keeps it as
+    # U+DCFF, and subprocess passes the very byte on.
+    with enchufe("-l", "-v", "-U", f"@{name}\udcff") as cmd:
+        cmd.wait_for_line(rf"^enchufe: Listening on @{name}\\xff$")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(STEP_TIMEOUT)
+            client.connect(f"\0{name}".encode() + b"\xff")  # bound to the bytes given
+            client.sendall(b"in")
+            assert cmd.read_stdout(2) == b"in"
+            cmd.write(b"out")
+            assert recv_exactly(client, 3) == b"out"
+        assert cmd.wait() == 0
+    assert_clean_stderr(cmd.stderr)
+
+
 def test_unix_datagram_listener_answers_its_peer(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "listen.sock")
     client_path = os.path.join(sock_dir, "client.sock")

@@ -243,6 +243,21 @@ def test_abstract_unix_socket() -> None:
         assert server.recv(timeout=5) == b"x"
 
 
+def test_abstract_name_that_is_not_utf8_round_trips() -> None:
+    # As Python hands over argv: the byte 0xff, not UTF-8, as the surrogate U+DCFF.
+    name = f"@enchufe-test-{os.getpid()}-\udcff"
+    (listener,) = open_listeners(UnixAddress(name))
+    with listener, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        assert listener.address == UnixAddress(name)  # what getsockname returns decodes back
+        raw.settimeout(5)
+        raw.connect(f"\0enchufe-test-{os.getpid()}-".encode() + b"\xff")  # the very bytes given
+        with listener.accept(timeout=5) as server:
+            server.send_all(b"x")
+            assert raw.recv(1) == b"x"
+        with open_connection(listener.address) as client, listener.accept(timeout=5):
+            assert client.peer == UnixAddress(name)
+
+
 def test_accept_timeout() -> None:
     (listener,) = open_listeners(InetAddress("127.0.0.1", 0))
     with listener, pytest.raises(TimedOut):
