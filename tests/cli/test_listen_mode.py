@@ -83,6 +83,40 @@ def test_no_address_listens_on_both_families_with_one_port(client_host: str) -> 
         assert cmd.wait() == 0
 
 
+@requires_ipv6
+@pytest.mark.parametrize("where", [["-6", "-p", "0"], ["::", "0"]], ids=["-6", "::"])
+def test_ipv6_only_refuses_ipv4_clients(where: list[str]) -> None:
+    # ncat 7.93: `ncat -l -6 P` and `ncat -l :: P` refuse a connection to 127.0.0.1:P.
+    with enchufe("-l", "-v", *where) as cmd:
+        port = int(cmd.wait_for_line(r"^enchufe: Listening on \[::\]:(\d+)$").group(1))
+        with pytest.raises(ConnectionRefusedError):
+            connect("127.0.0.1", port).close()
+        with connect("::1", port) as client:
+            client.sendall(b"six")
+            assert cmd.read_stdout(3) == b"six"
+        assert cmd.wait() == 0
+    assert_clean_stderr(cmd.stderr)
+
+
+@requires_ipv6
+@pytest.mark.parametrize("where", [["-6", "-p", "0"], ["::", "0"]], ids=["-6", "::"])
+def test_ipv6_only_udp_does_not_hear_ipv4_peers(where: list[str]) -> None:
+    # ncat 7.93: `ncat -6 -u -l P` ignores a datagram to 127.0.0.1:P.
+    with enchufe("-u", "-l", "-v", *where) as cmd:
+        port = int(cmd.wait_for_line(r"^enchufe: Listening on \[::\]:(\d+)$").group(1))
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as four,
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as six,
+        ):
+            four.sendto(b"four", ("127.0.0.1", port))  # first: a dual-stack socket would take this peer
+            six.sendto(b"six", ("::1", port))
+            assert cmd.read_stdout(3) == b"six"
+            cmd.wait_for_line(rf"^enchufe: Connection from \[::1\]:{six.getsockname()[1]}\.$")
+        cmd.popen.send_signal(signal.SIGINT)  # a datagram listener never sees an EOF
+        assert cmd.wait() == 128 + signal.SIGINT
+    assert_clean_stderr(cmd.stderr)
+
+
 def test_stdin_eof_half_closes_the_client_and_keeps_running() -> None:
     with enchufe("-l", "-v", "127.0.0.1", "0") as cmd:
         with connect("127.0.0.1", cmd.listening_port()) as client:

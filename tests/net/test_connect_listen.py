@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from enchufe.errors import AddressError, BindError, ConnectError, ConnectTimeout
 from enchufe.net.connect import open_connection
 from enchufe.net.listen import Listener, accept_first, close_all, open_listeners
 from enchufe.net.resolve import Resolved, SystemResolver
+
+if TYPE_CHECKING:
+    from enchufe.net.sockets import Transport
 
 
 def test_tcp_round_trip(loopback: str) -> None:
@@ -96,6 +100,35 @@ def test_family_restricts_the_wildcard_listener() -> None:
         assert [listener.sock.family for listener in listeners] == [socket.AF_INET]
     finally:
         close_all(listeners)
+
+
+@requires_ipv6
+@pytest.mark.parametrize("transport", ["stream", "datagram"])
+@pytest.mark.parametrize("where", ["family", "address"])
+def test_an_ipv6_listener_hears_no_ipv4_peer(transport: Transport, where: str) -> None:
+    """IPv6 only, as ncat: with family=AF_INET6, and for an explicit ``::`` too."""
+    if where == "family":
+        (listener,) = open_listeners(port=0, family=socket.AF_INET6, transport=transport)
+    else:
+        (listener,) = open_listeners(InetAddress("::", 0), transport=transport)
+    with listener:
+        assert isinstance(listener.address, InetAddress)
+        port = listener.address.port
+        if transport == "stream":
+            with pytest.raises(ConnectError):
+                open_connection(InetAddress("127.0.0.1", port))
+            with open_connection(InetAddress("::1", port)) as client, listener.accept(timeout=5) as server:
+                assert server.peer == client.local
+            return
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as four,
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as six,
+        ):
+            four.sendto(b"four", ("127.0.0.1", port))  # first, so a dual-stack socket would lock onto it
+            six.sendto(b"six", ("::1", port))
+            with listener.accept(timeout=5) as server:
+                assert server.peer == InetAddress("::1", six.getsockname()[1])
+                assert server.recv(timeout=5) == b"six"
 
 
 def test_bind_to_a_port_in_use_is_a_bind_error(loopback: str) -> None:
