@@ -326,6 +326,12 @@ def test_connect_operands_ncat_reads_differently_from_a_lone_number(argv: list[s
     assert (parse_args(argv).host, parse_args(argv).port) == (host, port)
 
 
+def test_source_of_a_unix_client() -> None:
+    # ncat binds -s for a Unix datagram client; for a Unix stream it has no effect.
+    assert parse_args(["-U", "-u", "-s", "/tmp/c.sock", "/tmp/s.sock"]).source_host == "/tmp/c.sock"
+    assert parse_args(["-U", "-s", "/tmp/c.sock", "/tmp/s.sock"]).source_host is None
+
+
 def test_source_port() -> None:
     assert parse_args(["-p", "5000", "localhost"]).source_port == 5000
 

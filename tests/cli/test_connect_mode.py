@@ -498,6 +498,38 @@ def test_unix_datagram_client_binds_a_temporary_socket_it_removes(sock_dir: str)
     assert cmd.stderr == ""
 
 
+def test_unix_datagram_client_binds_the_source_path_and_removes_it(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "server.sock")
+    source = os.path.join(sock_dir, "client.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(STEP_TIMEOUT)
+        with enchufe("-U", "-u", "-s", source, path) as cmd:
+            cmd.write(b"question")
+            data, client = server.recvfrom(100)
+            assert (data, client) == (b"question", source)  # ncat's suite checks this address
+            server.sendto(b"answer", client)
+            assert cmd.read_stdout(6) == b"answer"
+            cmd.close_stdin()
+            assert cmd.wait() == 0
+    assert not os.path.exists(source)  # as ncat 7.93, which deletes it at exit
+    assert cmd.stderr == ""
+
+
+def test_unix_datagram_source_in_use_is_refused_and_left_alone(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "server.sock")
+    taken = os.path.join(sock_dir, "taken")
+    with open(taken, "w"):
+        pass
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        # ncat 7.93 warns, sends from no address, then deletes the file it never made.
+        with enchufe("-U", "-u", "-s", taken, path) as cmd:
+            assert cmd.wait() == 2
+    assert cmd.stderr == f"enchufe: bind to {taken}: Address already in use. QUITTING."
+    assert os.path.exists(taken)
+
+
 # -- SCTP --------------------------------------------------------------------------------------------
 
 

@@ -267,6 +267,35 @@ def test_unix_datagram_client_binds_a_temporary_socket_for_replies(sock_dir: str
     assert not os.path.exists(path)
 
 
+@pytest.mark.parametrize("abstract", [False, True], ids=["file", "abstract"])
+def test_unix_datagram_client_binds_the_source_it_is_given(sock_dir: str, abstract: bool) -> None:
+    path = os.path.join(sock_dir, "d.sock")
+    source = f"@enchufe-test-{os.getpid()}-source" if abstract else os.path.join(sock_dir, "source.sock")
+    (listener,) = open_listeners(UnixAddress(path), transport="datagram")
+    with listener:
+        with open_connection(path, transport="datagram", source_host=source) as client:
+            assert client.local == UnixAddress(source)
+            assert abstract or os.path.exists(source)
+            client.send_all(b"from a named socket")
+            with listener.accept(timeout=5) as server:
+                assert server.peer == UnixAddress(source)
+                assert server.recv(timeout=5) == b"from a named socket"
+        assert not os.path.exists(source)  # created here, so removed here
+
+
+def test_unix_source_in_use_is_a_bind_error_and_is_left_alone(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "d.sock")
+    taken = os.path.join(sock_dir, "taken")
+    with open(taken, "w"):
+        pass
+    (listener,) = open_listeners(UnixAddress(path), transport="datagram")
+    with listener, pytest.raises(BindError) as caught:
+        open_connection(path, transport="datagram", source_host=taken)
+    assert caught.value.errno == errno.EADDRINUSE
+    assert str(caught.value) == f"bind to {taken}: Address already in use"
+    assert os.path.exists(taken)  # not ours to remove
+
+
 def test_abstract_unix_socket() -> None:
     name = f"@enchufe-test-{os.getpid()}"
     (listener,) = open_listeners(UnixAddress(name))
