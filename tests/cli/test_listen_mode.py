@@ -213,6 +213,49 @@ def test_signal_ends_the_listener_with_128_plus_the_signal(signum: signal.Signal
     assert all(line.startswith("enchufe: ") for line in cmd.stderr_lines), cmd.stderr_lines
 
 
+# -- -m 0 ---------------------------------------------------------------------------------------
+
+MAX_CONNS_IGNORED = (
+    "enchufe: Warning: Maximum connections ignored, since it does not take effect without -k or --broker."
+)
+DENIED = "enchufe: New connection denied: connection limit reached (0)"
+
+
+def test_max_conns_0_refuses_the_client_and_every_later_one() -> None:
+    # ncat 7.93 without -k: the warning, the client announced, denied and closed, the
+    # listening socket closed (later clients refused), and no exit until a signal.
+    with enchufe("-l", "-v", "-m", "0", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with connect("127.0.0.1", port) as client:
+            client_port = client.getsockname()[1]
+            cmd.wait_for_line(f"^{re.escape(DENIED)}$")
+            assert client.recv(1) == b""  # closed
+        with pytest.raises(ConnectionRefusedError):
+            connect("127.0.0.1", port).close()
+        assert cmd.still_running_after()
+        cmd.popen.send_signal(signal.SIGTERM)
+        assert cmd.wait() == 128 + signal.SIGTERM
+    assert cmd.stdout == b""
+    assert cmd.stderr_lines[1:] == [
+        MAX_CONNS_IGNORED,
+        f"enchufe: Listening on 127.0.0.1:{port}",
+        f"enchufe: Connection from 127.0.0.1:{client_port}.",
+        DENIED,
+    ]
+
+
+def test_max_conns_0_refuses_a_udp_peer_without_announcing_it() -> None:
+    with enchufe("-l", "-u", "-v", "-m", "0", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"not relayed", ("127.0.0.1", port))
+            cmd.wait_for_line(f"^{re.escape(DENIED)}$")
+        cmd.popen.send_signal(signal.SIGINT)
+        assert cmd.wait() == 128 + signal.SIGINT
+    assert cmd.stdout == b""
+    assert cmd.stderr_lines[1:] == [MAX_CONNS_IGNORED, f"enchufe: Listening on 127.0.0.1:{port}", DENIED]
+
+
 # -- Unix domain sockets --------------------------------------------------------------------------
 
 
