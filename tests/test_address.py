@@ -133,6 +133,11 @@ def test_abstract_name_is_encoded_as_utf8() -> None:
     assert UnixAddress("@ñ").sockaddr() == b"\0\xc3\xb1"
 
 
+def test_abstract_name_keeps_bytes_that_are_not_utf8() -> None:
+    # argv as Python decodes it: surrogateescape
+    assert UnixAddress("@a\udcff").sockaddr() == b"\0a\xff"
+
+
 @pytest.mark.parametrize("path", ["", "/a\0b", "@\0"])
 def test_invalid_unix_paths(path: str) -> None:
     with pytest.raises(AddressError) as info:

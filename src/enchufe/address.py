@@ -17,6 +17,8 @@ the network: resolving names is the job of :mod:`enchufe.net.resolve`.
 
 from __future__ import annotations
 
+import os
+
 from enchufe.errors import AddressError
 
 __all__ = [
@@ -97,9 +99,14 @@ class UnixAddress(tuple[str]):
         return self.path.startswith("@")
 
     def sockaddr(self) -> str | bytes:
-        """The address in the form ``socket.bind``/``connect`` expect."""
+        """The address in the form ``socket.bind``/``connect`` expect.
+
+        A name from the command line may hold bytes that are not UTF-8 (Python
+        decodes argv with ``surrogateescape``); ``os.fsencode`` gives them back as
+        they were, as the socket module does for a filesystem path.
+        """
         if self.is_abstract:
-            return b"\0" + self.path[1:].encode()
+            return b"\0" + os.fsencode(self.path[1:])
         return self.path
 
     def __str__(self) -> str:

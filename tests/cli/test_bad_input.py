@@ -93,6 +93,30 @@ def test_unresolvable_host(nodns: bool) -> None:
     assert re.fullmatch(r'enchufe: Could not resolve hostname "nonexistent\.invalid": [^.]+\. QUITTING\.', lines[0])
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["8080"], "enchufe: You must specify a host to connect to. QUITTING."),
+        (["-n", "8080"], "enchufe: You must specify a host to connect to. QUITTING."),
+        (["0"], "enchufe: You must specify a host to connect to. QUITTING."),
+        (["123456"], "enchufe: You must specify a host to connect to. QUITTING."),
+        (["8080", "80"], "enchufe: You must specify a host to connect to. QUITTING."),
+        (["-u", "8080"], "enchufe: You must specify a host to connect to. QUITTING."),
+        (["-l", "123456"], 'enchufe: Invalid port number "123456". QUITTING.'),
+        (["-l", "-u", "100000"], 'enchufe: Invalid port number "100000". QUITTING.'),
+    ],
+    ids=["port", "nodns-port", "zero", "long", "two-numbers", "udp", "listen-long", "listen-udp-long"],
+)
+def test_a_lone_number_is_never_taken_for_a_host(args: list[str], line: str) -> None:
+    """ncat 7.93's words and status for each. A command that took the number for an
+    IPv4 address (8080 is 0.0.31.144) would send packets there: run it in a network
+    namespace of its own, whose only interface is a loopback that is down."""
+    if not _unshare_works():
+        pytest.skip("unshare -n is not permitted here")
+    argv0 = ["unshare", "-n", sys.executable, "-m", "enchufe"]
+    assert enchufe_fails(*args, argv0=argv0) == (2, [line])
+
+
 def test_nodns_refuses_to_resolve_localhost() -> None:
     assert enchufe_fails("-n", "localhost", "80") == (
         2,

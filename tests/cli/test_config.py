@@ -193,7 +193,7 @@ def test_unrecognized_option_with_value_is_quoted_whole() -> None:
         (["-l", "0"], None, 0),
         (["-l", "00080"], None, 80),
         (["-l", "localhost"], "localhost", 31337),
-        (["-l", "123456"], "123456", 31337),
+        (["-l", " 80"], " 80", 31337),  # not only digits: a host, for ncat too
         (["-l", "::1"], "::1", 31337),
         (["-l", "::1", "8080"], "::1", 8080),
         (["-l", "127.0.0.1", "0"], "127.0.0.1", 0),
@@ -224,6 +224,33 @@ def test_listen_operand_errors(argv: list[str], expected: str) -> None:
     assert message(argv) == expected
 
 
+@pytest.mark.parametrize(
+    ("argv", "host", "port"),
+    [
+        (["-l", "000000"], None, 0),
+        (["-l", "localhost", "000080"], "localhost", 80),
+    ],
+)
+def test_port_operands_may_have_leading_zeros(argv: list[str], host: str | None, port: int) -> None:
+    # ncat 7.93: `ncat -l 000000` listens on port 0, `ncat -l localhost 000080` on 80.
+    assert (parse_args(argv).host, parse_args(argv).port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-l", "123456"], 'Invalid port number "123456".'),
+        (["-l", "100000"], 'Invalid port number "100000".'),
+        (["-l", ""], 'Invalid port number "".'),
+        (["-l", "80", "localhost"], "Got more than one port specification: 80 localhost."),
+        (["-l", "localhost", "80", "90"], "Got more than one port specification: 80 90."),
+    ],
+)
+def test_a_first_listen_operand_of_digits_is_a_port_whatever_its_length(argv: list[str], expected: str) -> None:
+    # ncat 7.93's words for each; a number is never read as an IPv4 address to bind.
+    assert message(argv) == expected
+
+
 def test_listen_unix_socket_path() -> None:
     config = parse_args(["-l", "-U", "/tmp/x.sock"])
     assert (config.listen, config.unix, config.host) == (True, True, "/tmp/x.sock")
@@ -237,6 +264,7 @@ def test_listen_unix_socket_path() -> None:
     [
         (["localhost"], "localhost", 31337),
         (["localhost", "80"], "localhost", 80),
+        ([" 80"], " 80", 31337),  # not only digits: a host (that does not resolve), for ncat too
         (["::1", "0"], "::1", 0),
         (["-U", "/tmp/x.sock"], "/tmp/x.sock", 31337),
     ],
@@ -262,6 +290,46 @@ def test_connect_operands(argv: list[str], host: str, port: int) -> None:
 )
 def test_connect_operand_errors(argv: list[str], expected: str) -> None:
     assert message(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["8080"],
+        ["-n", "8080"],
+        ["0"],
+        ["65536"],
+        ["123456"],
+        [""],
+        ["8080", "80"],
+        ["80", "localhost"],
+        ["8080", "80", "90"],
+        ["-u", "8080"],
+        ["-z", "8080"],
+        ["-p", "5000", "8080"],
+    ],
+)
+def test_a_first_connect_operand_of_digits_leaves_no_host(argv: list[str]) -> None:
+    # ncat 7.93 says this for each: a lone number is a port, never the IPv4 address
+    # inet_aton would make of it (8080 is 0.0.31.144).
+    assert message(argv) == "You must specify a host to connect to."
+
+
+@pytest.mark.parametrize(
+    ("argv", "host", "port"),
+    [
+        (["localhost", "000080"], "localhost", 80),
+        (["-U", "8080"], "8080", 31337),  # a Unix socket path may be all digits
+    ],
+)
+def test_connect_operands_ncat_reads_differently_from_a_lone_number(argv: list[str], host: str, port: int) -> None:
+    assert (parse_args(argv).host, parse_args(argv).port) == (host, port)
+
+
+def test_source_of_a_unix_client() -> None:
+    # ncat binds -s for a Unix datagram client; for a Unix stream it has no effect.
+    assert parse_args(["-U", "-u", "-s", "/tmp/c.sock", "/tmp/s.sock"]).source_host == "/tmp/c.sock"
+    assert parse_args(["-U", "-s", "/tmp/c.sock", "/tmp/s.sock"]).source_host is None
 
 
 def test_source_port() -> None:
@@ -307,14 +375,26 @@ def _range_message(what: str, text: str) -> str:
 @pytest.mark.parametrize(
     ("option", "what"), [("-w", "-w timeout"), ("-i", "-i timeout"), ("-d", "-d delay"), ("-q", "-q timeout")]
 )
-@pytest.mark.parametrize("text", ["0", "0ms", "abc", "1x", "", "0.0004", "2147484s", "nan", "inf"])
+@pytest.mark.parametrize("text", ["abc", "1x", "", "0.0004", "2147484s", "nan", "inf"])
 def test_time_out_of_range(option: str, what: str, text: str) -> None:
+    assert message([option, text, "localhost"]) == _range_message(what, text)
+
+
+@pytest.mark.parametrize(("option", "what"), [("-w", "-w timeout"), ("-i", "-i timeout"), ("-d", "-d delay")])
+@pytest.mark.parametrize("text", ["0", "0ms"])
+def test_zero_time_is_refused(option: str, what: str, text: str) -> None:
     assert message([option, text, "localhost"]) == _range_message(what, text)
 
 
 @pytest.mark.parametrize(("option", "what"), [("-w", "-w timeout"), ("-i", "-i timeout"), ("-d", "-d delay")])
 def test_negative_time(option: str, what: str) -> None:
     assert message([option, "-5", "localhost"]) == _range_message(what, "-5")
+
+
+@pytest.mark.parametrize("text", ["0", "0ms", "0.0s", "0m"])
+def test_zero_quit_delay_means_at_stdin_eof(text: str) -> None:
+    # ncat refuses it; netcat users mean "quit as soon as stdin ends".
+    assert parse_args(["-q", text, "localhost"]).quit_after_eof == 0.0
 
 
 def test_bad_negative_quit_delay() -> None:

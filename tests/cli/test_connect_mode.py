@@ -163,6 +163,15 @@ def test_quit_delay_after_stdin_eof() -> None:
     assert cmd.stderr == ""
 
 
+def test_zero_quit_delay_quits_as_soon_as_stdin_ends() -> None:
+    # ncat refuses -q 0; netcat users type it, meaning "do not wait for the peer".
+    with TcpServer() as server, enchufe("-q", "0", "127.0.0.1", str(server.port), stdin=b"last words") as cmd:
+        with server.accept() as peer:
+            assert recv_until_eof(peer) == b"last words"
+            assert cmd.wait() == 0  # while the peer stays connected
+    assert cmd.stderr == ""
+
+
 def test_negative_quit_delay_over_tcp_half_closes_and_waits_for_the_peer() -> None:
     with TcpServer() as server, enchufe("-q", "-1", "127.0.0.1", str(server.port), stdin=b"x") as cmd:
         with server.accept() as peer:
@@ -452,6 +461,25 @@ def test_unix_stream_connect(sock_dir: str) -> None:
     assert stats(cmd.stderr_lines[2]) == (10, 7)
 
 
+def test_unix_connect_to_an_abstract_name_that_is_not_utf8() -> None:
+    name = f"enchufe-test-{os.getpid()}-"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(f"\0{name}".encode() + b"\xff")
+        server.listen()
+        server.settimeout(STEP_TIMEOUT)
+        # argv as Python decodes the byte 0xff (surrogateescape); subprocess passes the byte on
+        with enchufe("-v", "-U", f"@{name}\udcff", stdin=b"question") as cmd:
+            peer, _ = server.accept()
+            with peer:
+                peer.settimeout(STEP_TIMEOUT)
+                assert recv_until_eof(peer) == b"question"
+                peer.sendall(b"answer")
+            assert cmd.wait() == 0
+    assert cmd.stdout == b"answer"
+    assert cmd.stderr_lines[1] == f"enchufe: Connected to @{name}\\xff."
+    assert_clean_stderr(cmd.stderr)
+
+
 def test_unix_datagram_client_binds_a_temporary_socket_it_removes(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "server.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
@@ -468,6 +496,38 @@ def test_unix_datagram_client_binds_a_temporary_socket_it_removes(sock_dir: str)
             assert cmd.wait() == 0
     assert not os.path.exists(client)
     assert cmd.stderr == ""
+
+
+def test_unix_datagram_client_binds_the_source_path_and_removes_it(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "server.sock")
+    source = os.path.join(sock_dir, "client.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(STEP_TIMEOUT)
+        with enchufe("-U", "-u", "-s", source, path) as cmd:
+            cmd.write(b"question")
+            data, client = server.recvfrom(100)
+            assert (data, client) == (b"question", source)  # ncat's suite checks this address
+            server.sendto(b"answer", client)
+            assert cmd.read_stdout(6) == b"answer"
+            cmd.close_stdin()
+            assert cmd.wait() == 0
+    assert not os.path.exists(source)  # as ncat 7.93, which deletes it at exit
+    assert cmd.stderr == ""
+
+
+def test_unix_datagram_source_in_use_is_refused_and_left_alone(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "server.sock")
+    taken = os.path.join(sock_dir, "taken")
+    with open(taken, "w"):
+        pass
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        # ncat 7.93 warns, sends from no address, then deletes the file it never made.
+        with enchufe("-U", "-u", "-s", taken, path) as cmd:
+            assert cmd.wait() == 2
+    assert cmd.stderr == f"enchufe: bind to {taken}: Address already in use. QUITTING."
+    assert os.path.exists(taken)
 
 
 # -- SCTP --------------------------------------------------------------------------------------------

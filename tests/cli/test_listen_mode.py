@@ -83,6 +83,40 @@ def test_no_address_listens_on_both_families_with_one_port(client_host: str) -> 
         assert cmd.wait() == 0
 
 
+@requires_ipv6
+@pytest.mark.parametrize("where", [["-6", "-p", "0"], ["::", "0"]], ids=["-6", "::"])
+def test_ipv6_only_refuses_ipv4_clients(where: list[str]) -> None:
+    # ncat 7.93: `ncat -l -6 P` and `ncat -l :: P` refuse a connection to 127.0.0.1:P.
+    with enchufe("-l", "-v", *where) as cmd:
+        port = int(cmd.wait_for_line(r"^enchufe: Listening on \[::\]:(\d+)$").group(1))
+        with pytest.raises(ConnectionRefusedError):
+            connect("127.0.0.1", port).close()
+        with connect("::1", port) as client:
+            client.sendall(b"six")
+            assert cmd.read_stdout(3) == b"six"
+        assert cmd.wait() == 0
+    assert_clean_stderr(cmd.stderr)
+
+
+@requires_ipv6
+@pytest.mark.parametrize("where", [["-6", "-p", "0"], ["::", "0"]], ids=["-6", "::"])
+def test_ipv6_only_udp_does_not_hear_ipv4_peers(where: list[str]) -> None:
+    # ncat 7.93: `ncat -6 -u -l P` ignores a datagram to 127.0.0.1:P.
+    with enchufe("-u", "-l", "-v", *where) as cmd:
+        port = int(cmd.wait_for_line(r"^enchufe: Listening on \[::\]:(\d+)$").group(1))
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as four,
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as six,
+        ):
+            four.sendto(b"four", ("127.0.0.1", port))  # first: a dual-stack socket would take this peer
+            six.sendto(b"six", ("::1", port))
+            assert cmd.read_stdout(3) == b"six"
+            cmd.wait_for_line(rf"^enchufe: Connection from \[::1\]:{six.getsockname()[1]}\.$")
+        cmd.popen.send_signal(signal.SIGINT)  # a datagram listener never sees an EOF
+        assert cmd.wait() == 128 + signal.SIGINT
+    assert_clean_stderr(cmd.stderr)
+
+
 def test_stdin_eof_half_closes_the_client_and_keeps_running() -> None:
     with enchufe("-l", "-v", "127.0.0.1", "0") as cmd:
         with connect("127.0.0.1", cmd.listening_port()) as client:
@@ -179,6 +213,49 @@ def test_signal_ends_the_listener_with_128_plus_the_signal(signum: signal.Signal
     assert all(line.startswith("enchufe: ") for line in cmd.stderr_lines), cmd.stderr_lines
 
 
+# -- -m 0 ---------------------------------------------------------------------------------------
+
+MAX_CONNS_IGNORED = (
+    "enchufe: Warning: Maximum connections ignored, since it does not take effect without -k or --broker."
+)
+DENIED = "enchufe: New connection denied: connection limit reached (0)"
+
+
+def test_max_conns_0_refuses_the_client_and_every_later_one() -> None:
+    # ncat 7.93 without -k: the warning, the client announced, denied and closed, the
+    # listening socket closed (later clients refused), and no exit until a signal.
+    with enchufe("-l", "-v", "-m", "0", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with connect("127.0.0.1", port) as client:
+            client_port = client.getsockname()[1]
+            cmd.wait_for_line(f"^{re.escape(DENIED)}$")
+            assert client.recv(1) == b""  # closed
+        with pytest.raises(ConnectionRefusedError):
+            connect("127.0.0.1", port).close()
+        assert cmd.still_running_after()
+        cmd.popen.send_signal(signal.SIGTERM)
+        assert cmd.wait() == 128 + signal.SIGTERM
+    assert cmd.stdout == b""
+    assert cmd.stderr_lines[1:] == [
+        MAX_CONNS_IGNORED,
+        f"enchufe: Listening on 127.0.0.1:{port}",
+        f"enchufe: Connection from 127.0.0.1:{client_port}.",
+        DENIED,
+    ]
+
+
+def test_max_conns_0_refuses_a_udp_peer_without_announcing_it() -> None:
+    with enchufe("-l", "-u", "-v", "-m", "0", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"not relayed", ("127.0.0.1", port))
+            cmd.wait_for_line(f"^{re.escape(DENIED)}$")
+        cmd.popen.send_signal(signal.SIGINT)
+        assert cmd.wait() == 128 + signal.SIGINT
+    assert cmd.stdout == b""
+    assert cmd.stderr_lines[1:] == [MAX_CONNS_IGNORED, f"enchufe: Listening on 127.0.0.1:{port}", DENIED]
+
+
 # -- Unix domain sockets --------------------------------------------------------------------------
 
 
@@ -198,6 +275,23 @@ def test_unix_stream_listener_creates_and_removes_its_socket_file(sock_dir: str)
             assert recv_exactly(client, 8) == b"unix out"
         assert cmd.wait() == 0
     assert not os.path.exists(path)
+    assert_clean_stderr(cmd.stderr)
+
+
+def test_abstract_name_that_is_not_utf8() -> None:
+    name = f"enchufe-test-{os.getpid()}-"
+    # The shell hands over the byte 0xff, which is not UTF-8; Python's argv keeps it as
+    # U+DCFF, and subprocess passes the very byte on.
+    with enchufe("-l", "-v", "-U", f"@{name}\udcff") as cmd:
+        cmd.wait_for_line(rf"^enchufe: Listening on @{name}\\xff$")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(STEP_TIMEOUT)
+            client.connect(f"\0{name}".encode() + b"\xff")  # bound to the bytes given
+            client.sendall(b"in")
+            assert cmd.read_stdout(2) == b"in"
+            cmd.write(b"out")
+            assert recv_exactly(client, 3) == b"out"
+        assert cmd.wait() == 0
     assert_clean_stderr(cmd.stderr)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from enchufe.errors import AddressError, BindError, ConnectError, ConnectTimeout
 from enchufe.net.connect import open_connection
 from enchufe.net.listen import Listener, accept_first, close_all, open_listeners
 from enchufe.net.resolve import Resolved, SystemResolver
+
+if TYPE_CHECKING:
+    from enchufe.net.sockets import Transport
 
 
 def test_tcp_round_trip(loopback: str) -> None:
@@ -96,6 +100,35 @@ def test_family_restricts_the_wildcard_listener() -> None:
         assert [listener.sock.family for listener in listeners] == [socket.AF_INET]
     finally:
         close_all(listeners)
+
+
+@requires_ipv6
+@pytest.mark.parametrize("transport", ["stream", "datagram"])
+@pytest.mark.parametrize("where", ["family", "address"])
+def test_an_ipv6_listener_hears_no_ipv4_peer(transport: Transport, where: str) -> None:
+    """IPv6 only, as ncat: with family=AF_INET6, and for an explicit ``::`` too."""
+    if where == "family":
+        (listener,) = open_listeners(port=0, family=socket.AF_INET6, transport=transport)
+    else:
+        (listener,) = open_listeners(InetAddress("::", 0), transport=transport)
+    with listener:
+        assert isinstance(listener.address, InetAddress)
+        port = listener.address.port
+        if transport == "stream":
+            with pytest.raises(ConnectError):
+                open_connection(InetAddress("127.0.0.1", port))
+            with open_connection(InetAddress("::1", port)) as client, listener.accept(timeout=5) as server:
+                assert server.peer == client.local
+            return
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as four,
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as six,
+        ):
+            four.sendto(b"four", ("127.0.0.1", port))  # first, so a dual-stack socket would lock onto it
+            six.sendto(b"six", ("::1", port))
+            with listener.accept(timeout=5) as server:
+                assert server.peer == InetAddress("::1", six.getsockname()[1])
+                assert server.recv(timeout=5) == b"six"
 
 
 def test_bind_to_a_port_in_use_is_a_bind_error(loopback: str) -> None:
@@ -234,6 +267,35 @@ def test_unix_datagram_client_binds_a_temporary_socket_for_replies(sock_dir: str
     assert not os.path.exists(path)
 
 
+@pytest.mark.parametrize("abstract", [False, True], ids=["file", "abstract"])
+def test_unix_datagram_client_binds_the_source_it_is_given(sock_dir: str, abstract: bool) -> None:
+    path = os.path.join(sock_dir, "d.sock")
+    source = f"@enchufe-test-{os.getpid()}-source" if abstract else os.path.join(sock_dir, "source.sock")
+    (listener,) = open_listeners(UnixAddress(path), transport="datagram")
+    with listener:
+        with open_connection(path, transport="datagram", source_host=source) as client:
+            assert client.local == UnixAddress(source)
+            assert abstract or os.path.exists(source)
+            client.send_all(b"from a named socket")
+            with listener.accept(timeout=5) as server:
+                assert server.peer == UnixAddress(source)
+                assert server.recv(timeout=5) == b"from a named socket"
+        assert not os.path.exists(source)  # created here, so removed here
+
+
+def test_unix_source_in_use_is_a_bind_error_and_is_left_alone(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "d.sock")
+    taken = os.path.join(sock_dir, "taken")
+    with open(taken, "w"):
+        pass
+    (listener,) = open_listeners(UnixAddress(path), transport="datagram")
+    with listener, pytest.raises(BindError) as caught:
+        open_connection(path, transport="datagram", source_host=taken)
+    assert caught.value.errno == errno.EADDRINUSE
+    assert str(caught.value) == f"bind to {taken}: Address already in use"
+    assert os.path.exists(taken)  # not ours to remove
+
+
 def test_abstract_unix_socket() -> None:
     name = f"@enchufe-test-{os.getpid()}"
     (listener,) = open_listeners(UnixAddress(name))
@@ -241,6 +303,21 @@ def test_abstract_unix_socket() -> None:
         assert listener.address == UnixAddress(name)
         client.send_all(b"x")
         assert server.recv(timeout=5) == b"x"
+
+
+def test_abstract_name_that_is_not_utf8_round_trips() -> None:
+    # As Python hands over argv: the byte 0xff, not UTF-8, as the surrogate U+DCFF.
+    name = f"@enchufe-test-{os.getpid()}-\udcff"
+    (listener,) = open_listeners(UnixAddress(name))
+    with listener, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        assert listener.address == UnixAddress(name)  # what getsockname returns decodes back
+        raw.settimeout(5)
+        raw.connect(f"\0enchufe-test-{os.getpid()}-".encode() + b"\xff")  # the very bytes given
+        with listener.accept(timeout=5) as server:
+            server.send_all(b"x")
+            assert raw.recv(1) == b"x"
+        with open_connection(listener.address) as client, listener.accept(timeout=5):
+            assert client.peer == UnixAddress(name)
 
 
 def test_accept_timeout() -> None:

@@ -231,7 +231,7 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
             source_port = int(number("-p"))
         if unix and not operands:
             raise UsageError("You have to specify path to a socket to connect to.")
-        if not operands:
+        if not operands or (not unix and _is_port_spec(operands[0])):
             raise UsageError("You must specify a host to connect to.")
         if len(operands) > 2:
             raise UsageError(f"Got more than one port specification: {' '.join(operands[1:])}.")
@@ -247,7 +247,9 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         unix=unix,
         family=family,
         numeric_only=given("-n"),
-        source_host=text("-s") if given("-s") else None,
+        # ncat binds -s for a Unix datagram client only (the server's address to
+        # answer to); for a Unix stream it has no effect.
+        source_host=text("-s") if given("-s") and (not unix or transport == "datagram") else None,
         source_port=source_port,
         connect_timeout=number("-w") if given("-w") else 10.0,
         idle_timeout=number("-i") if given("-i") else None,
@@ -277,36 +279,40 @@ def _last(values: dict[str, object], *names: str) -> str:
     return max((name for name in names if name in values), key=order.index)
 
 
+def _is_port_spec(operand: str) -> bool:
+    """ncat's test for a first operand that is a port, not a host: nothing but decimal
+    digits, whatever their number (C's ``strspn``, so the empty string too). A long
+    number is a bad port, never the IPv4 address ``inet_aton`` would make of it
+    (``123456`` is 0.1.226.64); in connect mode it leaves no host at all."""
+    return all(char in "0123456789" for char in operand)
+
+
 def _listen_operands(operands: list[str], port_option: int | None, unix: bool) -> tuple[str | None, int]:
-    """ncat's listen operands: none, ``PORT`` (all digits, at most 5), ``HOST`` or
-    ``HOST PORT``; ``-p PORT`` counts as a port specification too."""
+    """ncat's listen operands: none, ``PORT``, ``HOST`` or ``HOST PORT``; ``-p PORT``
+    counts as a port specification too, and every operand after the host is one."""
     if unix:
         if not operands:
             raise UsageError("You have to specify path to a socket to listen on.")
         if len(operands) > 1:
             raise UsageError(f'Invalid port number "{operands[1]}".')
         return operands[0], DEFAULT_PORT
-    if len(operands) > 2:
-        raise UsageError(f"Got more than one port specification: {' '.join(operands)}.")
     host = None
     specs = [str(port_option)] if port_option is not None else []
-    if len(operands) == 2:
-        host = operands[0]
-        specs.append(operands[1])
-    elif operands and operands[0].isascii() and operands[0].isdigit() and len(operands[0]) <= 5:
-        specs.append(operands[0])
-    elif operands:
-        host = operands[0]
+    if operands and not _is_port_spec(operands[0]):
+        host, operands = operands[0], operands[1:]
+    specs += operands
     if len(specs) > 1:
         raise UsageError(f"Got more than one port specification: {' '.join(specs)}.")
     return host, _parse_port(specs[0]) if specs else DEFAULT_PORT
 
 
 def _parse_port(text: str) -> int:
+    """A port operand. ncat reads it with ``strtol``, so leading zeros are allowed
+    (``000080`` is 80)."""
     try:
-        return parse_port(text)
-    except AddressError as exc:
-        raise UsageError(f"{exc}.") from None
+        return parse_port(text.lstrip("0") or text[-1:])
+    except AddressError:
+        raise UsageError(f'Invalid port number "{text}".') from None
 
 
 def _parse_source_port(text: str) -> int:
@@ -361,4 +367,12 @@ def _parse_quit_delay(text: str) -> float:
         except AddressError:
             raise UsageError(f'Invalid -q timeout "{text}".') from None
         return -1.0
+    # ncat refuses a zero -q, but netcat users type "-q 0" out of habit, meaning "quit
+    # as soon as stdin ends": accept it in any unit.
+    try:
+        at_once = parse_duration(text) == 0
+    except AddressError:
+        at_once = False  # not a time at all: _parse_time says so in ncat's words
+    if at_once:
+        return 0.0
     return _parse_time(text, "-q timeout")

@@ -23,6 +23,7 @@ from enchufe.net.resolve import SystemResolver
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import NoReturn
 
     from enchufe.net.relay import RelayResult
 
@@ -169,10 +170,30 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     finally:
         close_all(listeners)
     with conn:
-        # ncat's words for a Unix client that bound no name.
-        messages.info(f"Connection from {conn.peer or 'a client on Unix domain socket'}.")
+        if config.max_conns == 0:
+            _refuse_every_connection(conn, messages)
+        messages.info(f"Connection from {_peer_of(conn)}.")
         _relay(config, conn, env, logs, listening=True)
     return status.SUCCESS
+
+
+def _peer_of(conn: Connection) -> str:
+    # ncat's words for a Unix client that bound no name.
+    return str(conn.peer or "a client on Unix domain socket")
+
+
+def _refuse_every_connection(conn: Connection, messages: Messages) -> NoReturn:
+    """-m 0 without -k, as ncat does it: the one connection a listener takes is
+    announced (a UDP peer is not), denied and closed; the listening sockets are
+    closed already, so the kernel refuses every later client; and the command stays
+    until a signal ends it."""
+    if not conn.stream.is_datagram:
+        messages.info(f"Connection from {_peer_of(conn)}.")
+    messages.info("New connection denied: connection limit reached (0)")
+    conn.close()
+    forever = threading.Event()  # nobody sets it: only a signal (Signalled) ends the wait
+    while True:
+        forever.wait()
 
 
 def _relay(

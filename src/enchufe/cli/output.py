@@ -39,6 +39,9 @@ class Messages:
             self._write(f"ENCHUFE DEBUG: {text}\n")
 
     def _write(self, line: str) -> None:
+        # A name from argv keeps its bytes that are not UTF-8 as lone surrogates
+        # (surrogateescape): show them as \xff rather than as a codec's \udcff.
+        line = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         try:
             self._stderr.write(line)
             self._stderr.flush()

@@ -6,8 +6,9 @@ usual system), each attempt with the full connect timeout, as ncat does since 7.
 A datagram "connection" is a connected UDP socket: nothing is sent until the caller
 sends, which is what ncat's ``-u`` does.
 
-A Unix datagram client binds a temporary socket file first, so that the server has
-an address to answer to; the file is removed when the connection closes.
+A Unix datagram client binds a socket file first, so that the server has an address
+to answer to: the one given as ``source_host`` (ncat's ``-s``), or a temporary one.
+The file is removed when the connection closes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import socket
 
 from enchufe.address import Address, InetAddress, UnixAddress, parse_address
-from enchufe.errors import AddressError, ConnectError, NetworkError, Unsupported
+from enchufe.errors import AddressError, BindError, ConnectError, NetworkError, Unsupported
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import Resolved, Resolver, SystemResolver
 from enchufe.net.sockets import new_socket, socket_kind
@@ -61,7 +62,11 @@ def open_connection(
         timeout: seconds allowed for each address tried (not for DNS); ``None``
             waits as long as the kernel does. Ignored for datagrams, which do not
             wait for anything.
-        source_host: local address to bind before connecting (ncat's ``-s``).
+        source_host: local address to bind before connecting (ncat's ``-s``). For a
+            Unix address, the client's socket path or ``@name``: the file is created
+            here and removed on close, and one that exists already is a
+            :class:`BindError`. A Unix datagram client without one binds a
+            temporary file.
         source_port: local port to bind before connecting (ncat's ``-p``).
         resolver: resolves host names; the system's by default.
         on_attempt_failed: called with the address and the error each time an
@@ -74,6 +79,7 @@ def open_connection(
     Raises:
         AddressError: a source route without ``family=socket.AF_INET``.
         ResolveError: the host does not resolve.
+        BindError: the source could not be bound.
         ConnectError: the last address refused or was unreachable.
         ConnectTimeout: the last address did not answer in time.
         Unsupported: the kernel lacks the transport (SCTP here), or refuses the
@@ -81,7 +87,7 @@ def open_connection(
     """
     target = parse_address(address) if isinstance(address, str) else address
     if isinstance(target, UnixAddress):
-        return _connect_unix(target, transport)
+        return _connect_unix(target, transport, None if source_host is None else UnixAddress(source_host))
     resolver = resolver or SystemResolver()
     type_, proto = socket_kind(transport)
     if source_route and family != socket.AF_INET:
@@ -150,21 +156,36 @@ def _set_ip_options(sock: socket.socket, ip_options: bytes) -> None:
         ) from exc
 
 
-def _connect_unix(target: UnixAddress, transport: Transport) -> Connection:
+def _connect_unix(target: UnixAddress, transport: Transport, source: UnixAddress | None) -> Connection:
     sock = new_socket(socket.AF_UNIX, transport)
     bound_path = None
     try:
-        if transport == "datagram":
+        if source is not None:
+            bound_path = _bind_source(sock, source)
+        elif transport == "datagram":
             bound_path = _bind_temporary(sock)
         sock.connect(target.sockaddr())
     except OSError as exc:
         sock.close()
         if bound_path is not None:
             os.unlink(bound_path)
+        if isinstance(exc, BindError):
+            raise
         raise translate_os_error(exc, "connect", context=str(target)) from exc
     stream = SocketStream(sock, unlink_on_close=bound_path)
     local = address_from_sockaddr(socket.AF_UNIX, sock.getsockname())
     return Connection(stream, local=local, peer=target)
+
+
+def _bind_source(sock: socket.socket, source: UnixAddress) -> str | None:
+    """Bind the name asked for; return the file to remove on close (None: abstract)."""
+    try:
+        sock.bind(source.sockaddr())
+    except OSError as exc:
+        # A name in use is an error here. ncat 7.93 warns, goes on unbound, and at exit
+        # deletes the file that was there although it never created it.
+        raise translate_os_error(exc, "bind", context=f"bind to {source}") from exc
+    return None if source.is_abstract else source.path
 
 
 def _bind_temporary(sock: socket.socket) -> str:

@@ -5,6 +5,9 @@
   A machine without IPv6 gets the IPv4 socket alone. Port 0 gives both sockets the
   same ephemeral port.
 - An explicit address gives one socket per resolved address family.
+- An IPv6 socket is always ``IPV6_V6ONLY``, as in ncat: ``[::]`` with ``family=AF_INET6``
+  or given explicitly hears no IPv4 peer, whatever the system's default
+  (``net.ipv6.bindv6only``).
 - Internet listeners set ``SO_REUSEADDR``, so a restarted server can bind at once.
 - A Unix socket file is created by ``bind`` and removed by :meth:`Listener.close`.
 - A datagram listener has no ``accept`` in the kernel; :meth:`Listener.accept` waits
@@ -151,7 +154,7 @@ def open_listeners(
             if candidate.family in seen_families:
                 continue
             seen_families.add(candidate.family)
-            listeners.append(_listen_inet(candidate.family, candidate.sockaddr, transport, backlog, v6only=False))
+            listeners.append(_listen_inet(candidate.family, candidate.sockaddr, transport, backlog))
     except NetworkError:
         close_all(listeners)
         raise
@@ -190,13 +193,7 @@ def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> l
             for fam in families:
                 wildcard = "::" if fam == socket.AF_INET6 else "0.0.0.0"
                 try:
-                    listener = _listen_inet(
-                        fam,
-                        (wildcard, shared_port),
-                        transport,
-                        backlog,
-                        v6only=len(families) > 1 and fam == socket.AF_INET6,
-                    )
+                    listener = _listen_inet(fam, (wildcard, shared_port), transport, backlog)
                 except NetworkError as exc:
                     if exc.errno == errno.EAFNOSUPPORT and family == socket.AF_UNSPEC and fam == socket.AF_INET6:
                         continue  # no IPv6 on this machine: listen on IPv4 alone, as ncat does
@@ -218,13 +215,11 @@ def _listen_inet(
     sockaddr: tuple[str, int] | tuple[str, int, int, int],
     transport: Transport,
     backlog: int,
-    *,
-    v6only: bool,
 ) -> Listener:
     sock = new_socket(family, transport)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if v6only:
+        if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             sock.bind(sockaddr)

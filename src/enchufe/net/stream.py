@@ -124,10 +124,10 @@ def address_from_sockaddr(family: int, sockaddr: object) -> Address | None:
     """Make an :data:`Address` from what ``getsockname``/``getpeername``/``recvfrom``
     return; ``None`` for an unnamed (unbound) Unix socket, which has no address."""
     if family == socket.AF_UNIX:
-        if isinstance(sockaddr, bytes):
+        if isinstance(sockaddr, bytes):  # decoded as UnixAddress.sockaddr encodes: the same bytes come back
             if sockaddr[:1] == b"\0":
-                return UnixAddress("@" + sockaddr[1:].decode(errors="replace"))
-            sockaddr = sockaddr.decode(errors="replace")
+                return UnixAddress("@" + os.fsdecode(sockaddr[1:]))
+            sockaddr = os.fsdecode(sockaddr)
         return UnixAddress(str(sockaddr)) if sockaddr else None
     assert isinstance(sockaddr, tuple)
     host: str = sockaddr[0]
