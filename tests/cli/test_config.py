@@ -327,9 +327,10 @@ def test_connect_operands_ncat_reads_differently_from_a_lone_number(argv: list[s
 
 
 def test_source_of_a_unix_client() -> None:
-    # ncat binds -s for a Unix datagram client; for a Unix stream it has no effect.
+    # ncat binds -s for a Unix datagram client; for a Unix stream it says, with -v, that
+    # it has no effect (the connect mode decides, so the option is kept).
     assert parse_args(["-U", "-u", "-s", "/tmp/c.sock", "/tmp/s.sock"]).source_host == "/tmp/c.sock"
-    assert parse_args(["-U", "-s", "/tmp/c.sock", "/tmp/s.sock"]).source_host is None
+    assert parse_args(["-U", "-s", "/tmp/c.sock", "/tmp/s.sock"]).source_host == "/tmp/c.sock"
 
 
 def test_source_port() -> None:

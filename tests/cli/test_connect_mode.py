@@ -516,6 +516,29 @@ def test_unix_datagram_client_binds_the_source_path_and_removes_it(sock_dir: str
     assert cmd.stderr == ""
 
 
+def test_unix_sources_are_announced_as_ncat_does(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "server.sock")
+    source = os.path.join(sock_dir, "client.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        with enchufe("-v", "-U", "-u", "-s", source, path, stdin=b"x") as cmd:
+            assert cmd.wait() == 0
+    lines = cmd.stderr_lines
+    assert lines[1] == f"enchufe: [{source}] used as source DGRAM Unix domain socket."
+    assert lines[2] == f"enchufe: Connected to {path}."
+    assert lines[-1] == f"enchufe: Deleting source DGRAM Unix domain socket. [{source}]"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path + "s")
+        server.listen()
+        with enchufe("-v", "-U", "-s", source, path + "s", stdin=b"") as cmd:
+            server.accept()[0].close()
+            assert cmd.wait() == 0
+    assert cmd.stderr_lines[1] == (
+        "enchufe: Specifying source socket for other than DATAGRAM Unix domain sockets have no effect."
+    )
+    assert not os.path.exists(source)
+
+
 def test_unix_datagram_source_in_use_is_refused_and_left_alone(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "server.sock")
     taken = os.path.join(sock_dir, "taken")

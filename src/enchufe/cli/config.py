@@ -249,7 +249,7 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         numeric_only=given("-n"),
         # ncat binds -s for a Unix datagram client only (the server's address to
         # answer to); for a Unix stream it has no effect.
-        source_host=text("-s") if given("-s") and (not unix or transport == "datagram") else None,
+        source_host=text("-s") if given("-s") else None,
         source_port=source_port,
         connect_timeout=number("-w") if given("-w") else 10.0,
         idle_timeout=number("-i") if given("-i") else None,

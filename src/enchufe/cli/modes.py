@@ -119,13 +119,20 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         messages.info(f"Connection to {_host_of(address)} failed: {error}.")
         messages.info("Trying next address...")
 
+    source = config.source_host
+    unix_source = config.unix and source is not None
+    if unix_source and config.transport != "datagram":
+        messages.info("Specifying source socket for other than DATAGRAM Unix domain sockets have no effect.")
+        source = None
+    elif unix_source:
+        messages.info(f"[{source}] used as source DGRAM Unix domain socket.")
     started = time.monotonic()
     conn = open_connection(
         target,
         transport=config.transport,
         family=config.family,
         timeout=config.connect_timeout,
-        source_host=config.source_host,
+        source_host=source,
         source_port=config.source_port,
         resolver=SystemResolver(numeric_only=config.numeric_only),
         on_attempt_failed=attempt_failed,
@@ -141,6 +148,8 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         f"{result.bytes_sent} bytes sent, {result.bytes_received} bytes received "
         f"in {time.monotonic() - started:.2f} seconds."
     )
+    if config.unix and source is not None:
+        messages.info(f"Deleting source DGRAM Unix domain socket. [{source}]")
     return status.SUCCESS
 
 
