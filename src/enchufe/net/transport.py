@@ -1,0 +1,254 @@
+"""Non-blocking sockets on the event loop: a transport per connection, with backpressure.
+
+A :class:`SocketTransport` owns one connected, non-blocking socket registered with an
+:class:`~enchufe.net.loop.EventLoop`, and tells a :class:`StreamProtocol` what happens
+(the division of labour of asyncio's transports and protocols, without coroutines):
+
+- **Reading.** Each readable event is one ``recv``; the bytes go to
+  ``data_received``. The peer's half-close is ``eof_received``; reading stops there.
+  :meth:`~SocketTransport.pause_reading` takes the socket off the selector, so a
+  source whose destination is full is simply not read (that is backpressure: the
+  kernel's buffers fill and TCP slows the sender down).
+- **Writing.** :meth:`~SocketTransport.write` sends at once what the kernel takes and
+  keeps the rest in a buffer, watched for writability only while it is non-empty.
+  Above ``high_water`` buffered bytes the protocol's ``pause_writing`` is called; once
+  the buffer drains to ``low_water``, ``resume_writing``. Nothing here limits the
+  buffer: a protocol that keeps writing after ``pause_writing`` is the one to stop.
+- **Ending.** :meth:`~SocketTransport.write_eof` half-closes once the buffer is
+  flushed; :meth:`~SocketTransport.close` stops reading, flushes, then closes;
+  :meth:`~SocketTransport.abort` closes at once and drops the buffer. Exactly one
+  ``connection_lost`` follows, on a later turn of the loop, with ``None`` or the
+  :class:`~enchufe.errors.NetworkError` that ended the connection.
+
+Every method runs on the loop's thread; other threads go through
+``loop.call_soon_threadsafe``. ``OSError`` becomes an enchufe error through
+:func:`enchufe.net.stream.translate_os_error`, as everywhere.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from enchufe.errors import NetworkError
+from enchufe.net.stream import DEFAULT_RECV_SIZE, translate_os_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from enchufe.net.loop import EventLoop
+
+__all__ = ["DEFAULT_HIGH_WATER", "SocketTransport", "StreamProtocol"]
+
+#: Buffered output above which the protocol is asked to pause (asyncio uses 64 KiB;
+#: more keeps a bulk relay from stopping and starting on every burst).
+DEFAULT_HIGH_WATER = 256 * 1024
+
+
+class StreamProtocol:
+    """What a transport reports to its owner. Every method does nothing by default."""
+
+    def connection_made(self, transport: SocketTransport) -> None:
+        """The transport is ready; it starts reading after this returns."""
+
+    def data_received(self, data: bytes) -> None:
+        """The peer sent ``data`` (never empty)."""
+
+    def eof_received(self) -> None:
+        """The peer will send nothing more (it half-closed); writing may go on."""
+
+    def pause_writing(self) -> None:
+        """The transport's output buffer went above its high-water mark."""
+
+    def resume_writing(self) -> None:
+        """The output buffer drained to its low-water mark."""
+
+    def connection_lost(self, exc: NetworkError | None) -> None:
+        """The transport is closed: ``None`` when closed on purpose, else the failure."""
+
+
+class SocketTransport:
+    """One connected socket on the loop; see the module docstring.
+
+    Args:
+        loop: the event loop that drives it.
+        sock: a connected stream socket; the transport owns it and makes it
+            non-blocking.
+        protocol: told about data, end of stream, flow control and the end.
+        high_water: buffered output bytes above which ``pause_writing`` is called.
+        low_water: buffered output bytes at or below which ``resume_writing`` is
+            called (default: a quarter of ``high_water``).
+        read_size: the most bytes one ``recv`` asks for.
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        sock: socket.socket,
+        protocol: StreamProtocol,
+        *,
+        high_water: int = DEFAULT_HIGH_WATER,
+        low_water: int | None = None,
+        read_size: int = DEFAULT_RECV_SIZE,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.protocol = protocol
+        self.high_water = high_water
+        self.low_water = high_water // 4 if low_water is None else low_water
+        self._read_size = read_size
+        self._fd = sock.fileno()
+        self._buffer = bytearray()
+        self._reading = False
+        self._read_paused = False
+        self._peer_ended = False
+        self._eof_wanted = False
+        self._eof_sent = False
+        self._closing = False
+        self._closed = False
+        self._write_paused = False
+        sock.setblocking(False)
+        protocol.connection_made(self)
+        if not self._closing:
+            self._start_reading()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading until :meth:`resume_reading` (data stays in the kernel)."""
+        self._read_paused = True
+        self._stop_reading()
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading`."""
+        self._read_paused = False
+        if not self._closing:
+            self._start_reading()
+
+    def _start_reading(self) -> None:
+        if not self._reading and not self._read_paused and not self._peer_ended:
+            self._reading = True
+            self.loop.add_reader(self._fd, self._on_readable)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self._fd)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(self._read_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(translate_os_error(exc, "recv"))
+            return
+        if data:
+            self.protocol.data_received(data)
+            return
+        self._peer_ended = True
+        self._stop_reading()
+        self.protocol.eof_received()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data``: what the kernel takes now, the rest from the buffer later."""
+        if self._eof_wanted or self._closing:
+            raise RuntimeError("write after write_eof() or close()")
+        if not data:
+            return
+        if not self._buffer:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._fail(translate_os_error(exc, "send"))
+                return
+            data = memoryview(data)[sent:]
+            if not data:
+                return
+            self.loop.add_writer(self._fd, self._on_writable)
+        self._buffer += data
+        if not self._write_paused and len(self._buffer) > self.high_water:
+            self._write_paused = True
+            self.protocol.pause_writing()
+
+    def write_eof(self) -> None:
+        """Half-close once every buffered byte is sent; reading goes on."""
+        if self._eof_wanted:
+            return
+        self._eof_wanted = True
+        if not self._buffer:
+            self._send_eof()
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        return len(self._buffer)
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self.sock.send(self._buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(translate_os_error(exc, "send"))
+            return
+        del self._buffer[:sent]
+        if self._write_paused and len(self._buffer) <= self.low_water:
+            self._write_paused = False
+            self.protocol.resume_writing()
+        if self._buffer:
+            return
+        self.loop.remove_writer(self._fd)
+        if self._closing:
+            self._finish(None)
+        elif self._eof_wanted:
+            self._send_eof()
+
+    def _send_eof(self) -> None:
+        if self._eof_sent:
+            return
+        self._eof_sent = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._fail(translate_os_error(exc, "send"))
+
+    # -- ending ----------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Stop reading, send what is buffered, then close. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_reading()
+        if not self._buffer:
+            self._finish(None)
+
+    def abort(self) -> None:
+        """Close at once; buffered output is dropped. Idempotent."""
+        self._closing = True
+        self._finish(None)
+
+    def _fail(self, exc: NetworkError) -> None:
+        self._closing = True
+        self._finish(exc)
+
+    def _finish(self, exc: NetworkError | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_reading()
+        if self._buffer:
+            self._buffer.clear()
+            self.loop.remove_writer(self._fd)
+        self.sock.close()
+        self.loop.call_soon(self.protocol.connection_lost, exc)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return f"<SocketTransport fd={self._fd} {state} buffered={len(self._buffer)}>"
