@@ -1,0 +1,203 @@
+"""The hub: many clients on one event loop, and what one says reaching the others.
+
+``-k``, ``--broker`` and ``--chat`` are all a hub: a registry of connected clients, a
+way to send to all of them (or all but one), and a callback for what each one says.
+What the modes differ in is who gets what, and that is the owner's business; the hub
+only guarantees the two properties that ncat lacks:
+
+- **A slow client never delays the others.** Every client has its own output buffer
+  (its transport's). A broadcast is written into each buffer at once, and a client
+  that falls more than ``max_backlog`` bytes behind is disconnected (``on_drop``
+  tells the owner, which says so with ``-v``). ncat sends to each client in turn,
+  blocking, so one client that stops reading stops the room.
+- **Memory stays bounded** whatever clients do: at most ``max_backlog`` bytes (plus
+  one message) per client, and the source of broadcasts is told when to wait:
+  :meth:`Hub.has_room` is False while *every* client is above the transports'
+  high-water mark — nobody can take more, so reading more would only buffer it.
+  One fast client is enough to keep the source going; the slow ones fall behind
+  until they catch up or are dropped.
+
+Everything runs on the loop's thread.
+"""
+
+from __future__ import annotations
+
+from enchufe.net.transport import DEFAULT_HIGH_WATER, SocketTransport, StreamProtocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable, Iterator
+
+    from enchufe.address import Address
+    from enchufe.errors import NetworkError
+    from enchufe.net.loop import EventLoop
+
+__all__ = ["DEFAULT_MAX_BACKLOG", "Client", "Hub"]
+
+#: How far behind (buffered bytes) a client may fall before it is disconnected.
+DEFAULT_MAX_BACKLOG = 4 * 1024 * 1024
+
+
+class Client(StreamProtocol):
+    """One connected client of a :class:`Hub`.
+
+    Attributes:
+        id: a number unique within the hub, for the owner's bookkeeping (chat uses
+            its own numbering).
+        peer: the client's address, when known.
+        transport: its transport on the loop.
+    """
+
+    def __init__(self, hub: Hub, client_id: int, peer: Address | None) -> None:
+        self.hub = hub
+        self.id = client_id
+        self.peer = peer
+        self.transport: SocketTransport | None = None
+        #: True once the client has half-closed (it sends nothing more).
+        self.ended = False
+
+    def send(self, data: bytes) -> bool:
+        """Queue ``data`` for this client; False if it had to be dropped for lagging."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.write_buffer_size + len(data) > self.hub.max_backlog:
+            self.hub.drop(self, "too far behind")
+            return False
+        transport.write(data)
+        return True
+
+    # -- what the transport reports ------------------------------------------------
+
+    def connection_made(self, transport: SocketTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.hub.on_data(self, data)
+
+    def eof_received(self) -> None:
+        self.ended = True
+        self.hub.on_eof(self)
+
+    def pause_writing(self) -> None:
+        self.hub._room_changed()
+
+    def resume_writing(self) -> None:
+        self.hub._room_changed()
+
+    def connection_lost(self, exc: NetworkError | None) -> None:
+        self.hub._forget(self, exc)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} {self.peer}>"
+
+
+class Hub:
+    """A set of clients on ``loop``; see the module docstring.
+
+    Args:
+        loop: the event loop every client runs on.
+        on_data: ``on_data(client, data)`` for each chunk a client sends.
+        on_eof: ``on_eof(client)`` when a client half-closes (default: close it once
+            its output is flushed, as ncat's hub does).
+        on_leave: ``on_leave(client, error)`` once a client is gone, ``error`` being
+            ``None`` for an orderly close.
+        on_drop: ``on_drop(client, reason)`` just before a lagging client is cut off.
+        on_room: called (with no argument) when :meth:`has_room` may have changed.
+        max_backlog: the most bytes a client may have waiting before it is dropped.
+        high_water: each transport's high-water mark (see :mod:`enchufe.net.transport`).
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        *,
+        on_data: Callable[[Client, bytes], None],
+        on_eof: Callable[[Client], None] | None = None,
+        on_leave: Callable[[Client, NetworkError | None], None] | None = None,
+        on_drop: Callable[[Client, str], None] | None = None,
+        on_room: Callable[[], None] | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        high_water: int = DEFAULT_HIGH_WATER,
+    ) -> None:
+        self.loop = loop
+        self.on_data = on_data
+        self.on_eof = on_eof or self._close_when_flushed
+        self.on_leave = on_leave
+        self.on_drop = on_drop
+        self.on_room = on_room
+        self.max_backlog = max_backlog
+        self.high_water = high_water
+        self._clients: dict[int, Client] = {}
+        self._next_id = 1
+
+    def add(self, sock: socket.socket, peer: Address | None = None) -> Client:
+        """Take a connected socket into the hub; return its client."""
+        client = Client(self, self._next_id, peer)
+        self._next_id += 1
+        self._clients[client.id] = client
+        SocketTransport(self.loop, sock, client, high_water=self.high_water)
+        self._room_changed()
+        return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __iter__(self) -> Iterator[Client]:
+        return iter(list(self._clients.values()))
+
+    def broadcast(self, data: bytes, *, exclude: Client | None = None) -> int:
+        """Send ``data`` to every client but ``exclude``; return how many got it."""
+        reached = 0
+        for client in list(self._clients.values()):
+            if client is not exclude and client.send(data):
+                reached += 1
+        return reached
+
+    def has_room(self) -> bool:
+        """True when some client can take more without going above its high-water
+        mark (or when there is nobody, so nothing would be buffered)."""
+        open_transports = [
+            client.transport
+            for client in self._clients.values()
+            if client.transport is not None and not client.transport.is_closing()
+        ]
+        return not open_transports or any(t.write_buffer_size <= self.high_water for t in open_transports)
+
+    def drop(self, client: Client, reason: str) -> None:
+        """Cut ``client`` off at once (its buffer is discarded)."""
+        if client.id in self._clients and client.transport is not None and not client.transport.is_closing():
+            if self.on_drop is not None:
+                self.on_drop(client, reason)
+            client.transport.abort()
+
+    def close(self) -> None:
+        """Close every client, flushing what each has buffered."""
+        for client in list(self._clients.values()):
+            if client.transport is not None:
+                client.transport.close()
+
+    def abort(self) -> None:
+        """Cut every client off at once."""
+        for client in list(self._clients.values()):
+            if client.transport is not None:
+                client.transport.abort()
+
+    # -- internals -------------------------------------------------------------------
+
+    @staticmethod
+    def _close_when_flushed(client: Client) -> None:
+        if client.transport is not None:
+            client.transport.close()
+
+    def _forget(self, client: Client, exc: NetworkError | None) -> None:
+        if self._clients.pop(client.id, None) is None:
+            return
+        if self.on_leave is not None:
+            self.on_leave(client, exc)
+        self._room_changed()
+
+    def _room_changed(self) -> None:
+        if self.on_room is not None:
+            self.on_room()

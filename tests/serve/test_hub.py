@@ -1,0 +1,178 @@
+"""The hub: broadcast, per-client data, departures, and a stalled client that delays nobody."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from enchufe.errors import NetworkError
+from enchufe.net.loop import EventLoop
+from enchufe.serve.hub import Client, Hub
+
+TIMEOUT = 20.0
+
+
+class Rig:
+    """A hub on a loop in its own thread; the test plays the clients' far ends."""
+
+    def __init__(self, **options: object) -> None:
+        self.loop = EventLoop()
+        self.events: queue.Queue[tuple[object, ...]] = queue.Queue()
+        self.hub = Hub(
+            self.loop,
+            on_data=lambda client, data: self.events.put(("data", client.id, data)),
+            on_leave=lambda client, exc: self.events.put(("leave", client.id, exc)),
+            on_drop=lambda client, reason: self.events.put(("drop", client.id, reason)),
+            **options,  # type: ignore[arg-type]
+        )
+        self.peers: list[socket.socket] = []
+        self.thread = threading.Thread(target=self.loop.run_forever, name="hub-loop")
+        self.thread.start()
+
+    def on_loop(self, action: Callable[[], object]) -> object:
+        result: list[object] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                result.append(action())
+            finally:
+                done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        assert done.wait(TIMEOUT)
+        return result[0] if result else None
+
+    def connect(self) -> tuple[socket.socket, Client]:
+        ours, theirs = socket.socketpair()
+        theirs.settimeout(TIMEOUT)
+        self.peers.append(theirs)
+        client = self.on_loop(lambda: self.hub.add(ours))
+        assert isinstance(client, Client)
+        return theirs, client
+
+    def next(self) -> tuple[object, ...]:
+        return self.events.get(timeout=TIMEOUT)
+
+    def close(self) -> None:
+        self.on_loop(self.hub.abort)
+        self.on_loop(lambda: None)  # one more turn: the connection_lost callbacks run
+        self.loop.stop()
+        self.thread.join(TIMEOUT)
+        self.loop.close()
+        for peer in self.peers:
+            peer.close()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    made = Rig()
+    yield made
+    made.close()
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk
+        data += chunk
+    return data
+
+
+def test_broadcast_reaches_everyone_but_the_excluded(rig: Rig) -> None:
+    (a, client_a), (b, _), (c, _) = rig.connect(), rig.connect(), rig.connect()
+    assert rig.on_loop(lambda: rig.hub.broadcast(b"to all but a", exclude=client_a)) == 2
+    assert recv_exactly(b, 12) == recv_exactly(c, 12) == b"to all but a"
+    a.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        a.recv(1)
+
+
+def test_what_each_client_says_is_reported_with_who_said_it(rig: Rig) -> None:
+    (a, client_a), (b, client_b) = rig.connect(), rig.connect()
+    a.sendall(b"from a")
+    assert rig.next() == ("data", client_a.id, b"from a")
+    b.sendall(b"from b")
+    assert rig.next() == ("data", client_b.id, b"from b")
+
+
+def test_a_client_that_half_closes_leaves_after_its_output_is_flushed(rig: Rig) -> None:
+    (a, client_a), (b, _) = rig.connect(), rig.connect()
+    a.shutdown(socket.SHUT_WR)
+    assert rig.next() == ("leave", client_a.id, None)
+    assert a.recv(10) == b""
+    assert rig.on_loop(lambda: len(rig.hub)) == 1
+    assert rig.on_loop(lambda: rig.hub.broadcast(b"still on")) == 1
+    assert recv_exactly(b, 8) == b"still on"
+
+
+def test_a_stalled_client_delays_nobody_and_memory_stays_bounded() -> None:
+    """50 MB to two clients, one of which never reads: the reader gets all of it, in
+    order, and the stalled one is dropped once it is max_backlog behind."""
+    rig = Rig(max_backlog=1 << 20, high_water=64 * 1024)
+    try:
+        (fast, _), (_stalled, stalled_client) = rig.connect(), rig.connect()
+        chunk = bytes(range(256)) * 256  # 64 KiB
+        total = 50_000_000 // len(chunk) * len(chunk)
+        state = {"sent": 0, "most_buffered": 0}
+        finished = threading.Event()
+
+        def produce() -> None:
+            while state["sent"] < total and rig.hub.has_room():
+                rig.hub.broadcast(chunk)
+                state["sent"] += len(chunk)
+                for client in rig.hub:
+                    assert client.transport is not None
+                    state["most_buffered"] = max(state["most_buffered"], client.transport.write_buffer_size)
+            if state["sent"] >= total:
+                finished.set()
+
+        rig.hub.on_room = lambda: rig.loop.call_soon(produce)
+        rig.on_loop(produce)
+        digest = hashlib.sha256()
+        received = 0
+        while received < total:
+            data = fast.recv(1 << 20)
+            assert data, list(rig.events.queue)  # a drop of the fast client shows here
+            digest.update(data)
+            received += len(data)
+        assert finished.wait(TIMEOUT)
+        expected = hashlib.sha256(chunk * (total // len(chunk))).hexdigest()
+        assert digest.hexdigest() == expected
+        assert rig.next() == ("drop", stalled_client.id, "too far behind")
+        assert state["most_buffered"] <= (1 << 20)
+    finally:
+        rig.close()
+
+
+def test_no_room_only_when_every_client_is_full() -> None:
+    rig = Rig(high_water=1024)
+    try:
+        (a, _), (_b, _) = rig.connect(), rig.connect()
+        assert rig.on_loop(rig.hub.has_room) is True
+        # Fill both far past what the kernel buffers hold for a socket pair.
+        rig.on_loop(lambda: [rig.hub.broadcast(b"x" * 65536) for _ in range(16)])
+        assert rig.on_loop(rig.hub.has_room) is False
+        drained = 0
+        a.settimeout(TIMEOUT)
+        while drained < 16 * 65536:
+            drained += len(a.recv(1 << 20))
+        rig.on_loop(lambda: None)  # let the loop see the buffer drain
+        assert rig.on_loop(rig.hub.has_room) is True
+    finally:
+        rig.close()
+
+
+def test_a_client_that_vanishes_leaves_the_hub(rig: Rig) -> None:
+    a, client_a = rig.connect()
+    a.close()
+    rig.on_loop(lambda: rig.hub.broadcast(b"x" * 65536))
+    event = rig.next()
+    assert event[:2] == ("leave", client_a.id)
+    assert event[2] is None or isinstance(event[2], NetworkError)
