@@ -15,6 +15,7 @@ from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.cli import status
 from enchufe.cli.config import Config
 from enchufe.cli.output import Messages, SessionLog
+from enchufe.cli.signals import SignalHandlers
 from enchufe.errors import NetworkError, TimedOut
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import SystemResolver
@@ -32,14 +33,16 @@ _UDP_PROBE_WAIT = 2.0
 
 
 class Environment:
-    """The command's view of the process: its stdio, replaceable in tests."""
+    """The command's view of the process: its stdio, replaceable in tests, and its
+    signal handlers, which a mode installs and its waits let interrupt them."""
 
-    __slots__ = ("messages", "stdin_fd", "stdout_fd")
+    __slots__ = ("messages", "signals", "stdin_fd", "stdout_fd")
 
     def __init__(self, stdin_fd: int, stdout_fd: int, messages: Messages) -> None:
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.messages = messages
+        self.signals = SignalHandlers()
 
 
 def run_connect(config: Config, env: Environment) -> int:
@@ -49,9 +52,7 @@ def run_connect(config: Config, env: Environment) -> int:
     logs = _open_logs(config)
     try:
         if config.unix and config.transport == "datagram":
-            from enchufe.cli.signals import SignalHandlers
-
-            with SignalHandlers():
+            with env.signals:
                 return _connect(config, env, logs)
         return _connect(config, env, logs)
     finally:
@@ -61,12 +62,10 @@ def run_connect(config: Config, env: Environment) -> int:
 def run_listen(config: Config, env: Environment) -> int:
     """Listen mode. SIGINT, SIGTERM, SIGHUP and SIGQUIT end it with 128+signal (see
     :mod:`enchufe.cli.signals`)."""
-    from enchufe.cli.signals import SignalHandlers
-
     _import_what_the_relay_needs(config)
     logs = _open_logs(config)
     try:
-        with SignalHandlers():
+        with env.signals:
             return _listen(config, env, logs)
     finally:
         _close_logs(logs)
@@ -143,7 +142,7 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
 
 
 def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
-    from enchufe.net.listen import accept_first, close_all, open_listeners
+    from enchufe.net.listen import close_all, open_listeners, wait_for_peer
 
     messages = env.messages
     address: Address | None = None
@@ -164,7 +163,9 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     try:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
-        conn = accept_first(listeners)
+        with env.signals.interruptible():
+            listener = wait_for_peer(listeners)
+        conn = listener.accept()
     finally:
         close_all(listeners)
     with conn:
@@ -198,7 +199,7 @@ def _relay(
         quit_after = None
     elif quit_after is None and (config.send_only or (config.transport != "stream" and not listening)):
         quit_after = 0.0  # ncat: UDP and SCTP clients quit at stdin EOF (SCTP has no half-close)
-    result = Relay(
+    relay = Relay(
         local,
         conn.stream,
         send=not config.recv_only,
@@ -210,7 +211,9 @@ def _relay(
         delay=config.delay,
         outbound=_chain(outbound),
         inbound=_chain(inbound),
-    ).run()
+    )
+    with env.signals.interruptible():
+        result = relay.run()
     # -vv: show that the relay ended for a reason and left no thread behind.
     env.messages.debug(f"Relay ended: {result.ending}.")
     env.messages.debug(f"Threads running: {', '.join(t.name for t in threading.enumerate())}.")

@@ -32,7 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from enchufe.net.sockets import Transport
 
-__all__ = ["DEFAULT_BACKLOG", "Listener", "accept_first", "open_listeners"]
+__all__ = ["DEFAULT_BACKLOG", "Listener", "accept_first", "open_listeners", "wait_for_peer"]
 
 #: ncat's listen backlog.
 DEFAULT_BACKLOG = 10
@@ -165,10 +165,21 @@ def close_all(listeners: list[Listener]) -> None:
 
 def accept_first(listeners: list[Listener], *, timeout: float | None = None) -> Connection:
     """Wait on several listeners and accept from whichever a peer reaches first."""
+    return wait_for_peer(listeners, timeout=timeout).accept()
+
+
+def wait_for_peer(listeners: list[Listener], *, timeout: float | None = None) -> Listener:
+    """Wait until a peer reaches one of the listeners and return that listener, whose
+    :meth:`~Listener.accept` then returns at once. Only the wait blocks, so an
+    exception raised while waiting (a signal's) leaves no accepted socket unowned.
+
+    Raises:
+        TimedOut: no peer within ``timeout`` seconds.
+    """
     ready = _wait_readable(listeners, timeout)
     if not ready:
         raise TimedOut(f"no connection within {timeout} s")
-    return ready[0].accept()
+    return ready[0]
 
 
 def _wait_readable(listeners: list[Listener], timeout: float | None) -> list[Listener]:

@@ -1,0 +1,62 @@
+"""The ``enchufe`` command as a Unix process: closed standard descriptors, signals
+ignored by the parent, and signals that arrive while it starts.
+
+The start-up tests send their signal at many moments (busy work of different lengths,
+never a sleep), each in a bounded loop; whatever the moment, the command ends by the
+signal or with 128+signal, and never shows a traceback or a warning.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from support.cli_e2e import assert_clean_stderr
+from support.procs import ENCHUFE, Process
+
+LAUNCHER = Path(__file__).parent.parent.parent / "bin" / "enchufe"
+SRC = Path(__file__).parent.parent.parent / "src"
+MAX_CONNS_WARNING = (
+    "enchufe: Warning: Maximum connections ignored, since it does not take effect without -k or --broker."
+)
+
+
+def in_shell(script: str, *args: str) -> Process:
+    """``sh -c SCRIPT sh ARGS``: SCRIPT sets the process up as a user's shell would,
+    then runs ``exec "$@"``."""
+    return Process(["sh", "-c", script, "sh", *args])
+
+
+def busy(rounds: int) -> None:
+    """Spend a little time without sleeping (each round is some microseconds)."""
+    total = 0
+    for i in range(rounds * 100):
+        total += i
+
+
+# -- signals ---------------------------------------------------------------------------------------
+
+
+def test_signals_ignored_at_start_stay_ignored() -> None:
+    # A shell starts a background job with SIGINT and SIGQUIT ignored.
+    with in_shell("trap '' INT QUIT; exec \"$@\"", *ENCHUFE, "-l", "-v", "127.0.0.1", "0") as cmd:
+        cmd.listening_port()
+        cmd.popen.send_signal(signal.SIGINT)
+        cmd.popen.send_signal(signal.SIGQUIT)
+        assert cmd.still_running_after()
+        cmd.popen.send_signal(signal.SIGTERM)
+        assert cmd.wait() == 128 + signal.SIGTERM
+    assert_clean_stderr(cmd.stderr)
+
+
+def test_sigterm_while_opening_the_listener_leaves_nothing_to_the_garbage_collector() -> None:
+    # A signal used to be raised wherever it came, here between socket() and the code
+    # that owns the socket: "ResourceWarning: unclosed <socket ...>". The warning line
+    # is written just before the listening sockets are opened.
+    for attempt in range(40):
+        with Process([*ENCHUFE, "-l", "-m", "1", "127.0.0.1", "0"]) as cmd:
+            cmd.wait_for_line("Warning")
+            busy(attempt)
+            cmd.popen.send_signal(signal.SIGTERM)
+            assert cmd.wait() == 128 + signal.SIGTERM
+        assert cmd.stderr_lines == [MAX_CONNS_WARNING], attempt
