@@ -164,7 +164,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
         with env.signals.interruptible():
-            listener = wait_for_peer(listeners)
+            listener = wait_for_peer(listeners, wake_fd=env.signals.wake_fd)
         conn = listener.accept()
     finally:
         close_all(listeners)

@@ -46,15 +46,25 @@ class SignalHandlers:
 
     def __init__(self) -> None:
         self._previous: dict[int, _HANDLER] = {}
+        #: The read end of the signal wake-up pipe, for the waits to watch: a signal
+        #: that comes just before a wait's system call does not interrupt it.
+        self.wake_fd: int | None = None
+        self._wake_write = -1
+        self._previous_wakeup = -1
         self._signum: int | None = None
         self._raised = False
         self._armed = False
 
     def __enter__(self) -> SignalHandlers:
+        import os
         import signal
         import threading
 
         if threading.current_thread() is threading.main_thread():
+            self.wake_fd, self._wake_write = os.pipe()
+            os.set_blocking(self.wake_fd, False)
+            os.set_blocking(self._wake_write, False)
+            self._previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 if signal.getsignal(signum) is not signal.SIG_IGN:
                     self._previous[signum] = signal.signal(signum, self._handle)
@@ -63,11 +73,17 @@ class SignalHandlers:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        import os
         import signal
 
         for signum, disposition in self._previous.items():
             signal.signal(signum, disposition)
         self._previous.clear()
+        if self.wake_fd is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.close(self.wake_fd)
+            os.close(self._wake_write)
+            self.wake_fd = None
         self._raise_pending()
 
     @contextlib.contextmanager
