@@ -9,9 +9,10 @@ signal or with 128+signal, and never shows a traceback or a warning.
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 
-from support.cli_e2e import assert_clean_stderr
+from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, recv_until_eof
 from support.procs import ENCHUFE, Process
 
 LAUNCHER = Path(__file__).parent.parent.parent / "bin" / "enchufe"
@@ -32,6 +33,59 @@ def busy(rounds: int) -> None:
     total = 0
     for i in range(rounds * 100):
         total += i
+
+
+# -- closed standard descriptors ---------------------------------------------------------------
+
+
+def test_closed_stdout_sends_nothing_back_to_the_peer() -> None:
+    # The socket used to become descriptor 1: the peer's data went back to the peer.
+    with TcpServer() as server:
+        with in_shell('exec "$@" >&-', *ENCHUFE, "127.0.0.1", str(server.port)) as cmd:
+            with server.accept() as peer:
+                peer.sendall(b"not for you\n")
+                assert recv_until_eof(peer) == b""
+            assert cmd.wait() != 0  # data meant for a closed stdout is an error, not dropped
+    assert "Bad file descriptor" in cmd.stderr
+
+
+def test_closed_stdin_in_listen_mode_is_an_empty_stdin() -> None:
+    # The relay's wake-up pipe used to become descriptor 0: the session waited for
+    # the peer instead of half-closing at once. ncat says so, at any verbosity.
+    with in_shell('exec "$@" <&-', *ENCHUFE, "-l", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT) as client:
+            assert recv_until_eof(client) == b""
+            client.sendall(b"still heard\n")
+        assert cmd.wait() == 0
+    assert cmd.stdout == b"still heard\n"
+    assert cmd.stderr_lines[1] == "ENCHUFE DEBUG: stdin is closed, attempting to reserve STDIN_FILENO"
+
+
+def test_closed_stdin_message_is_shown_without_verbose_in_listen_mode_only() -> None:
+    with in_shell('exec "$@" <&-', *ENCHUFE, "-l", "-m", "1", "127.0.0.1", "0") as cmd:
+        cmd.wait_for_line("Warning")
+        cmd.popen.send_signal(signal.SIGTERM)
+        assert cmd.wait() == 128 + signal.SIGTERM
+    assert cmd.stderr_lines == ["ENCHUFE DEBUG: stdin is closed, attempting to reserve STDIN_FILENO", MAX_CONNS_WARNING]
+    with TcpServer() as server:
+        with in_shell('exec "$@" <&-', *ENCHUFE, "127.0.0.1", str(server.port)) as cmd:
+            with server.accept() as peer:
+                assert recv_until_eof(peer) == b""
+            assert cmd.wait() == 0
+    assert cmd.stderr == ""
+
+
+def test_closed_stderr_sends_no_diagnostics_to_the_peer() -> None:
+    # Python leaves sys.stderr None then, and -v used to end in an AttributeError.
+    with TcpServer() as server:
+        with in_shell('exec "$@" 2>&-', *ENCHUFE, "-v", "127.0.0.1", str(server.port)) as cmd:
+            with server.accept() as peer:
+                peer.sendall(b"hello\n")
+                cmd.close_stdin()
+                assert recv_until_eof(peer) == b""
+            assert cmd.wait() == 0
+    assert cmd.stdout == b"hello\n"
 
 
 # -- signals ---------------------------------------------------------------------------------------
