@@ -8,12 +8,16 @@ signal or with 128+signal, and never shows a traceback or a warning.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, recv_until_eof
-from support.procs import ENCHUFE, Process
+from support.procs import DEFAULT_TIMEOUT, ENCHUFE, Process
 
 LAUNCHER = Path(__file__).parent.parent.parent / "bin" / "enchufe"
 SRC = Path(__file__).parent.parent.parent / "src"
@@ -101,6 +105,51 @@ def test_signals_ignored_at_start_stay_ignored() -> None:
         cmd.popen.send_signal(signal.SIGTERM)
         assert cmd.wait() == 128 + signal.SIGTERM
     assert_clean_stderr(cmd.stderr)
+
+
+def enchufe_frames(stderr: str) -> list[str]:
+    """The traceback frames in enchufe's code (the launcher's line 0 is Python's own:
+    the signal was raised before the launcher's first instruction)."""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', stderr)
+    return [
+        f"{path}:{line}"
+        for path, line in frames
+        if path.startswith(str(SRC)) or (path == str(LAUNCHER) and line != "0")
+    ]
+
+
+def test_sigint_during_start_up_never_shows_a_traceback() -> None:
+    # The installed launcher, with -S and without PYTHONWARNINGS: until its first
+    # instruction, Python's own start-up (site, warnings, the loader of __main__) may
+    # turn a SIGINT into a traceback or swallow it, and nothing of enchufe's can run
+    # before. Such an attempt shows no frame of enchufe's and is not counted. -z ends
+    # the command at once, so a swallowed SIGINT cannot leave it running.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = str(SRC)
+    counted = 0
+    with TcpServer(backlog=64) as server:
+        for attempt in range(40):
+            child = subprocess.Popen(
+                [sys.executable, "-S", str(LAUNCHER), "-z", "127.0.0.1", str(server.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            busy(attempt * 250)
+            child.send_signal(signal.SIGINT)
+            try:
+                _, raw = child.communicate(timeout=DEFAULT_TIMEOUT)
+            finally:
+                child.kill()
+                child.communicate()
+            stderr = raw.decode()
+            assert not enchufe_frames(stderr), (attempt, stderr)
+            if stderr:
+                continue  # Python's start-up, before the launcher ("KeyboardInterrupt", a traceback)
+            counted += 1
+            assert child.returncode in (-signal.SIGINT, 0), attempt  # 0: done before the signal
+    assert counted
 
 
 def test_sigterm_while_opening_the_listener_leaves_nothing_to_the_garbage_collector() -> None:
