@@ -5,24 +5,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 unset PYTHONDONTWRITEBYTECODE  # bytecode caching makes pytest's start-up much faster here
 
-# Debian packages: the real peers the interoperability tests talk to.
+python=${PYTHON:-python3}
+
+# Debian packages: the real peers the interoperability tests talk to, and venv for
+# Debian's own Python (its pip refuses to install outside a virtual environment).
 declare -A package_of=([ncat]=ncat [socat]=socat [nc.openbsd]=netcat-openbsd [openssl]=openssl [curl]=curl)
 missing=()
 for tool in "${!package_of[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
+"$python" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The dev tools and enchufe itself (editable) go into .venv, never into $python.
 export PIP_ROOT_USER_ACTION=ignore
-python=${PYTHON:-python3}
-"$python" -m pip install -q --disable-pip-version-check -e '.[dev]'
-"$python" -m ruff check src tests benchmarks
-"$python" -m ruff format --check src tests benchmarks
-"$python" -m mypy
-"$python" -m pytest
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+venv_python=.venv/bin/python
+"$venv_python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+"$venv_python" -m ruff check src tests benchmarks
+"$venv_python" -m ruff format --check src tests benchmarks
+"$venv_python" -m mypy
+"$venv_python" -m pytest
 
 # The other supported Pythons, when pyenv has them: the library and command tests.
 if command -v pyenv >/dev/null 2>&1; then

@@ -187,12 +187,11 @@ def test_max_conns_warning_is_shown_without_verbose() -> None:
         cmd.wait_for_line("Warning")
         cmd.popen.send_signal(signal.SIGTERM)
         assert cmd.wait() == 128 + signal.SIGTERM
-    # Only the first line is pinned: the signal may land in the middle of an import, and
-    # with PYTHONWARNINGS=error Python then reports the import's unclosed file.
-    assert cmd.stderr_lines[0] == (
+    # The signal comes while the listener opens its sockets: it waits for the wait, so
+    # nothing is left to the garbage collector (tests/cli/test_process.py tries it often).
+    assert cmd.stderr_lines == [
         "enchufe: Warning: Maximum connections ignored, since it does not take effect without -k or --broker."
-    )
-    assert "Traceback" not in cmd.stderr
+    ]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None, *, stdin_fd: int = 0, stdout_fd: int = 1
         stderr: where diagnostics go.
     """
     args = sys.argv[1:] if argv is None else argv
-    err = stderr if stderr is not None else sys.stderr
+    err = stderr if stderr is not None else _stderr()
     # ncat acts on options in order, so a first argument of --version or -h decides
     # everything: answer it without loading the parser.
     if args[:1] == ["--version"]:
@@ -55,7 +55,44 @@ def main(argv: list[str] | None = None, *, stdin_fd: int = 0, stdout_fd: int = 1
         return _show_version(err)
     if config.show_help:
         return _show_help()
-    return _run(config, stdin_fd, stdout_fd, err)
+    stdin_was_closed = 0 in _reserve_standard_fds()
+    return _run(config, stdin_fd, stdout_fd, err, stdin_was_closed=stdin_was_closed)
+
+
+def _stderr() -> TextIO:
+    """sys.stderr, or where diagnostics go when descriptor 2 was closed at start (Python
+    then leaves sys.stderr None): nowhere, as the user asked."""
+    if sys.stderr is not None:
+        return sys.stderr
+    import os
+
+    return open(os.devnull, "w", encoding="utf-8")  # open as long as the process
+
+
+def _reserve_standard_fds() -> list[int]:
+    """Give each of descriptors 0, 1 and 2 that is closed ``/dev/null``, read-only, and
+    return them.
+
+    Otherwise the first socket would take the lowest closed one: with stdout closed
+    (``>&-``) the peer's data went back to the peer, with stderr closed the peer got
+    the diagnostics. Read-only, reading gives end of file at once (ncat reserves a
+    closed stdin the same way), and writing fails with EBADF, as it would on the
+    closed descriptor: data meant for a closed stdout is an error, not lost in silence.
+    """
+    import os
+
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for _ in closed:
+        try:
+            os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor: the next closed one
+        except OSError:
+            break  # no /dev/null (a bare chroot): carry on, as ncat does
+    return closed
 
 
 def _version() -> str:
@@ -73,11 +110,12 @@ def _show_help() -> int:
     from enchufe import __version__
     from enchufe.cli.options import USAGE
 
-    sys.stdout.write(USAGE.format(version=__version__))
+    if sys.stdout is not None:  # None: descriptor 1 was closed at start
+        sys.stdout.write(USAGE.format(version=__version__))
     return 0
 
 
-def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
+def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_was_closed: bool) -> int:
     from enchufe.cli import status
     from enchufe.cli.modes import Environment, run_connect, run_listen
     from enchufe.cli.output import Messages
@@ -94,6 +132,8 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO) -> int:
 
     messages = Messages(err, config.verbosity)
     messages.info(_version())
+    if stdin_was_closed and config.listen:
+        messages.debug_always("stdin is closed, attempting to reserve STDIN_FILENO")  # ncat's words
     if config.nsock_engine is not None:
         messages.info("--nsock-engine has no effect: enchufe does not use nsock.")
     env = Environment(stdin_fd, stdout_fd, messages)
@@ -137,6 +177,7 @@ def _die_by(signum: int) -> None:
     import os
     import signal
 
-    sys.stdout.flush()
+    if sys.stdout is not None:  # None: descriptor 1 was closed at start
+        sys.stdout.flush()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

@@ -16,6 +16,7 @@ from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.cli import status
 from enchufe.cli.config import Config
 from enchufe.cli.output import Messages, SessionLog
+from enchufe.cli.signals import SignalHandlers
 from enchufe.errors import NetworkError, TimedOut
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import SystemResolver
@@ -34,14 +35,16 @@ _UDP_PROBE_WAIT = 2.0
 
 
 class Environment:
-    """The command's view of the process: its stdio, replaceable in tests."""
+    """The command's view of the process: its stdio, replaceable in tests, and its
+    signal handlers, which a mode installs and its waits let interrupt them."""
 
-    __slots__ = ("messages", "stdin_fd", "stdout_fd")
+    __slots__ = ("messages", "signals", "stdin_fd", "stdout_fd")
 
     def __init__(self, stdin_fd: int, stdout_fd: int, messages: Messages) -> None:
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.messages = messages
+        self.signals = SignalHandlers()
 
 
 def run_connect(config: Config, env: Environment) -> int:
@@ -51,9 +54,7 @@ def run_connect(config: Config, env: Environment) -> int:
     logs = _open_logs(config)
     try:
         if config.unix and config.transport == "datagram":
-            from enchufe.cli.signals import SignalHandlers
-
-            with SignalHandlers():
+            with env.signals:
                 return _connect(config, env, logs)
         return _connect(config, env, logs)
     finally:
@@ -63,12 +64,10 @@ def run_connect(config: Config, env: Environment) -> int:
 def run_listen(config: Config, env: Environment) -> int:
     """Listen mode. SIGINT, SIGTERM, SIGHUP and SIGQUIT end it with 128+signal (see
     :mod:`enchufe.cli.signals`)."""
-    from enchufe.cli.signals import SignalHandlers
-
     _import_what_the_relay_needs(config)
     logs = _open_logs(config)
     try:
-        with SignalHandlers():
+        with env.signals:
             return _listen(config, env, logs)
     finally:
         _close_logs(logs)
@@ -154,7 +153,7 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
 
 
 def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
-    from enchufe.net.listen import accept_first, close_all, open_listeners
+    from enchufe.net.listen import close_all, open_listeners, wait_for_peer
 
     messages = env.messages
     address: Address | None = None
@@ -175,12 +174,14 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     try:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
-        conn = accept_first(listeners)
+        with env.signals.interruptible():
+            listener = wait_for_peer(listeners, wake_fd=env.signals.wake_fd)
+        conn = listener.accept()
     finally:
         close_all(listeners)
     with conn:
         if config.max_conns == 0:
-            _refuse_every_connection(conn, messages)
+            _refuse_every_connection(conn, env)
         messages.info(f"Connection from {_peer_of(conn)}.")
         _relay(config, conn, env, logs, listening=True)
     return status.SUCCESS
@@ -191,18 +192,23 @@ def _peer_of(conn: Connection) -> str:
     return str(conn.peer or "a client on Unix domain socket")
 
 
-def _refuse_every_connection(conn: Connection, messages: Messages) -> NoReturn:
+def _refuse_every_connection(conn: Connection, env: Environment) -> NoReturn:
     """-m 0 without -k, as ncat does it: the one connection a listener takes is
     announced (a UDP peer is not), denied and closed; the listening sockets are
     closed already, so the kernel refuses every later client; and the command stays
     until a signal ends it."""
+    import select
+
     if not conn.stream.is_datagram:
-        messages.info(f"Connection from {_peer_of(conn)}.")
-    messages.info("New connection denied: connection limit reached (0)")
+        env.messages.info(f"Connection from {_peer_of(conn)}.")
+    env.messages.info("New connection denied: connection limit reached (0)")
     conn.close()
-    forever = threading.Event()  # nobody sets it: only a signal (Signalled) ends the wait
-    while True:
-        forever.wait()
+    poller = select.poll()
+    if env.signals.wake_fd is not None:
+        poller.register(env.signals.wake_fd, select.POLLIN)  # a signal just before poll() wakes it
+    with env.signals.interruptible():
+        while True:
+            poller.poll()  # returns for a signal only, whose handler then raises Signalled
 
 
 def _relay(
@@ -232,7 +238,7 @@ def _relay(
         from enchufe.proto.telnet import TelnetResponder
 
         answer = TelnetResponder().receive_data
-    result = Relay(
+    relay = Relay(
         local,
         conn.stream,
         send=not config.recv_only,
@@ -247,7 +253,9 @@ def _relay(
         outbound=_chain(outbound),
         inbound=_chain(inbound),
         answer=answer,
-    ).run()
+    )
+    with env.signals.interruptible():
+        result = relay.run()
     # -vv: show that the relay ended for a reason and left no thread behind.
     env.messages.debug(f"Relay ended: {result.ending}.")
     env.messages.debug(f"Threads running: {', '.join(t.name for t in threading.enumerate())}.")

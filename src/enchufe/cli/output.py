@@ -38,6 +38,10 @@ class Messages:
         if self.verbosity >= 2:
             self._write(f"ENCHUFE DEBUG: {text}\n")
 
+    def debug_always(self, text: str) -> None:
+        """A debug line shown at every verbosity, where ncat shows one so."""
+        self._write(f"ENCHUFE DEBUG: {text}\n")
+
     def _write(self, line: str) -> None:
         # A name from argv keeps its bytes that are not UTF-8 as lone surrogates
         # (surrogateescape): show them as \xff rather than as a codec's \udcff.

@@ -22,6 +22,7 @@ import errno
 import os
 import select
 import socket
+import time
 from types import TracebackType
 
 from enchufe.address import Address, InetAddress, UnixAddress
@@ -35,7 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from enchufe.net.sockets import Transport
 
-__all__ = ["DEFAULT_BACKLOG", "Listener", "accept_first", "open_listeners"]
+__all__ = ["DEFAULT_BACKLOG", "Listener", "accept_first", "open_listeners", "wait_for_peer"]
 
 #: ncat's listen backlog.
 DEFAULT_BACKLOG = 10
@@ -168,10 +169,39 @@ def close_all(listeners: list[Listener]) -> None:
 
 def accept_first(listeners: list[Listener], *, timeout: float | None = None) -> Connection:
     """Wait on several listeners and accept from whichever a peer reaches first."""
-    ready = _wait_readable(listeners, timeout)
-    if not ready:
-        raise TimedOut(f"no connection within {timeout} s")
-    return ready[0].accept()
+    return wait_for_peer(listeners, timeout=timeout).accept()
+
+
+def wait_for_peer(listeners: list[Listener], *, timeout: float | None = None, wake_fd: int | None = None) -> Listener:
+    """Wait until a peer reaches one of the listeners and return that listener, whose
+    :meth:`~Listener.accept` then returns at once. Only the wait blocks, so an
+    exception raised while waiting (a signal's) leaves no accepted socket unowned.
+
+    Args:
+        wake_fd: the non-blocking read end of a signal wake-up pipe
+            (:func:`signal.set_wakeup_fd`). A signal that comes just before ``poll``
+            starts does not interrupt it; the byte in the pipe does, and the signal's
+            handler then runs. Its bytes are read and the wait goes on.
+
+    Raises:
+        TimedOut: no peer within ``timeout`` seconds.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poller = select.poll()
+    by_fd = {listener.fileno(): listener for listener in listeners}
+    for fd in [*by_fd, wake_fd] if wake_fd is not None else by_fd:
+        poller.register(fd, select.POLLIN)
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+        ready = [fd for fd, _ in poller.poll(remaining)]
+        if not ready:
+            raise TimedOut(f"no connection within {timeout} s")
+        for fd in ready:
+            if fd in by_fd:
+                return by_fd[fd]
+        assert wake_fd is not None, "the only other descriptor"
+        with contextlib.suppress(BlockingIOError):
+            os.read(wake_fd, 512)
 
 
 def _wait_readable(listeners: list[Listener], timeout: float | None) -> list[Listener]:
