@@ -10,6 +10,7 @@ enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, ev
 
     EnchufeError
     ├── AddressError (ValueError)          bad host:port, port, unix path or time value
+    ├── OutputFailed (OSError)             the local side refused received data (stdout)
     └── NetworkError (OSError)             .errno keeps the system's error number
         ├── ResolveError                   the name does not resolve
         ├── Unsupported                    the kernel lacks the protocol (SCTP, raw sockets)
@@ -38,6 +39,7 @@ __all__ = [
     "EnchufeError",
     "IdleTimeout",
     "NetworkError",
+    "OutputFailed",
     "ReceiveTimeout",
     "ResolveError",
     "StreamClosed",
@@ -53,6 +55,21 @@ class EnchufeError(Exception):
 
 class AddressError(EnchufeError, ValueError):
     """A host, port, address or time value could not be parsed or is out of range."""
+
+
+class OutputFailed(EnchufeError, OSError):
+    """Writing what the remote sent to the local side failed: stdout on a full disk,
+    or closed when the command started. Not the network's doing, so not a
+    :class:`NetworkError` (ncat exits 2 here, not 1). A local reader that went away
+    (a broken pipe) is not a failure: the relay just ends.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class NetworkError(EnchufeError, OSError):

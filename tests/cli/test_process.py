@@ -16,8 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, recv_until_eof
-from support.procs import DEFAULT_TIMEOUT, ENCHUFE, Process
+from support.procs import DEFAULT_TIMEOUT, ENCHUFE, Process, enchufe
 
 LAUNCHER = Path(__file__).parent.parent.parent / "bin" / "enchufe"
 SRC = Path(__file__).parent.parent.parent / "src"
@@ -49,8 +51,26 @@ def test_closed_stdout_sends_nothing_back_to_the_peer() -> None:
             with server.accept() as peer:
                 peer.sendall(b"not for you\n")
                 assert recv_until_eof(peer) == b""
-            assert cmd.wait() != 0  # data meant for a closed stdout is an error, not dropped
-    assert "Bad file descriptor" in cmd.stderr
+            assert cmd.wait() == 2  # data meant for a closed stdout is an error, as in ncat
+    assert cmd.stderr == "write: Bad file descriptor"
+
+
+@pytest.mark.parametrize("mode", ["connect", "listen"])
+def test_an_output_that_refuses_data_is_ncats_write_error(mode: str) -> None:
+    """stdout on a full disk: ncat's die("write") line and status 2, in both modes."""
+    with open("/dev/full", "wb") as full:
+        if mode == "connect":
+            with TcpServer() as server, enchufe("127.0.0.1", str(server.port), stdout=full) as cmd:
+                with server.accept() as peer:
+                    peer.sendall(b"nowhere to go\n")
+                    assert cmd.wait() == 2
+        else:
+            with enchufe("-l", "-v", "127.0.0.1", "0", stdout=full) as cmd:
+                port = cmd.listening_port()
+                with socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT) as client:
+                    client.sendall(b"nowhere to go\n")
+                    assert cmd.wait() == 2
+    assert cmd.stderr_lines[-1] == "write: No space left on device"
 
 
 def test_closed_stdin_in_listen_mode_is_an_empty_stdin() -> None:

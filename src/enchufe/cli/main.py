@@ -126,6 +126,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_wa
         ConnectTimeout,
         IdleTimeout,
         NetworkError,
+        OutputFailed,
         ResolveError,
         Unsupported,
     )
@@ -161,6 +162,9 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_wa
             return status.OTHER_ERROR
         messages.error(f"{exc}.")
         return status.NETWORK_ERROR
+    except OutputFailed as exc:
+        messages.bare(f"write: {exc}")  # ncat's die("write"): perror's words, status 2
+        return status.OTHER_ERROR
     except (ResolveError, BindError, Unsupported, AddressError) as exc:
         messages.error(f"{exc}. QUITTING.")
         return status.OTHER_ERROR

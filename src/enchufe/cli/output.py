@@ -28,6 +28,10 @@ class Messages:
         """Always shown."""
         self._write(f"enchufe: {text}\n")
 
+    def bare(self, text: str) -> None:
+        """Always shown, without the prefix: ncat's ``perror`` lines (``write: ...``)."""
+        self._write(f"{text}\n")
+
     def info(self, text: str) -> None:
         """Shown with -v."""
         if self.verbosity >= 1:

@@ -46,7 +46,7 @@ import stat
 import threading
 import time
 
-from enchufe.errors import ConnectionLost, IdleTimeout, NetworkError
+from enchufe.errors import ConnectionLost, EnchufeError, IdleTimeout, NetworkError, OutputFailed
 from enchufe.net.fdstream import FdStream
 from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream, Stream, translate_os_error
 from enchufe.proto.eof import CLOSE_OUTPUT, DRAIN, QUIT_LATER, SEND_EOF, EndOfStream
@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 #: small enough that the idle timer and byte counters stay current.
 _ZERO_COPY_CHUNK = 1 << 20
 _FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE})
+#: What a splice into the local output fails with when the output is at fault, not
+#: the socket: a closed descriptor (reserved read-only), a full or failing disk.
+_OUTPUT_ERRNOS = frozenset({errno.EBADF, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
 #: One local read sent as one datagram: nsock's read size, far below UDP's 65,507.
 _DATAGRAM_READ_SIZE = 8192
 #: How long a refused send waits for the inbound pump to read what came before it.
@@ -199,8 +202,9 @@ class Relay:
 
         Raises:
             IdleTimeout: nothing moved for ``idle_timeout`` seconds.
+            OutputFailed: the local side refused what the remote sent (a full disk).
             NetworkError: the remote side failed (reset, broken pipe, ...), or the
-                local side failed in a way the system reports as an error.
+                local input failed in a way the system reports as an error.
         """
         pumps = [threading.Thread(target=self._run_pump, args=(True,), name="relay-in", daemon=True)]
         if self._send:
@@ -325,6 +329,8 @@ class Relay:
                 self._finish(self._rules.ending)
             else:
                 self._finish("error", refused.error)
+        except EnchufeError as exc:
+            self._finish("error", exc)
         except OSError as exc:  # a local descriptor failing in a way no stream translated
             self._finish("error", translate_os_error(exc, "recv" if inbound else "send"))
         except BaseException as exc:  # noqa: BLE001 - handed to run(), which re-raises it
@@ -408,6 +414,10 @@ class Relay:
                 if inbound:
                     raise _LocalClosed from None
                 raise _SendRefused(exc) from None
+            except NetworkError as exc:
+                if inbound:
+                    raise OutputFailed(str(exc), errno=exc.errno) from exc
+                raise
 
     @contextlib.contextmanager
     def _writes_to(self, sink: Stream) -> Iterator[None]:
@@ -497,6 +507,8 @@ class Relay:
     def _zero_copy_error(exc: OSError, inbound: bool) -> BaseException:
         if inbound and exc.errno == errno.EPIPE:
             return _LocalClosed()
+        if inbound and exc.errno in _OUTPUT_ERRNOS:
+            return OutputFailed(exc.strerror or str(exc), errno=exc.errno)
         error = translate_os_error(exc, "send")
         if not inbound and isinstance(error, ConnectionLost):
             return _SendRefused(error)
