@@ -1,0 +1,201 @@
+"""Many datagram peers on one socket: sessions by peer address, expiring when idle.
+
+UDP has no connections, yet ``-u -l -k`` wants one "client" per peer. ncat gets them
+by connecting its listening socket to the first peer and binding a fresh one on the
+same address, which relies on the kernel's ``SO_REUSEADDR`` demultiplexing (it fails
+on Windows, nmap/nmap#3320) and never ends a session. Here one unconnected socket
+receives everything, and :class:`DatagramSessions` keeps a session per peer address:
+
+- the first datagram from an address opens its session (``on_open``), every datagram
+  goes to ``on_datagram(session, data)`` — empty datagrams too: they are traffic;
+- :meth:`DatagramSession.send` answers that peer with ``sendto``;
+- a session with no traffic either way for ``idle_timeout`` seconds expires
+  (``on_close(session, "idle")``); one timer per session, re-armed lazily: traffic
+  only records the time, and a timer that fires early re-arms itself for the rest;
+- ``max_sessions`` bounds memory: a datagram from a new peer beyond it is dropped
+  (``on_refused(address)``), as a stream listener refuses a connection over ``-m``.
+
+The same works for Unix datagram sockets, whose peers are the paths they bound.
+Everything runs on the loop's thread.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from enchufe.net.stream import address_from_sockaddr, translate_os_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from enchufe.address import Address
+    from enchufe.errors import NetworkError
+    from enchufe.net.loop import EventLoop, TimerHandle
+
+    #: What ``recvfrom`` returns as the sender: a tuple, or a Unix path.
+    SockAddr = tuple[object, ...] | str | bytes
+
+__all__ = ["DatagramSession", "DatagramSessions"]
+
+#: The largest datagram read: UDP's own limit over IPv4 and IPv6.
+_MAX_DATAGRAM = 65535
+
+
+class DatagramSession:
+    """The datagrams exchanged with one peer address.
+
+    Attributes:
+        peer: the peer's address (``None`` for an unbound Unix datagram peer, which
+            cannot be answered).
+        sockaddr: the raw address, as ``recvfrom`` gave it.
+    """
+
+    def __init__(self, owner: DatagramSessions, sockaddr: SockAddr, peer: Address | None) -> None:
+        self._owner = owner
+        self.sockaddr = sockaddr
+        self.peer = peer
+        self.last_activity = owner.loop.time()
+        self.closed = False
+        self._timer: TimerHandle | None = None
+
+    def send(self, data: bytes) -> None:
+        """Send one datagram to the peer (an expired session sends nothing).
+
+        Raises:
+            NetworkError: the kernel refused it (too large, no route, ...).
+        """
+        if self.closed:
+            return
+        try:
+            self._owner.sock.sendto(data, self.sockaddr)
+        except BlockingIOError:
+            return  # the socket's buffer is full: a datagram may be lost, as on the wire
+        except OSError as exc:
+            raise translate_os_error(exc, "send") from exc
+        self.last_activity = self._owner.loop.time()
+
+    def close(self) -> None:
+        """End the session now (``on_close`` is told ``"closed"``)."""
+        self._owner._end(self, "closed")
+
+    def __repr__(self) -> str:
+        return f"<DatagramSession {self.peer}{' closed' if self.closed else ''}>"
+
+
+class DatagramSessions:
+    """Sessions by peer on one bound datagram socket; see the module docstring.
+
+    Args:
+        loop: the event loop to run on.
+        sock: a bound, unconnected datagram socket; made non-blocking, and closed by
+            :meth:`close`.
+        on_datagram: ``on_datagram(session, data)`` for every datagram.
+        on_open: ``on_open(session)`` when a new peer's first datagram arrives, before
+            ``on_datagram`` sees it.
+        on_close: ``on_close(session, reason)``: ``"idle"``, ``"closed"`` or
+            ``"shutdown"``.
+        on_refused: ``on_refused(peer)`` for a new peer beyond ``max_sessions``.
+        on_error: ``on_error(error)`` when receiving fails (an ICMP error reported
+            on the socket); the socket goes on.
+        idle_timeout: seconds without traffic after which a session expires; ``None``
+            never.
+        max_sessions: the most sessions at once; ``None`` for no limit.
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        sock: socket.socket,
+        *,
+        on_datagram: Callable[[DatagramSession, bytes], None],
+        on_open: Callable[[DatagramSession], None] | None = None,
+        on_close: Callable[[DatagramSession, str], None] | None = None,
+        on_refused: Callable[[Address | None], None] | None = None,
+        on_error: Callable[[NetworkError], None] | None = None,
+        idle_timeout: float | None = None,
+        max_sessions: int | None = None,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.on_datagram = on_datagram
+        self.on_open = on_open
+        self.on_close = on_close
+        self.on_refused = on_refused
+        self.on_error = on_error
+        self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
+        self._sessions: dict[SockAddr | None, DatagramSession] = {}
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._on_readable)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[DatagramSession]:
+        return iter(list(self._sessions.values()))
+
+    def broadcast(self, data: bytes) -> None:
+        """Send ``data`` to every session's peer."""
+        for session in list(self._sessions.values()):
+            if session.peer is not None:
+                session.send(data)
+
+    def close(self) -> None:
+        """End every session (``"shutdown"``) and close the socket. Idempotent."""
+        if self.sock.fileno() < 0:
+            return
+        for session in list(self._sessions.values()):
+            self._end(session, "shutdown")
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        try:
+            data, sockaddr = self.sock.recvfrom(_MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if self.on_error is not None:
+                self.on_error(translate_os_error(exc, "recv"))
+            return
+        key = sockaddr if sockaddr else None
+        session = self._sessions.get(key)
+        if session is None:
+            peer = address_from_sockaddr(self.sock.family, sockaddr)
+            if self.max_sessions is not None and len(self._sessions) >= self.max_sessions:
+                if self.on_refused is not None:
+                    self.on_refused(peer)
+                return
+            session = DatagramSession(self, sockaddr, peer)
+            self._sessions[key] = session
+            self._arm(session)
+            if self.on_open is not None:
+                self.on_open(session)
+        session.last_activity = self.loop.time()
+        self.on_datagram(session, data)
+
+    def _arm(self, session: DatagramSession) -> None:
+        if self.idle_timeout is not None:
+            session._timer = self.loop.call_at(session.last_activity + self.idle_timeout, self._check_idle, session)
+
+    def _check_idle(self, session: DatagramSession) -> None:
+        assert self.idle_timeout is not None
+        if session.closed:
+            return
+        if self.loop.time() - session.last_activity >= self.idle_timeout:
+            self._end(session, "idle")
+        else:
+            self._arm(session)  # traffic since the timer was set: wait for the rest
+
+    def _end(self, session: DatagramSession, reason: str) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        if session._timer is not None:
+            session._timer.cancel()
+        self._sessions.pop(session.sockaddr if session.sockaddr else None, None)
+        if self.on_close is not None:
+            self.on_close(session, reason)
