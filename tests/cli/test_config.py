@@ -456,7 +456,9 @@ def test_huge_time_is_a_usage_error() -> None:
         (["--sctp", "-k", "localhost"], "Invalid option combination: `--keep-open' with non-TCP protocol."),
         (["-m", "3", "localhost"], "Invalid option combination: `--max-conns' with connect."),
         (["--nsock-engine", "foo", "localhost"], "Unknown or non-available engine: foo."),
-        (["-l", "-k"], "-k is not supported yet in listen mode."),
+        (["-l", "-k", "-u"], "-k is not supported yet in listen mode over UDP or SCTP."),
+        (["-l", "-k", "-o", "log"], "-o is not supported yet with -k in listen mode."),
+        (["-l", "-k", "-i", "1"], "-i is not supported yet with -k in listen mode."),
         (["-l", "-m", "x"], "Invalid number of maximum connections: x"),
     ],
 )

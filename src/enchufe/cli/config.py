@@ -28,6 +28,8 @@ DEFAULT_PORT = 31337
 _INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
 _NSOCK_ENGINES = frozenset({"epoll", "poll", "select"})
 _MAX_HOPS = 8  # room in an IPv4 header's options
+#: Options the multi-client listener does not carry out yet: refused, never ignored.
+_NOT_YET_WITH_KEEP_OPEN = ("-C", "-t", "-o", "-x", "-i", "-d", "-q", "--send-only", "--recv-only")
 
 
 class UsageError(EnchufeError):
@@ -214,7 +216,11 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
     if given("-k") and not listen and transport != "stream":
         raise UsageError("Invalid option combination: `--keep-open' with non-TCP protocol.")
     if given("-k") and listen:
-        raise UsageError("-k is not supported yet in listen mode.")
+        if transport != "stream":
+            raise UsageError("-k is not supported yet in listen mode over UDP or SCTP.")
+        for option in _NOT_YET_WITH_KEEP_OPEN:
+            if given(option):
+                raise UsageError(f"{option} is not supported yet with -k in listen mode.")
     if given("-m") and not listen:
         raise UsageError("Invalid option combination: `--max-conns' with connect.")
     if given("-g") and not listen and ip_version != 4:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
+    from enchufe.net.listen import Listener
     from enchufe.net.relay import RelayResult
 
 __all__ = ["Environment", "run_connect", "run_listen"]
@@ -162,7 +163,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         address = UnixAddress(config.host)
     elif config.host is not None:
         address = InetAddress(config.host, config.port)
-    if config.max_conns is not None:
+    if config.max_conns is not None and not config.keep_open:
         messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
     listeners = open_listeners(
         address,
@@ -174,6 +175,8 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     try:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
+        if config.keep_open:
+            return _keep_open(config, env, listeners)
         with env.signals.interruptible():
             listener = wait_for_peer(listeners, wake_fd=env.signals.wake_fd)
         conn = listener.accept()
@@ -185,6 +188,47 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         messages.info(f"Connection from {_peer_of(conn)}.")
         _relay(config, conn, env, logs, listening=True)
     return status.SUCCESS
+
+
+def _keep_open(config: Config, env: Environment, listeners: list[Listener]) -> int:
+    """-l -k: every client at once on one event loop (:mod:`enchufe.serve.keep_open`).
+    A signal stops the loop; the clients are cut off, and the signal then ends the
+    command (128+signal) as it leaves its handlers."""
+    from enchufe.net.loop import EventLoop
+    from enchufe.serve.keep_open import KeepOpen
+
+    messages = env.messages
+
+    def joined(peer: Address | None) -> None:
+        messages.info(f"Connection from {peer or 'a client on Unix domain socket'}.")
+
+    def refused(peer: Address | None, reason: str) -> None:
+        messages.info(f"New connection denied: {reason}")
+
+    def dropped(peer: Address | None, reason: str) -> None:
+        messages.info(f"Disconnected {peer or 'a Unix domain socket client'}: {reason}.")
+
+    with EventLoop() as loop:
+        server = KeepOpen(
+            loop,
+            listeners,
+            input_fd=env.stdin_fd,
+            output_fd=env.stdout_fd,
+            max_clients=100 if config.max_conns is None else config.max_conns,
+            half_close=not config.no_shutdown,
+            on_join=joined,
+            on_refused=refused,
+            on_drop=dropped,
+        )
+        env.signals.on_signal = loop.stop
+        server.start()
+        try:
+            if env.signals.pending is None:  # after on_signal is set: no signal is missed
+                loop.run_forever()
+        finally:
+            env.signals.on_signal = None
+            server.close()
+    return status.SUCCESS  # only a signal stops the loop, and leaving its handlers raises it
 
 
 def _peer_of(conn: Connection) -> str:

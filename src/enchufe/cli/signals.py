@@ -19,7 +19,7 @@ import contextlib
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from signal import _HANDLER
     from types import FrameType, TracebackType
 
@@ -54,6 +54,10 @@ class SignalHandlers:
         self._signum: int | None = None
         self._raised = False
         self._armed = False
+        #: Called (from the handler, on the main thread) when a signal arrives: an
+        #: event loop's ``stop``, for a mode that waits in a loop rather than in an
+        #: interruptible wait. The signal is then raised at this context's exit.
+        self.on_signal: Callable[[], object] | None = None
 
     def __enter__(self) -> SignalHandlers:
         import os
@@ -86,6 +90,11 @@ class SignalHandlers:
             self.wake_fd = None
         self._raise_pending()
 
+    @property
+    def pending(self) -> int | None:
+        """The signal that arrived and has not been raised yet, if any."""
+        return None if self._raised else self._signum
+
     @contextlib.contextmanager
     def interruptible(self) -> Iterator[None]:
         """A wait that a signal may interrupt: raises :class:`Signalled` on entry if a
@@ -109,6 +118,8 @@ class SignalHandlers:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._signum is None:
             self._signum = signum
+        if self.on_signal is not None:
+            self.on_signal()
         if self._armed:
             self._armed = False
             self._raise_pending()

@@ -134,6 +134,8 @@ class SocketTransport:
             self.loop.remove_reader(self._fd)
 
     def _on_readable(self) -> None:
+        if not self._reading:
+            return  # paused by a callback that ran earlier in the same turn of the loop
         try:
             data = self.sock.recv(self._read_size)
         except (BlockingIOError, InterruptedError):

@@ -1,0 +1,235 @@
+"""ncat's ``-l -k``: many clients at once; the host's input goes to all, all of them to its output.
+
+:class:`KeepOpen` joins three parts, each doing the job it fits:
+
+- **the loop** (an :class:`~enchufe.net.loop.EventLoop` thread, the caller's) accepts
+  in bursts (:class:`~enchufe.net.acceptor.Acceptor`), admits or refuses each client
+  (the limit, access control), and runs the :class:`~enchufe.serve.hub.Hub`: no client
+  costs a thread, and a lagging client is dropped, never waited for;
+- **an input thread** (``keep-open-input``) reads the host's input, which is a
+  blocking descriptor shared with other processes (a terminal, a shell's pipe). It
+  reads only while some client can take more (an Event the loop sets and clears),
+  so a file on stdin is not read into memory faster than the clients drain it, and
+  not at all while nobody is connected (ncat reads stdin once a client is there);
+- **an output thread** (``keep-open-output``) writes what clients send to the host's
+  output through a bounded Queue: while it is full, the loop stops reading from the
+  clients, and TCP slows them down; nothing is dropped.
+
+End of stream, as ncat does it in this mode (``enchufe.proto.eof`` for the single
+session): a client that half-closes is closed once what was queued for it is sent;
+the end of the host's input half-closes every client (and every later one at once),
+and the server keeps running. The output is never closed: other clients may come.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import threading
+
+from enchufe.net.acceptor import Acceptor
+from enchufe.serve.hub import DEFAULT_MAX_BACKLOG, Client, Hub
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable, Sequence
+
+    from enchufe.address import Address
+    from enchufe.errors import NetworkError
+    from enchufe.net.listen import Listener
+    from enchufe.net.loop import EventLoop
+
+__all__ = ["KeepOpen"]
+
+#: One read of the host's input.
+_READ_SIZE = 65536
+#: Chunks waiting for the host's output before clients stop being read; reading
+#: resumes once the writer is down to a quarter of it.
+_OUTPUT_QUEUE = 32
+
+
+class KeepOpen:
+    """Serve clients of ``listeners`` on ``loop`` with ncat's ``-k`` rules.
+
+    Args:
+        loop: the event loop, run by the caller (:meth:`start` first).
+        listeners: stream listeners; the caller keeps owning them.
+        input_fd: the host's input (stdin); read in a thread, never closed.
+        output_fd: the host's output (stdout); written in a thread, never closed.
+        max_clients: connected clients at once; more are refused (ncat's ``-m``).
+        access: ``access(peer)`` is False for a peer to refuse (``--allow``/``--deny``).
+        half_close: at the end of the input, half-close every client
+            (``False``: ncat's ``--no-shutdown``).
+        on_join, on_leave, on_refused, on_drop: what happens, for the caller to
+            report: ``on_join(peer)``, ``on_leave(peer, error)``,
+            ``on_refused(peer, reason)``, ``on_drop(peer, reason)``.
+        max_backlog: bytes a client may fall behind before it is dropped.
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        listeners: Sequence[Listener],
+        *,
+        input_fd: int,
+        output_fd: int,
+        max_clients: int = 100,
+        access: Callable[[Address | None], bool] | None = None,
+        half_close: bool = True,
+        on_join: Callable[[Address | None], None] | None = None,
+        on_leave: Callable[[Address | None, NetworkError | None], None] | None = None,
+        on_refused: Callable[[Address | None, str], None] | None = None,
+        on_drop: Callable[[Address | None, str], None] | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+    ) -> None:
+        self.loop = loop
+        self.max_clients = max_clients
+        self.access = access
+        self.half_close = half_close
+        self.on_join = on_join
+        self.on_leave = on_leave
+        self.on_refused = on_refused
+        self._input_fd = input_fd
+        self._output_fd = output_fd
+        self.hub = Hub(
+            loop,
+            on_data=self._to_output,
+            on_leave=self._left,
+            on_drop=(lambda client, reason: on_drop(client.peer, reason)) if on_drop else None,
+            on_room=self._update_room,
+            max_backlog=max_backlog,
+        )
+        self.acceptor = Acceptor(loop, listeners, on_accept=self._join, admit=self._admit, on_refused=self._refused)
+        self._input_ended = False
+        self._room = threading.Event()
+        self._stop_read, self._stop_write = os.pipe()
+        self._output: queue.Queue[bytes | None] = queue.Queue(_OUTPUT_QUEUE)
+        self._clients_paused = False
+        self._threads = [
+            threading.Thread(target=self._read_input, name="keep-open-input", daemon=True),
+            threading.Thread(target=self._write_output, name="keep-open-output", daemon=True),
+        ]
+
+    def start(self) -> None:
+        """Start accepting and the two threads. From the loop's thread, or before it runs."""
+        self.acceptor.start()
+        for thread in self._threads:
+            thread.start()
+
+    def close(self, *, grace: float = 1.0) -> bool:
+        """Stop accepting, cut every client off, stop the threads.
+
+        What clients sent is still written out: the output thread gets ``grace``
+        seconds to finish (a reader of the output that stopped reading would hold
+        it for ever). Call it once the loop has stopped. Returns True if every
+        thread ended in time.
+        """
+        self.acceptor.stop()
+        self.hub.abort()
+        os.write(self._stop_write, b"x")
+        self._room.set()
+        with contextlib.suppress(queue.Full):
+            self._output.put(None, timeout=grace)
+        ended = True
+        for thread in self._threads:
+            thread.join(grace)
+            ended = ended and not thread.is_alive()
+        if not self._threads[0].is_alive():
+            os.close(self._stop_read)
+            os.close(self._stop_write)
+        return ended
+
+    # -- the loop's side ---------------------------------------------------------------
+
+    def _admit(self, peer: Address | None) -> str | None:
+        if self.access is not None and not self.access(peer):
+            return "not allowed"
+        if len(self.hub) >= self.max_clients:
+            return f"connection limit reached ({self.max_clients})"
+        return None
+
+    def _refused(self, peer: Address | None, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(peer, reason)
+
+    def _join(self, sock: socket.socket, peer: Address | None) -> None:
+        client = self.hub.add(sock, peer)
+        if self.on_join is not None:
+            self.on_join(peer)
+        assert client.transport is not None
+        if self._clients_paused:
+            client.transport.pause_reading()
+        if self._input_ended and self.half_close:
+            client.transport.write_eof()
+
+    def _left(self, client: Client, error: NetworkError | None) -> None:
+        if self.on_leave is not None:
+            self.on_leave(client.peer, error)
+
+    def _to_output(self, client: Client, data: bytes) -> None:
+        self._output.put_nowait(data)  # never full here: clients are paused before it is
+        if self._output.full():
+            self._clients_paused = True
+            for each in self.hub:
+                if each.transport is not None:
+                    each.transport.pause_reading()
+
+    def _resume_clients(self) -> None:
+        if not self._clients_paused:
+            return
+        self._clients_paused = False
+        for client in self.hub:
+            if client.transport is not None and not client.transport.is_closing():
+                client.transport.resume_reading()
+
+    def _broadcast(self, data: bytes) -> None:
+        self.hub.broadcast(data)
+        self._update_room()
+
+    def _update_room(self) -> None:
+        if len(self.hub) and self.hub.has_room():
+            self._room.set()
+        else:
+            self._room.clear()
+
+    def _end_of_input(self) -> None:
+        self._input_ended = True
+        if self.half_close:
+            for client in self.hub:
+                if client.transport is not None and not client.transport.is_closing():
+                    client.transport.write_eof()
+
+    # -- the threads' side ---------------------------------------------------------------
+
+    def _read_input(self) -> None:
+        poller = select.poll()
+        poller.register(self._input_fd, select.POLLIN)
+        poller.register(self._stop_read, select.POLLIN)
+        while True:
+            self._room.wait()
+            if any(fd == self._stop_read for fd, _ in poller.poll()):
+                return
+            try:
+                data = os.read(self._input_fd, _READ_SIZE)
+            except OSError:
+                data = b""  # an input that fails has ended, as far as the clients can tell
+            if not data:
+                self.loop.call_soon_threadsafe(self._end_of_input)
+                return
+            self._room.clear()  # the loop sets it again once the chunk is out and there is room
+            self.loop.call_soon_threadsafe(self._broadcast, data)
+
+    def _write_output(self) -> None:
+        low = _OUTPUT_QUEUE // 4
+        while (data := self._output.get()) is not None:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._output_fd, view) :]
+            except OSError:
+                pass  # an output that went away: what clients send has nowhere to go
+            if self._clients_paused and self._output.qsize() <= low:
+                self.loop.call_soon_threadsafe(self._resume_clients)

@@ -1,0 +1,184 @@
+"""``enchufe -l -k``: many clients at once on one event loop, end to end.
+
+stdin goes to every client, every client's data to stdout; clients come and go; ``-m``
+refuses the one too many; the end of stdin half-closes everyone and the server goes
+on; a client that stops reading is dropped instead of stopping the room; and no client
+costs a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support.cli_e2e import STEP_TIMEOUT, assert_clean_stderr, recv_exactly, recv_until_eof
+from support.procs import Process, enchufe
+
+
+def connect(port: int) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
+    client.settimeout(STEP_TIMEOUT)
+    return client
+
+
+def stop(cmd: Process) -> None:
+    cmd.popen.send_signal(signal.SIGTERM)
+    assert cmd.wait() == 128 + signal.SIGTERM
+    assert_clean_stderr(cmd.stderr)
+
+
+def test_stdin_reaches_every_client_and_every_client_reaches_stdout() -> None:
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as a, connect(port) as b:
+            cmd.wait_for_line("Connection from")
+            cmd.wait_for_line("Connection from")
+            cmd.write(b"to everyone\n")
+            assert recv_exactly(a, 12) == recv_exactly(b, 12) == b"to everyone\n"
+            a.sendall(b"from a\n")
+            assert cmd.read_stdout(7) == b"from a\n"
+            b.sendall(b"from b\n")
+            assert cmd.read_stdout(7) == b"from b\n"
+        with connect(port) as c:  # the first two are gone; the server is not
+            cmd.wait_for_line("Connection from")
+            cmd.write(b"still here\n")
+            assert recv_exactly(c, 11) == b"still here\n"
+        stop(cmd)
+
+
+def test_max_conns_refuses_the_one_too_many_and_admits_again_when_one_leaves() -> None:
+    with enchufe("-l", "-k", "-m", "2", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        a, b = connect(port), connect(port)
+        with a, b:
+            cmd.wait_for_line("Connection from")
+            cmd.wait_for_line("Connection from")
+            with connect(port) as third:
+                cmd.wait_for_line(r"^enchufe: New connection denied: connection limit reached \(2\)$")
+                assert third.recv(10) == b""  # closed without a byte
+            a.close()
+            b.sendall(b"keep")
+            assert cmd.read_stdout(4) == b"keep"
+            cmd.write(b"x")  # a's departure is noticed by now or at this write
+            assert recv_exactly(b, 1) == b"x"
+        with connect(port) as fourth:
+            cmd.wait_for_line("Connection from")
+            fourth.sendall(b"admitted")
+            assert cmd.read_stdout(8) == b"admitted"
+        stop(cmd)
+
+
+def test_max_conns_zero_refuses_every_client() -> None:
+    with enchufe("-l", "-k", "-m", "0", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        for _ in range(3):
+            with connect(port) as client:
+                cmd.wait_for_line(r"New connection denied: connection limit reached \(0\)")
+                assert client.recv(10) == b""
+        stop(cmd)
+
+
+def test_the_end_of_stdin_half_closes_every_client_and_the_server_goes_on() -> None:
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as a:
+            cmd.wait_for_line("Connection from")
+            cmd.write(b"last words")
+            cmd.close_stdin()
+            assert recv_until_eof(a) == b"last words"
+            a.sendall(b"the client may still talk")
+            assert cmd.read_stdout(25) == b"the client may still talk"
+        with connect(port) as late:
+            assert late.recv(10) == b""  # half-closed at once: the input has ended
+            late.sendall(b"late")
+            assert cmd.read_stdout(4) == b"late"
+        stop(cmd)
+
+
+def test_a_client_that_stops_reading_is_dropped_and_delays_nobody(tmp_path: Path) -> None:
+    """50 MB from a file on stdin to two clients, one of which never reads: the other
+    gets every byte, the stalled one is cut off with a -v line."""
+    payload = os.urandom(50 * 1024 * 1024)
+    source = tmp_path / "payload"
+    source.write_bytes(payload)
+    with open(source, "rb") as stdin, enchufe("-l", "-k", "-v", "127.0.0.1", "0", stdin=stdin) as cmd:
+        port = cmd.listening_port()
+        # The reader first: stdin is read once a client is there, and a client that
+        # joins later does not get what was sent before it came (ncat's rule too).
+        with connect(port) as reader:
+            cmd.wait_for_line("Connection from")
+            with connect(port) as stalled:
+                stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                digest = hashlib.sha256()
+                received = 0
+                while received < len(payload):
+                    chunk = reader.recv(1 << 20)
+                    assert chunk, f"{received} bytes, then end of stream"
+                    digest.update(chunk)
+                    received += len(chunk)
+                assert digest.digest() == hashlib.sha256(payload).digest()
+                cmd.wait_for_line(r"^enchufe: Disconnected 127\.0\.0\.1:\d+: too far behind\.$")
+        stop(cmd)
+
+
+def test_hundreds_of_clients_cost_no_thread_each() -> None:
+    with enchufe("-l", "-k", "-m", "1000", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        clients = []
+        try:
+            for _ in range(300):
+                # One at a time: the command keeps ncat's listen backlog of 10, and a
+                # burst beyond it costs each extra client a 1 s SYN retry.
+                clients.append(connect(port))
+                cmd.wait_for_line("Connection from")
+            cmd.write(b"!")
+            assert all(recv_exactly(client, 1) == b"!" for client in clients)
+            status = Path(f"/proc/{cmd.popen.pid}/status").read_text()
+            threads = int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+            assert threads <= 4  # the loop, the stdin reader, the stdout writer
+        finally:
+            for client in clients:
+                client.close()
+        stop(cmd)
+
+
+def test_unix_stream_keep_open(sock_dir: str) -> None:
+    path = os.path.join(sock_dir, "hub.sock")
+    with enchufe("-l", "-k", "-v", "-U", path) as cmd:
+        cmd.wait_for_line("Listening on")
+        with socket.socket(socket.AF_UNIX) as a, socket.socket(socket.AF_UNIX) as b:
+            a.settimeout(STEP_TIMEOUT)
+            b.settimeout(STEP_TIMEOUT)
+            a.connect(path)
+            b.connect(path)
+            cmd.wait_for_line("Connection from")
+            cmd.wait_for_line("Connection from")
+            cmd.write(b"both")
+            assert recv_exactly(a, 4) == recv_exactly(b, 4) == b"both"
+        stop(cmd)
+    assert not os.path.exists(path)
+
+
+@pytest.mark.interop
+def test_ncat_clients_of_a_keep_open_listener() -> None:
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        for name in (b"first", b"second"):
+            client = subprocess.run(
+                ["ncat", "127.0.0.1", str(port)], input=name + b"\n", capture_output=True, timeout=STEP_TIMEOUT
+            )
+            assert client.returncode == 0
+            assert cmd.read_stdout(len(name) + 1) == name + b"\n"
+        stop(cmd)
+
+
+def test_udp_keep_open_is_refused_until_it_is_built() -> None:
+    with enchufe("-l", "-k", "-u", "127.0.0.1", "0") as cmd:
+        assert cmd.wait() == 2
+    assert cmd.stderr == "enchufe: -k is not supported yet in listen mode over UDP or SCTP. QUITTING."
