@@ -624,7 +624,6 @@ def test_source_route_is_ignored_in_listen_mode() -> None:
     ("argv", "expected"),
     [
         # Options that share getopt's value 0 are "the same" to glibc: it takes the first.
-        (["--den=1.2.3.4", "-l"], "--deny is not supported yet."),
         (["--pro", "x", "localhost"], "--proxy is not supported yet."),
         (["--ssl-c", "x", "localhost"], "--ssl-cert is not supported yet."),
         # Different letters or argument types stay ambiguous (checked against ncat 7.93).
@@ -634,6 +633,18 @@ def test_source_route_is_ignored_in_listen_mode() -> None:
 )
 def test_abbreviations_follow_glibc(argv: list[str], expected: str) -> None:
     assert message(argv) == expected
+
+
+def test_an_abbreviation_of_equivalent_options_is_the_first() -> None:
+    # --den could be --deny or --denyfile; glibc takes the first in ncat's table.
+    assert parse_args(["--den=1.2.3.4", "-l"]).access == (("deny", "1.2.3.4"),)
+
+
+def test_access_lists_keep_their_order_and_are_listen_only() -> None:
+    config = parse_args(["-l", "--allow", "10.0.0.0/8", "--denyfile", "f", "--deny", "10.1.1.1"])
+    assert config.access == (("allow", "10.0.0.0/8"), ("denyfile", "f"), ("deny", "10.1.1.1"))
+    assert message(["--allow", "127.0.0.1", "localhost"]) == "Invalid option combination: allow/deny with connect."
+    assert message(["-l", "-u", "--deny", "127.0.0.1"]) == "--allow and --deny are not supported yet over UDP or SCTP."
 
 
 def test_long_spellings_of_short_only_options() -> None:

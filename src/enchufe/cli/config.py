@@ -29,6 +29,7 @@ _INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
 _NSOCK_ENGINES = frozenset({"epoll", "poll", "select"})
 _MAX_HOPS = 8  # room in an IPv4 header's options
 #: Options the multi-client listener does not carry out yet: refused, never ignored.
+_ACCESS_OPTIONS = frozenset({"--allow", "--deny", "--allowfile", "--denyfile"})
 _NOT_YET_WITH_KEEP_OPEN = ("-C", "-t", "-o", "-x", "-i", "-d", "-q", "--send-only", "--recv-only")
 
 
@@ -80,6 +81,9 @@ class Config:
     nsock_engine: str | None = None
     source_route: tuple[str, ...] = ()
     source_route_pointer: int = 4
+    #: ``--allow``/``--deny``/``--allowfile``/``--denyfile`` in command-line order, as
+    #: ``("allow", "10.0.0.0/8")``, ``("denyfile", PATH)``.
+    access: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, **fields: object) -> None:
         unknown = fields.keys() - set(_FIELDS)
@@ -111,6 +115,7 @@ def parse_args(argv: list[str]) -> Config:
     """Parse ncat's command line (without the program name)."""
     values: dict[str, object] = {}
     operands: list[str] = []
+    access: list[tuple[str, str]] = []
     verbosity = 0
     try:
         posixly_correct = "POSIXLY_CORRECT" in os.environ
@@ -128,6 +133,9 @@ def parse_args(argv: list[str]) -> Config:
             if name == "-v":
                 verbosity += 1
                 continue
+            if name in _ACCESS_OPTIONS:  # allow/deny lists accumulate, in order
+                access.append((name[2:], value))
+                continue
             parsed = _parse_value(name, value)
             if name == "-g":  # hops accumulate over several -g
                 previous = values.get(name, ())
@@ -139,7 +147,7 @@ def parse_args(argv: list[str]) -> Config:
             values[name] = parsed
     except GetoptError as exc:
         raise UsageError(str(exc), getopt_message=True) from None
-    return _build(values, operands, verbosity)
+    return _build(values, operands, verbosity, tuple(access))
 
 
 def _parse_value(name: str, value: str) -> object:
@@ -172,7 +180,9 @@ def _parse_value(name: str, value: str) -> object:
     return value
 
 
-def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Config:
+def _build(
+    values: dict[str, object], operands: list[str], verbosity: int, access: tuple[tuple[str, str], ...]
+) -> Config:
     def given(name: str) -> bool:
         return name in values
 
@@ -221,6 +231,10 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         for option in _NOT_YET_WITH_KEEP_OPEN:
             if given(option):
                 raise UsageError(f"{option} is not supported yet with -k in listen mode.")
+    if access and not listen:
+        raise UsageError("Invalid option combination: allow/deny with connect.")
+    if access and transport != "stream":
+        raise UsageError("--allow and --deny are not supported yet over UDP or SCTP.")
     if given("-m") and not listen:
         raise UsageError("Invalid option combination: `--max-conns' with connect.")
     if given("-g") and not listen and ip_version != 4:
@@ -275,6 +289,7 @@ def _build(values: dict[str, object], operands: list[str], verbosity: int) -> Co
         max_conns=int(number("-m")) if given("-m") else None,
         nsock_engine=text("--nsock-engine") if given("--nsock-engine") else None,
         source_route=hops("-g") if given("-g") and not listen else (),
+        access=access,
         source_route_pointer=int(number("-G")) if given("-G") else 4,
     )
 

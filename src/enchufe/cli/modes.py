@@ -165,6 +165,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         address = InetAddress(config.host, config.port)
     if config.max_conns is not None and not config.keep_open:
         messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
+    access = _access_list(config, messages)
     listeners = open_listeners(
         address,
         port=config.port,
@@ -176,10 +177,17 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
         if config.keep_open:
-            return _keep_open(config, env, listeners)
-        with env.signals.interruptible():
-            listener = wait_for_peer(listeners, wake_fd=env.signals.wake_fd)
-        conn = listener.accept()
+            return _keep_open(config, env, listeners, access)
+        while True:
+            with env.signals.interruptible():
+                listener = wait_for_peer(listeners, wake_fd=env.signals.wake_fd)
+            conn = listener.accept()
+            if access is None or access(conn.peer):
+                break
+            # A denied client does not use up a single-shot listener (ncat's does, and
+            # then runs on with nothing listening).
+            conn.close()
+            messages.info("New connection denied: not allowed")
     finally:
         close_all(listeners)
     with conn:
@@ -190,7 +198,47 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     return status.SUCCESS
 
 
-def _keep_open(config: Config, env: Environment, listeners: list[Listener]) -> int:
+def _access_list(config: Config, messages: Messages) -> Callable[[Address | None], bool] | None:
+    """--allow/--deny/--allowfile/--denyfile as a predicate on peers, read before
+    listening as ncat does; names are resolved now, once (not with -n)."""
+    if not config.access:
+        return None
+    from enchufe.acl import AccessList
+    from enchufe.errors import AddressError
+
+    acl = AccessList(resolve=None if config.numeric_only else _every_address_of)
+    try:
+        for kind, value in config.access:
+            if kind == "allow":
+                acl.allow(value)
+            elif kind == "deny":
+                acl.deny(value)
+            else:
+                try:
+                    with open(value) as file:
+                        (acl.allow_file if kind == "allowfile" else acl.deny_file)(file, value)
+                except OSError as exc:
+                    raise AddressError(f"can't open {value}: {exc.strerror}") from None
+    except AddressError as exc:
+        if exc.__cause__ is not None:
+            messages.error(str(exc.__cause__))  # ncat's detail line, before its QUITTING line
+        raise
+
+    def permits(peer: Address | None) -> bool:
+        return not isinstance(peer, InetAddress) or acl.permits(peer.host)
+
+    return permits
+
+
+def _every_address_of(name: str) -> list[str]:
+    import socket
+
+    return [str(info[4][0]) for info in socket.getaddrinfo(name, None)]
+
+
+def _keep_open(
+    config: Config, env: Environment, listeners: list[Listener], access: Callable[[Address | None], bool] | None
+) -> int:
     """-l -k: every client at once on one event loop (:mod:`enchufe.serve.keep_open`).
     A signal stops the loop; the clients are cut off, and the signal then ends the
     command (128+signal) as it leaves its handlers."""
@@ -215,6 +263,7 @@ def _keep_open(config: Config, env: Environment, listeners: list[Listener]) -> i
             input_fd=env.stdin_fd,
             output_fd=env.stdout_fd,
             max_clients=100 if config.max_conns is None else config.max_conns,
+            access=access,
             half_close=not config.no_shutdown,
             on_join=joined,
             on_refused=refused,
