@@ -181,4 +181,4 @@ def test_ncat_clients_of_a_keep_open_listener() -> None:
 def test_udp_keep_open_is_refused_until_it_is_built() -> None:
     with enchufe("-l", "-k", "-u", "127.0.0.1", "0") as cmd:
         assert cmd.wait() == 2
-    assert cmd.stderr == "enchufe: -k is not supported yet in listen mode over UDP or SCTP. QUITTING."
+    assert cmd.stderr == "enchufe: -k, --broker and --chat are not supported yet over UDP or SCTP. QUITTING."

@@ -65,6 +65,10 @@ class Config:
     delay: float | None = None
     quit_after_eof: float | None = None
     keep_open: bool = False
+    #: ncat's --broker (every client's data to the others) and --chat (the same,
+    #: framed with <userN> prefixes and announcements); both imply many clients.
+    broker: bool = False
+    chat: bool = False
     verbosity: int = 0
     crlf: bool = False
     telnet: bool = False
@@ -201,7 +205,10 @@ def _build(
         assert isinstance(value, (int, float))
         return value
 
-    listen = given("-l")
+    chat = given("--chat") or given("--talk")
+    broker = chat or given("--broker")
+    # --broker implies -l; --chat implies --broker but not -l (ncat's rule).
+    listen = given("-l") or given("--broker")
     unix = given("-U")
     transport: Transport = "stream"
     if given("--sctp") or given("-u"):
@@ -225,12 +232,14 @@ def _build(
         raise UsageError("Specifying source port when using Unix domain sockets doesn't make sense.")
     if given("-k") and not listen and transport != "stream":
         raise UsageError("Invalid option combination: `--keep-open' with non-TCP protocol.")
-    if given("-k") and listen:
+    if chat and not listen and operands:
+        raise UsageError("Invalid option combination: `--chat' with connect.")
+    if (given("-k") or broker) and listen:
         if transport != "stream":
-            raise UsageError("-k is not supported yet in listen mode over UDP or SCTP.")
+            raise UsageError("-k, --broker and --chat are not supported yet over UDP or SCTP.")
         for option in _NOT_YET_WITH_KEEP_OPEN:
             if given(option):
-                raise UsageError(f"{option} is not supported yet with -k in listen mode.")
+                raise UsageError(f"{option} is not supported yet with -k, --broker or --chat.")
     if access and not listen:
         raise UsageError("Invalid option combination: allow/deny with connect.")
     if access and transport != "stream":
@@ -276,6 +285,8 @@ def _build(
         delay=number("-d") if given("-d") else None,
         quit_after_eof=number("-q") if given("-q") else None,
         keep_open=given("-k"),
+        broker=broker and listen,
+        chat=chat and listen,
         verbosity=verbosity,
         crlf=given("-C"),
         telnet=given("-t"),

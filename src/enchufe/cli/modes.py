@@ -163,7 +163,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         address = UnixAddress(config.host)
     elif config.host is not None:
         address = InetAddress(config.host, config.port)
-    if config.max_conns is not None and not config.keep_open:
+    if config.max_conns is not None and not (config.keep_open or config.broker):
         messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
     access = _access_list(config, messages)
     listeners = open_listeners(
@@ -176,7 +176,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     try:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
-        if config.keep_open:
+        if config.keep_open or config.broker:
             return _keep_open(config, env, listeners, access)
         while True:
             with env.signals.interruptible():
@@ -239,13 +239,20 @@ def _every_address_of(name: str) -> list[str]:
 def _keep_open(
     config: Config, env: Environment, listeners: list[Listener], access: Callable[[Address | None], bool] | None
 ) -> int:
-    """-l -k: every client at once on one event loop (:mod:`enchufe.serve.keep_open`).
+    """-l -k, --broker, --chat: every client at once on one event loop
+    (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
     A signal stops the loop; the clients are cut off, and the signal then ends the
     command (128+signal) as it leaves its handlers."""
     from enchufe.net.loop import EventLoop
     from enchufe.serve.keep_open import KeepOpen
 
     messages = env.messages
+
+    room = None
+    if config.broker:
+        from enchufe.proto.chat import BROKER, CHAT, Room
+
+        room = Room(CHAT if config.chat else BROKER)
 
     def joined(peer: Address | None) -> None:
         messages.info(f"Connection from {peer or 'a client on Unix domain socket'}.")
@@ -264,6 +271,7 @@ def _keep_open(
             output_fd=env.stdout_fd,
             max_clients=100 if config.max_conns is None else config.max_conns,
             access=access,
+            room=room,
             half_close=not config.no_shutdown,
             on_join=joined,
             on_refused=refused,

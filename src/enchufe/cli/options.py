@@ -48,7 +48,7 @@ LONG_IDENTITY = {
 
 #: Options recognised but not implemented yet: refused with exit status 2.
 NOT_YET = frozenset({
-    "--vsock", "-c", "-e", "--broker", "--chat", "--talk", "--proxy", "--proxy-type",
+    "--vsock", "-c", "-e", "--proxy", "--proxy-type",
     "--proxy-auth", "--proxy-dns", "--ssl", "--ssl-cert", "--ssl-key", "--ssl-verify",
     "--ssl-trustfile", "--ssl-ciphers", "--ssl-servername", "--ssl-alpn",
 })  # fmt: skip

@@ -22,6 +22,7 @@ Everything runs on the loop's thread.
 
 from __future__ import annotations
 
+from enchufe.net.stream import DEFAULT_RECV_SIZE
 from enchufe.net.transport import DEFAULT_HIGH_WATER, SocketTransport, StreamProtocol
 
 TYPE_CHECKING = False
@@ -49,9 +50,11 @@ class Client(StreamProtocol):
         transport: its transport on the loop.
     """
 
-    def __init__(self, hub: Hub, client_id: int, peer: Address | None) -> None:
+    def __init__(self, hub: Hub, client_id: int, peer: Address | None, fileno: int) -> None:
         self.hub = hub
         self.id = client_id
+        #: The socket's descriptor number: ncat's chat names a client by it.
+        self.fileno = fileno
         self.peer = peer
         self.transport: SocketTransport | None = None
         #: True once the client has half-closed (it sends nothing more).
@@ -107,6 +110,8 @@ class Hub:
         on_room: called (with no argument) when :meth:`has_room` may have changed.
         max_backlog: the most bytes a client may have waiting before it is dropped.
         high_water: each transport's high-water mark (see :mod:`enchufe.net.transport`).
+        read_size: the most bytes one read from a client takes (ncat's chat framing
+            depends on it: one prefix per read).
     """
 
     def __init__(
@@ -120,8 +125,10 @@ class Hub:
         on_room: Callable[[], None] | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         high_water: int = DEFAULT_HIGH_WATER,
+        read_size: int = DEFAULT_RECV_SIZE,
     ) -> None:
         self.loop = loop
+        self.read_size = read_size
         self.on_data = on_data
         self.on_eof = on_eof or self._close_when_flushed
         self.on_leave = on_leave
@@ -134,10 +141,10 @@ class Hub:
 
     def add(self, sock: socket.socket, peer: Address | None = None) -> Client:
         """Take a connected socket into the hub; return its client."""
-        client = Client(self, self._next_id, peer)
+        client = Client(self, self._next_id, peer, sock.fileno())
         self._next_id += 1
         self._clients[client.id] = client
-        SocketTransport(self.loop, sock, client, high_water=self.high_water)
+        SocketTransport(self.loop, sock, client, high_water=self.high_water, read_size=self.read_size)
         self._room_changed()
         return client
 

@@ -30,6 +30,8 @@ import select
 import threading
 
 from enchufe.net.acceptor import Acceptor
+from enchufe.net.stream import DEFAULT_RECV_SIZE
+from enchufe.proto.chat import NCAT_READ_SIZE
 from enchufe.serve.hub import DEFAULT_MAX_BACKLOG, Client, Hub
 
 TYPE_CHECKING = False
@@ -41,11 +43,14 @@ if TYPE_CHECKING:
     from enchufe.errors import NetworkError
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
+    from enchufe.proto.chat import Room
 
 __all__ = ["KeepOpen"]
 
-#: One read of the host's input.
+#: One read of the host's input; in a room, ncat's size (chat prefixes each read).
 _READ_SIZE = 65536
+#: The host's number in a room: ncat's <user0>, its standard input.
+_HOST = 0
 #: Chunks waiting for the host's output before clients stop being read; reading
 #: resumes once the writer is down to a quarter of it.
 _OUTPUT_QUEUE = 32
@@ -67,6 +72,10 @@ class KeepOpen:
             report: ``on_join(peer)``, ``on_leave(peer, error)``,
             ``on_refused(peer, reason)``, ``on_drop(peer, reason)``.
         max_backlog: bytes a client may fall behind before it is dropped.
+        room: ``--broker``/``--chat``: what clients and the input send goes to the
+            other clients as the :class:`~enchufe.proto.chat.Room` says (members are
+            numbered by their descriptors, the input is ``<user0>``), and nothing
+            reaches the output.
     """
 
     def __init__(
@@ -84,8 +93,12 @@ class KeepOpen:
         on_refused: Callable[[Address | None, str], None] | None = None,
         on_drop: Callable[[Address | None, str], None] | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        room: Room | None = None,
     ) -> None:
         self.loop = loop
+        self.room = room
+        self._members: dict[int, Client] = {}
+        self._read_size = _READ_SIZE if room is None else NCAT_READ_SIZE
         self.max_clients = max_clients
         self.access = access
         self.half_close = half_close
@@ -101,6 +114,7 @@ class KeepOpen:
             on_drop=(lambda client, reason: on_drop(client.peer, reason)) if on_drop else None,
             on_room=self._update_room,
             max_backlog=max_backlog,
+            read_size=DEFAULT_RECV_SIZE if room is None else NCAT_READ_SIZE,
         )
         self.acceptor = Acceptor(loop, listeners, on_accept=self._join, admit=self._admit, on_refused=self._refused)
         self._input_ended = False
@@ -159,6 +173,9 @@ class KeepOpen:
         client = self.hub.add(sock, peer)
         if self.on_join is not None:
             self.on_join(peer)
+        if self.room is not None:
+            self._members[client.fileno] = client
+            self._deliver(self.room.join(client.fileno, str(peer or "localhost")))
         assert client.transport is not None
         if self._clients_paused:
             client.transport.pause_reading()
@@ -166,10 +183,21 @@ class KeepOpen:
             client.transport.write_eof()
 
     def _left(self, client: Client, error: NetworkError | None) -> None:
+        if self.room is not None and self._members.pop(client.fileno, None) is client:
+            self._deliver(self.room.leave(client.fileno))
         if self.on_leave is not None:
             self.on_leave(client.peer, error)
 
+    def _deliver(self, deliveries: list[tuple[int, bytes]]) -> None:
+        for member, data in deliveries:
+            client = self._members.get(member)
+            if client is not None:
+                client.send(data)
+
     def _to_output(self, client: Client, data: bytes) -> None:
+        if self.room is not None:
+            self._deliver(self.room.message(client.fileno, data))
+            return
         self._output.put_nowait(data)  # never full here: clients are paused before it is
         if self._output.full():
             self._clients_paused = True
@@ -186,7 +214,10 @@ class KeepOpen:
                 client.transport.resume_reading()
 
     def _broadcast(self, data: bytes) -> None:
-        self.hub.broadcast(data)
+        if self.room is None:
+            self.hub.broadcast(data)
+        else:
+            self._deliver(self.room.message(_HOST, data))
         self._update_room()
 
     def _update_room(self) -> None:
@@ -197,6 +228,8 @@ class KeepOpen:
 
     def _end_of_input(self) -> None:
         self._input_ended = True
+        if self.room is not None:
+            self._deliver(self.room.flush(_HOST))
         if self.half_close:
             for client in self.hub:
                 if client.transport is not None and not client.transport.is_closing():
@@ -213,7 +246,7 @@ class KeepOpen:
             if any(fd == self._stop_read for fd, _ in poller.poll()):
                 return
             try:
-                data = os.read(self._input_fd, _READ_SIZE)
+                data = os.read(self._input_fd, self._read_size)
             except OSError:
                 data = b""  # an input that fails has ended, as far as the clients can tell
             if not data:

@@ -1,0 +1,109 @@
+"""``--broker`` and ``--chat``: what one client says reaches the others, end to end."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from support.cli_e2e import STEP_TIMEOUT, assert_clean_stderr, recv_exactly
+from support.procs import Process, enchufe
+
+ANNOUNCE = re.compile(
+    rb"<announce> 127\.0\.0\.1:(\d+) is connected as <user(\d+)>\.\n<announce> already connected: (.*)\.\n"
+)
+
+
+def connect(port: int) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
+    client.settimeout(STEP_TIMEOUT)
+    return client
+
+
+def stop(cmd: Process) -> None:
+    cmd.popen.send_signal(signal.SIGTERM)
+    assert cmd.wait() == 128 + signal.SIGTERM
+    assert cmd.stdout == b""  # the host's output receives nothing in either mode
+    assert_clean_stderr(cmd.stderr)
+
+
+def quiet(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    finally:
+        sock.settimeout(STEP_TIMEOUT)
+    return False
+
+
+def test_broker_passes_each_clients_bytes_to_the_others_only() -> None:
+    with enchufe("--broker", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as a, connect(port) as b, connect(port) as c:
+            for _ in range(3):
+                cmd.wait_for_line("Connection from")
+            a.sendall(b"from a\n")
+            assert recv_exactly(b, 7) == recv_exactly(c, 7) == b"from a\n"
+            cmd.write(b"from the host\n")
+            assert recv_exactly(a, 14) == recv_exactly(b, 14) == recv_exactly(c, 14) == b"from the host\n"
+            assert quiet(a)  # a never hears itself
+        stop(cmd)
+
+
+def read_announcement(sock: socket.socket, newcomer: socket.socket | None = None) -> tuple[int, bytes]:
+    """Read one join announcement (of ``newcomer``, ``sock`` itself by default): the
+    user number and the "already connected" list."""
+    data = b""
+    while not ANNOUNCE.fullmatch(data):
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    match = ANNOUNCE.fullmatch(data)
+    assert match is not None
+    assert int(match.group(1)) == (newcomer or sock).getsockname()[1]
+    return int(match.group(2)), match.group(3)
+
+
+def test_chat_announces_and_prefixes_each_read_as_ncat_does() -> None:
+    with enchufe("-l", "--chat", "127.0.0.1", "0", "-v") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as a:
+            user_a, others = read_announcement(a)
+            assert others == b"nobody"
+            with connect(port) as b:
+                user_b, others = read_announcement(b)
+                assert others == f"127.0.0.1:{a.getsockname()[1]} as <user{user_a}>".encode()
+                assert read_announcement(a, newcomer=b) == (user_b, others)  # everyone hears it
+                a.sendall(b"hi\x07 there\n")
+                expected = f"<user{user_a}> hi\\007 there\n".encode()
+                assert recv_exactly(b, len(expected)) == expected
+                cmd.write(b"host says\n")
+                assert recv_exactly(a, 18) == recv_exactly(b, 18) == b"<user0> host says\n"
+            leave = f"<announce> <user{user_b}> is disconnected.\n".encode()
+            assert recv_exactly(a, len(leave)) == leave
+        stop(cmd)
+
+
+@pytest.mark.interop
+def test_ncat_clients_chat_through_enchufe() -> None:
+    with enchufe("-l", "--chat", "127.0.0.1", "0", "-v") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as watcher:
+            read_announcement(watcher)
+            talker = subprocess.run(
+                ["ncat", "127.0.0.1", str(port)], input=b"hello from ncat\n", capture_output=True, timeout=STEP_TIMEOUT
+            )
+            assert talker.returncode == 0
+            assert talker.stdout.startswith(b"<announce> 127.0.0.1:")
+            seen = b""
+            while b"hello from ncat\n" not in seen:
+                chunk = watcher.recv(4096)
+                assert chunk, seen
+                seen += chunk
+            assert re.search(rb"<user\d+> hello from ncat\n", seen)
+        stop(cmd)
