@@ -176,12 +176,33 @@ def test_close_gives_handlers_a_grace_period() -> None:
     assert finished.is_set()
 
 
-def test_shutdown_stops_accepting_at_once() -> None:
-    server = Server(open_listeners(InetAddress("127.0.0.1", 0)), echo).start()
+def test_shutdown_stops_accepting_at_once(joined: Callable[[], None]) -> None:
+    served = threading.Event()
+
+    def handler(conn: Connection) -> None:
+        served.set()
+
+    server = Server(open_listeners(InetAddress("127.0.0.1", 0)), handler).start()
     address = server.addresses[0]
-    server.close()
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((address.host, address.port), timeout=5)  # type: ignore[union-attr]
+    assert isinstance(address, InetAddress)
+    acceptors_after: list[list[str]] = []
+
+    def stop() -> None:
+        server.shutdown()
+        acceptors_after.append([thread.name for thread in threading.enumerate() if "-accept-" in thread.name])
+
+    # A daemon, so that a shutdown() that never returns fails this test, not the run's exit.
+    stopper = threading.Thread(target=stop, name="shutdown-under-test", daemon=True)
+    stopper.start()
+    stopper.join(10)
+    assert acceptors_after == [[]]  # shutdown() returned, with no connection to wake the acceptor, once it was gone
+    with socket.create_connection((address.host, address.port), timeout=5) as late:
+        # The kernel queues the connection; nobody accepts it. Closing the listener resets it.
+        server.close()
+        with pytest.raises(ConnectionResetError):
+            late.recv(1)
+    joined()
+    assert not served.is_set()
 
 
 def test_serves_several_listeners_at_once(sock_dir: str) -> None:
@@ -311,6 +332,46 @@ def test_a_connection_that_gets_no_thread_is_closed_and_reported() -> None:
     assert result.stderr == ""
 
 
+def test_out_of_descriptors_the_acceptor_pauses_then_serves(joined: Callable[[], None]) -> None:
+    """EMFILE leaves the connection queued and the listener readable: an acceptor that
+    tried again at once would spin. It must wait (on its shutdown event, so that close()
+    still ends the wait at once), then accept when descriptors are back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    paused = threading.Event()
+
+    class WatchedStop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            if not paused.is_set():  # the acceptor's pause after EMFILE: end the shortage
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                paused.set()
+            return super().wait(timeout)
+
+    def handler(conn: Connection) -> None:
+        conn.send_all(b"served")
+
+    server = Server(open_listeners(InetAddress("127.0.0.1", 0)), handler)
+    server._stopping = WatchedStop()
+    server.start()
+    host, port = server.addresses[0]  # type: ignore[misc]
+    with socket.create_connection((host, port), timeout=10) as warm_up:
+        assert warm_up.recv(6) == b"served"  # the accept loop runs: its selector exists
+        assert warm_up.recv(1) == b""  # and the server closed its side: no descriptor frees later
+    client = socket.socket()  # made before the shortage: connecting needs no new descriptor
+    try:
+        lowest_free = os.open(os.devnull, os.O_RDONLY)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no descriptor left
+        client.settimeout(10)
+        client.connect((host, port))
+        assert paused.wait(10), "the acceptor did not pause after EMFILE"
+        assert client.recv(6) == b"served"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        client.close()
+        server.close()
+    joined()
+
+
 def test_start_out_of_descriptors_raises_to_the_caller(joined: Callable[[], None]) -> None:
     """The selector is made before the thread: EMFILE is the caller's error, not a
     thread that dies unseen and a server that never accepts."""
@@ -391,3 +452,36 @@ def test_close_gives_up_on_a_handler_that_ignores_its_connection(joined: Callabl
         release.set()
     server.close()  # the handler ends now, and this call joins it
     joined()
+
+
+def test_close_joins_threads_that_are_past_their_handler(joined: Callable[[], None]) -> None:
+    """A thread whose handler returned is no handler any more but still runs: close()
+    must wait for it too. threading.excepthook runs in the thread after the handler,
+    so a hook that blocks holds the thread in exactly that state."""
+    in_hook = threading.Event()
+    release = threading.Event()
+    previous_hook = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        in_hook.set()
+        release.wait(10)
+
+    def handler(conn: Connection) -> None:
+        raise SystemExit  # a BaseException: it leaves the thread through threading.excepthook
+
+    threading.excepthook = hook
+    try:
+        server = Server(open_listeners(InetAddress("127.0.0.1", 0)), handler).start()
+        with open_connection(server.addresses[0]) as client:
+            assert client.recv(timeout=5) == b""
+            assert in_hook.wait(10)
+            assert server.threads() == []
+            server.shutdown()  # the acceptor is gone: what close() cannot join is that thread
+            with pytest.warns(RuntimeWarning, match=f"after 0.0 s: conn-{client.local}$"):
+                server.close(timeout=0.0)
+        release.set()
+        server.close()
+        joined()
+    finally:
+        release.set()
+        threading.excepthook = previous_hook
