@@ -70,7 +70,7 @@ def _print_error(conn: Connection, exc: Exception) -> None:
 def _join(thread: threading.Thread, deadline: float | None) -> None:
     """Join ``thread`` until ``deadline`` (``time.monotonic()``; ``None``: no limit)."""
     if thread is threading.current_thread():
-        return  # close() called by a handler: that thread ends when the handler returns
+        return  # close() from a handler (or on_error in the accept loop) ends as it returns
     thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
