@@ -23,7 +23,9 @@ pytest_plugins = ["support.interop"]
 
 #: How long a thread started by a test may take to finish after the test returns.
 #: Threads end on events (a socket closing); this only bounds a wait that normally
-#: takes microseconds.
+#: takes microseconds. It would hide a ``close()`` that returns before joining its
+#: threads, so the tests of code that promises to join (``Server.close``) check right
+#: after it returns, with no grace (``joined`` in tests/serve/test_engine.py).
 THREAD_EXIT_GRACE = 5.0
 
 

@@ -4,7 +4,8 @@ Every error enchufe raises on purpose is an :class:`EnchufeError`. Each class al
 inherits the builtin exception it resembles, so code that knows nothing about
 enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, every
 :class:`TimedOut` is a :class:`TimeoutError`, an :class:`UnexpectedEOF` is an
-:class:`EOFError`, an :class:`AddressError` is a :class:`ValueError`.
+:class:`EOFError`, an :class:`AddressError` is a :class:`ValueError`, and so is a
+:class:`ReceiveLimitExceeded` (the peer sent bad input).
 
 ::
 
@@ -19,6 +20,7 @@ enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, ev
         ├── ConnectionLost (ConnectionError)  reset or broken pipe during a transfer
         ├── StreamClosed                   the stream was used after close()
         ├── UnexpectedEOF (EOFError)       the peer closed before a read was satisfied
+        ├── ReceiveLimitExceeded (ValueError)  no delimiter within a read's size limit
         └── TimedOut (TimeoutError)
             ├── ConnectTimeout             connect timeout (ncat's -w)
             ├── IdleTimeout                no traffic for the idle timeout (ncat's -i)
@@ -40,6 +42,7 @@ __all__ = [
     "IdleTimeout",
     "NetworkError",
     "OutputFailed",
+    "ReceiveLimitExceeded",
     "ReceiveTimeout",
     "ResolveError",
     "StreamClosed",
@@ -122,6 +125,27 @@ class UnexpectedEOF(NetworkError, EOFError):
     def __init__(self, message: str, *, partial: bytes = b"") -> None:
         super().__init__(message)
         self.partial = partial
+
+
+class ReceiveLimitExceeded(NetworkError, ValueError):
+    """A delimited read found no delimiter within its size limit.
+
+    Raised by :meth:`enchufe.net.connection.Connection.recv_until` and ``recv_line``
+    when ``max_size`` bytes have arrived without the delimiter (or the first
+    delimiter ends past ``max_size``), so that a peer cannot make a reader buffer
+    without bound. The peer's bytes are bad input (hence ``ValueError``), not a
+    broken connection: the connection is still usable.
+
+    Attributes:
+        partial: the bytes buffered when the limit was reached. Nothing is consumed:
+            they stay unread in the connection, so a later call sees them again.
+        limit: the ``max_size`` that was exceeded.
+    """
+
+    def __init__(self, message: str, *, partial: bytes = b"", limit: int) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.limit = limit
 
 
 class TimedOut(NetworkError, TimeoutError):

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from enchufe.errors import ReceiveTimeout, TimedOut, UnexpectedEOF
-from enchufe.net.connection import Connection
+from enchufe.errors import ReceiveLimitExceeded, ReceiveTimeout, TimedOut, UnexpectedEOF
+from enchufe.net.connection import DEFAULT_MAX_SIZE, Connection
 from enchufe.net.stream import SocketStream
 
 
@@ -186,3 +186,56 @@ def test_send_to_a_pipe_nobody_reads_times_out() -> None:
     with Connection(FdStream(read_fd, write_fd, owns_fds=True)) as conn:
         with pytest.raises(TimedOut):
             conn.send_all(b"x" * (1 << 20), timeout=0.2)
+
+
+# -- memory: bounded by the caller, not by the peer -----------------------------------
+
+
+def test_a_line_that_never_ends_stops_at_the_limit_and_loses_nothing(pair: tuple[Connection, socket.socket]) -> None:
+    """A peer sending megabytes without a newline cannot make recv_line buffer them all."""
+    conn, peer = pair
+    flood = b"x" * (4 << 20)
+    writer = threading.Thread(target=peer.sendall, args=(flood,))  # blocks until we read it all
+    writer.start()
+    try:
+        with pytest.raises(ReceiveLimitExceeded) as caught:
+            conn.recv_line(timeout=10)
+        assert DEFAULT_MAX_SIZE <= len(caught.value.partial) < 2 * DEFAULT_MAX_SIZE
+        assert caught.value.limit == DEFAULT_MAX_SIZE
+        assert isinstance(caught.value, ValueError)
+    finally:
+        assert conn.recv_exactly(len(flood), timeout=10) == flood  # the partial bytes were kept
+        writer.join()
+
+
+def test_the_limit_is_set_per_call_and_per_connection(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    peer.sendall(b"123456789\n" + b"abcdefghijk\n")
+    conn.max_size = 10
+    assert conn.recv_line(timeout=5) == b"123456789\n"  # exactly the limit, newline included
+    with pytest.raises(ReceiveLimitExceeded) as caught:
+        conn.recv_line(timeout=5)  # the newline is already buffered, but past the limit
+    assert caught.value.partial == b"abcdefghijk\n"
+    assert conn.recv_line(max_size=12, timeout=5) == b"abcdefghijk\n"
+    peer.sendall(b"key: value\r\n")
+    with pytest.raises(ReceiveLimitExceeded):
+        conn.recv_until(b"\r\n", max_size=11, timeout=5)
+    assert conn.recv_until(b"\r\n", max_size=None, timeout=5) == b"key: value\r\n"
+
+
+def test_a_limit_shorter_than_the_delimiter_is_rejected(pair: tuple[Connection, socket.socket]) -> None:
+    conn, _ = pair
+    with pytest.raises(ValueError, match="max_size 1"):
+        conn.recv_until(b"\r\n", max_size=1)
+
+
+def test_huge_counts_are_read_in_chunks_not_allocated(pair: tuple[Connection, socket.socket]) -> None:
+    """recv_exactly(2**40) used to ask recv() for 2**40 bytes at once: MemoryError."""
+    conn, peer = pair
+    peer.sendall(b"abc")
+    assert conn.recv(1 << 40, timeout=5) == b"abc"
+    peer.sendall(b"defg")
+    peer.shutdown(socket.SHUT_WR)
+    with pytest.raises(UnexpectedEOF) as caught:
+        conn.recv_exactly(1 << 40, timeout=5)
+    assert caught.value.partial == b"defg"

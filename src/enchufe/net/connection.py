@@ -12,6 +12,18 @@ Timeout model, the same for every read:
 - When the peer closes first, :class:`~enchufe.errors.UnexpectedEOF` is raised, with
   ``partial`` and the same no-loss rule. Plain :meth:`Connection.recv` returns ``b""``
   at end of file instead, like a socket.
+
+Memory model: what a read buffers is bounded by what the caller asked for, never by
+what the peer sends.
+
+- :meth:`Connection.recv_until` and :meth:`Connection.recv_line` return at most
+  ``max_size`` bytes, delimiter included (default: the connection's
+  :attr:`Connection.max_size`, :data:`DEFAULT_MAX_SIZE` unless set; ``None`` means no
+  limit). When that many bytes arrive without the delimiter,
+  :class:`~enchufe.errors.ReceiveLimitExceeded` is raised, with ``partial`` and the
+  same no-loss rule; the buffer then holds less than ``max_size`` plus one chunk.
+- Every read asks the stream for one chunk at most, so ``recv_exactly(2**40)``
+  buffers what arrives as it arrives instead of allocating a terabyte up front.
 """
 
 from __future__ import annotations
@@ -20,16 +32,21 @@ import time
 from types import EllipsisType, TracebackType
 
 from enchufe.address import Address
-from enchufe.errors import ReceiveTimeout, TimedOut, UnexpectedEOF
+from enchufe.errors import ReceiveLimitExceeded, ReceiveTimeout, TimedOut, UnexpectedEOF
 from enchufe.net.stream import DEFAULT_RECV_SIZE, Stream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["Connection"]
+__all__ = ["DEFAULT_MAX_SIZE", "Connection"]
+
+#: The most bytes ``recv_until`` and ``recv_line`` return unless told otherwise: far
+#: more than any line a protocol sends, far less than what hurts a server.
+DEFAULT_MAX_SIZE = 65536
 
 Timeout = float | None | EllipsisType
+MaxSize = int | None | EllipsisType
 
 
 class Connection:
@@ -41,6 +58,8 @@ class Connection:
         peer: the peer's address, when known.
         timeout: the default deadline in seconds of each read and send; ``None``
             (the default) blocks.
+        max_size: the default limit of ``recv_until`` and ``recv_line``, in bytes;
+            ``None`` means no limit.
     """
 
     def __init__(
@@ -50,11 +69,13 @@ class Connection:
         local: Address | None = None,
         peer: Address | None = None,
         timeout: float | None = None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
     ) -> None:
         self.stream = stream
         self.local = local
         self.peer = peer
         self.timeout = timeout
+        self.max_size = max_size
         self._buffer = bytearray()
         self._eof = False
 
@@ -70,27 +91,57 @@ class Connection:
         return data
 
     def recv_exactly(self, count: int, *, timeout: Timeout = ...) -> bytes:
-        """Return exactly ``count`` bytes."""
+        """Return exactly ``count`` bytes.
+
+        Raises:
+            ReceiveTimeout: the deadline passed first.
+            UnexpectedEOF: the peer closed first.
+        """
         deadline = self._deadline(timeout)
         while len(self._buffer) < count:
             self._fill(deadline, count - len(self._buffer), need=f"{count} bytes")
         return self._take(count)
 
-    def recv_until(self, delimiter: bytes, *, keepends: bool = True, timeout: Timeout = ...) -> bytes:
-        """Return the bytes up to and including ``delimiter`` (without it if not ``keepends``)."""
+    def recv_until(
+        self, delimiter: bytes, *, keepends: bool = True, max_size: MaxSize = ..., timeout: Timeout = ...
+    ) -> bytes:
+        """Return the bytes up to and including ``delimiter`` (without it if not ``keepends``).
+
+        Args:
+            delimiter: the bytes that end what is returned; not empty.
+            keepends: whether the returned bytes end with ``delimiter``.
+            max_size: the most bytes to return, delimiter included; defaults to
+                :attr:`max_size`; ``None`` means no limit.
+            timeout: seconds for the whole call; defaults to :attr:`timeout`.
+
+        Raises:
+            ReceiveLimitExceeded: ``max_size`` bytes arrived without the delimiter.
+            ReceiveTimeout: the deadline passed first.
+            UnexpectedEOF: the peer closed first.
+            ValueError: ``delimiter`` is empty or longer than ``max_size``.
+        """
         if not delimiter:
             raise ValueError("delimiter must not be empty")
+        limit = self.max_size if max_size is ... else max_size
+        if limit is not None and limit < len(delimiter):
+            raise ValueError(f"max_size {limit} is shorter than the delimiter {delimiter!r}")
         deadline = self._deadline(timeout)
         searched = 0
-        while (found := self._buffer.find(delimiter, searched)) < 0:
+        # Searching only the first `limit` bytes finds a delimiter that ends within them;
+        # once that many bytes are here without one, no later chunk can supply it.
+        while (found := self._buffer.find(delimiter, searched, limit)) < 0:
+            if limit is not None and len(self._buffer) >= limit:
+                raise ReceiveLimitExceeded(
+                    f"no {delimiter!r} within {limit} bytes", partial=bytes(self._buffer), limit=limit
+                )
             searched = max(0, len(self._buffer) - len(delimiter) + 1)
             self._fill(deadline, DEFAULT_RECV_SIZE, need=f"{delimiter!r}")
         line = self._take(found + len(delimiter))
         return line if keepends else line[: -len(delimiter)]
 
-    def recv_line(self, *, keepends: bool = True, timeout: Timeout = ...) -> bytes:
-        """Return one line, ending at ``\\n``."""
-        return self.recv_until(b"\n", keepends=keepends, timeout=timeout)
+    def recv_line(self, *, keepends: bool = True, max_size: MaxSize = ..., timeout: Timeout = ...) -> bytes:
+        """Return one line, ending at ``\\n``: :meth:`recv_until` with ``b"\\n"``."""
+        return self.recv_until(b"\n", keepends=keepends, max_size=max_size, timeout=timeout)
 
     def __iter__(self) -> Iterator[bytes]:
         """Yield chunks as they arrive until end of file."""
@@ -146,8 +197,12 @@ class Connection:
         if remaining is not None and remaining <= 0:
             raise ReceiveTimeout(f"timed out waiting for {need}", partial=bytes(self._buffer))
         self.stream.timeout = remaining
+        # A stream's recv() allocates all it is asked for before anything arrives, so a
+        # large count (recv_exactly(2**40)) would be a MemoryError: ask for one chunk at
+        # most. A datagram is asked for whole, since recv() discards what does not fit.
+        size = max_bytes if self.stream.is_datagram else min(max_bytes, DEFAULT_RECV_SIZE)
         try:
-            chunk = self.stream.recv(max(max_bytes, 1))
+            chunk = self.stream.recv(max(size, 1))
         except TimedOut:
             raise ReceiveTimeout(f"timed out waiting for {need}", partial=bytes(self._buffer)) from None
         if not chunk and self.stream.is_datagram:

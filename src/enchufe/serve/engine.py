@@ -5,7 +5,9 @@ writing, sleeping. The engine owns everything around it:
 
 - **Accepting.** One acceptor thread waits on every listener and on a wake-up
   socket pair at once (``selectors``), so :meth:`Server.shutdown` takes effect
-  immediately, with no polling interval.
+  immediately, with no polling interval. Out of descriptors, memory or threads,
+  it pauses briefly and goes on: a connection it cannot accept waits in the
+  kernel's queue, one it cannot start a thread for is closed and reported.
 - **Threads.** Each connection gets a thread named ``conn-<peer>``. Finished
   threads are forgotten at once (no bookkeeping grows with the number of
   connections served); :meth:`Server.threads` and :meth:`Server.connections`
@@ -15,10 +17,12 @@ writing, sleeping. The engine owns everything around it:
   A ``BaseException`` is not swallowed.
 - **Closing.** :meth:`Server.close` stops accepting, gives running handlers
   ``grace`` seconds to finish, then shuts their sockets down so that blocked
-  reads return end of file, and joins every thread it started.
+  reads return end of file, and joins every thread it started, for ``timeout``
+  seconds at most: a thread still running then is named in a ``RuntimeWarning``.
+  It works from any thread, a handler included.
 
-Policies for many clients (connection limits, access control, idle timeouts) are
-constructor arguments, so they apply before a handler thread is started.
+Policies for many clients (connection limits, access control, idle timeouts) are to
+come as constructor arguments, so that they apply before a handler thread starts.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
@@ -50,14 +55,23 @@ Handler = Callable[[Connection], None]
 #: accept() errors that mean "no descriptors or memory now", and the pause after one.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _ACCEPT_BACKOFF = 0.1
+#: Seconds :meth:`Server.close` waits for threads once their connections are shut down.
+DEFAULT_CLOSE_TIMEOUT = 5.0
 ErrorHook = Callable[[Connection, Exception], None]
 
 
 def _print_error(conn: Connection, exc: Exception) -> None:
     import traceback
 
-    print(f"enchufe: handler for {conn.peer} raised:", file=sys.stderr)
+    print(f"enchufe: serving {conn.peer} failed:", file=sys.stderr)
     traceback.print_exception(exc, file=sys.stderr)
+
+
+def _join(thread: threading.Thread, deadline: float | None) -> None:
+    """Join ``thread`` until ``deadline`` (``time.monotonic()``; ``None``: no limit)."""
+    if thread is threading.current_thread():
+        return  # close() from a handler (or on_error in the accept loop) ends as it returns
+    thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 class Server:
@@ -69,11 +83,14 @@ class Server:
         handler: called as ``handler(conn)`` in a new thread for each connection;
             the connection is closed when it returns.
         on_error: called with the connection and the exception when a handler
-            raises an ``Exception``.
+            raises an ``Exception`` (in the handler's thread), or with the
+            ``RuntimeError`` when no thread could be started for a connection (in
+            the acceptor's thread; the connection is closed unserved afterwards).
         name: prefix of the acceptor thread's name.
 
     Use it as a context manager, or call :meth:`start` / :meth:`serve_forever` and
-    later :meth:`close`.
+    later :meth:`close`. A server runs once: it cannot start again after
+    :meth:`close`.
     """
 
     def __init__(
@@ -96,9 +113,16 @@ class Server:
         #: Pruned at each accept, so it never holds more than the threads of a moment.
         self._finishing: set[threading.Thread] = set()
         self._stopping = threading.Event()
+        #: Set when the accept loop has ended, in whichever thread ran it.
         self._stopped = threading.Event()
         self._wake_read, self._wake_write = socket.socketpair()
+        # Never block on the wake-up: a full socket pair already wakes the acceptor.
+        self._wake_write.setblocking(False)
+        self._started = False
+        #: The thread start() created; close() joins it.
         self._acceptor: threading.Thread | None = None
+        #: The thread that called serve_forever(); close() waits for its loop to end.
+        self._caller: threading.Thread | None = None
         self._closed = False
 
     @property
@@ -119,63 +143,96 @@ class Server:
     # -- running -----------------------------------------------------------------------
 
     def start(self) -> Server:
-        """Accept in a background thread and return at once."""
-        if self._acceptor is not None:
-            raise RuntimeError("server already started")
+        """Accept in a background thread and return at once.
+
+        Raises:
+            RuntimeError: the server already runs or was closed, or no thread can be
+                started.
+            OSError: no descriptor or memory for the selector the loop waits on.
+        """
+        selector = self._claim()
         where = ",".join(str(address) for address in self.addresses)
-        self._acceptor = threading.Thread(target=self.serve_forever, name=f"{self.name}-accept-{where}")
-        self._acceptor.start()
+        thread = threading.Thread(target=self._serve, args=(selector,), name=f"{self.name}-accept-{where}")
+        try:
+            thread.start()
+        except BaseException:
+            selector.close()
+            with self._lock:
+                self._started = False
+            raise
+        self._acceptor = thread
         return self
 
     def serve_forever(self) -> None:
-        """Accept connections in this thread until :meth:`shutdown` is called."""
-        try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self._wake_read, selectors.EVENT_READ)
-                for listener in self.listeners:
-                    selector.register(listener.sock, selectors.EVENT_READ, listener)
-                while not self._stopping.is_set():
-                    for key, _ in selector.select():
-                        if key.data is not None and not self._stopping.is_set():
-                            self._accept(key.data)
-        finally:
-            self._stopped.set()
+        """Accept connections in this thread until :meth:`shutdown` or :meth:`close`.
+
+        An exception raised in this thread, such as ``KeyboardInterrupt`` on Ctrl-C,
+        ends it too; leaving the server's ``with`` block then closes everything.
+
+        Raises:
+            RuntimeError: the server already runs or was closed.
+            OSError: no descriptor or memory for the selector the loop waits on.
+        """
+        selector = self._claim()
+        self._caller = threading.current_thread()
+        self._serve(selector)
 
     def shutdown(self) -> None:
-        """Stop accepting new connections; running handlers continue. Thread-safe."""
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_write.send(b"x")
+        """Stop accepting new connections; running handlers continue. Thread-safe.
 
-    def close(self, *, grace: float = 0.0) -> None:
+        Returns once the accept loop has ended (the thread :meth:`start` made is
+        gone), so a peer that connects afterwards is never accepted: it waits in the
+        kernel's queue until :meth:`close` closes the listeners. Called in the accept
+        loop's own thread (by ``on_error``, or a signal handler during
+        :meth:`serve_forever`), it returns at once and the loop ends when the caller
+        returns to it.
+        """
+        self._stop_accepting(None)
+
+    def close(self, *, grace: float = 0.0, timeout: float | None = DEFAULT_CLOSE_TIMEOUT) -> None:
         """Stop accepting, let handlers finish for ``grace`` seconds, then end the rest.
 
         Connections still open after the grace period are shut down (their reads
-        return end of file, their writes fail), and every handler thread is joined.
-        Idempotent.
+        return end of file, their writes fail), and every thread the server started
+        is joined, waiting ``timeout`` more seconds at most (default
+        :data:`DEFAULT_CLOSE_TIMEOUT`, 5 s; ``None`` waits as long as it takes). A
+        handler that ignores its connection (blocked on an ``Event``, say) can outlive
+        that: then close() returns anyway and emits a ``RuntimeWarning`` naming the
+        threads still running; :meth:`threads` lists those that are handlers.
+
+        Any thread may call it, any number of times, a handler included: each call
+        returns once everything is closed and every thread but the caller's own is
+        joined (or the deadline passed). A handler that calls it finds its own
+        connection shut down too, and its thread ends when it returns.
         """
-        if self._closed:
-            return
-        self._closed = True
-        self.shutdown()
-        if self._acceptor is not None:
-            self._acceptor.join()
+        grace_end = time.monotonic() + grace
+        deadline = None if timeout is None else grace_end + timeout
+        with self._lock:
+            self._closed = True
+        self._stop_accepting(deadline)
         close_all(self.listeners)
-        deadline = time.monotonic() + grace
         for thread in self.threads():
-            thread.join(max(0.0, deadline - time.monotonic()))
+            _join(thread, grace_end)
         for conn in self.connections():
             if isinstance(conn.stream, SocketStream):
                 with contextlib.suppress(OSError):
                     conn.stream.sock.shutdown(socket.SHUT_RDWR)
-        for thread in self.threads():
-            thread.join()
         with self._lock:
-            finishing = list(self._finishing)
-        for thread in finishing:
-            thread.join()
+            # Finishing threads are past the handler but still alive: join them too, or
+            # close() would return while they still run.
+            threads = [*self._active, *self._finishing]
+        for thread in threads:
+            _join(thread, deadline)
         self._wake_read.close()
         self._wake_write.close()
+        me = threading.current_thread()
+        left = [thread.name for thread in (self._acceptor, *threads) if thread not in (None, me) and thread.is_alive()]
+        if left:
+            warnings.warn(
+                f"Server.close() left threads running after {timeout} s: {', '.join(left)}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def __enter__(self) -> Server:
         return self
@@ -186,6 +243,49 @@ class Server:
         self.close()
 
     # -- internals ---------------------------------------------------------------------
+
+    def _claim(self) -> selectors.BaseSelector:
+        """Return the selector of the one accept loop, or raise why it cannot run.
+
+        The selector is made here, in the caller's thread, so that running out of
+        descriptors raises to the caller instead of ending the loop's thread unseen.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("server is closed: a closed server cannot start again")
+            if self._started:
+                raise RuntimeError("server already started")
+            selector = selectors.DefaultSelector()
+            try:
+                selector.register(self._wake_read, selectors.EVENT_READ)
+                for listener in self.listeners:
+                    selector.register(listener.sock, selectors.EVENT_READ, listener)
+            except BaseException:
+                selector.close()
+                raise
+            self._started = True
+        return selector
+
+    def _serve(self, selector: selectors.BaseSelector) -> None:
+        try:
+            with selector:
+                while not self._stopping.is_set():
+                    for key, _ in selector.select():
+                        if key.data is not None and not self._stopping.is_set():
+                            self._accept(key.data)
+        finally:
+            self._stopped.set()
+
+    def _stop_accepting(self, deadline: float | None) -> None:
+        """Wake the accept loop and wait until ``deadline`` for it to end: for start()'s
+        thread to be gone, or for serve_forever() to return to its caller."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):  # already closed, or full: either way it wakes
+            self._wake_write.send(b"x")
+        if self._acceptor is not None:
+            _join(self._acceptor, deadline)
+        elif self._caller is not None and self._caller is not threading.current_thread():
+            self._stopped.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _accept(self, listener: Listener) -> None:
         try:
@@ -200,7 +300,20 @@ class Server:
         with self._lock:
             self._active[thread] = conn
             self._finishing = {finishing for finishing in self._finishing if finishing.is_alive()}
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            # "can't start new thread": a pids or memory limit. Tell the peer at once
+            # (closing) rather than leave it waiting, and pause as for EMFILE, since
+            # the next connection would meet the same limit.
+            with self._lock:
+                del self._active[thread]
+            exc.add_note(f"no thread could be started for {conn.peer}; its connection is closed unserved")
+            try:
+                self.on_error(conn, exc)
+            finally:
+                conn.close()
+            self._stopping.wait(_ACCEPT_BACKOFF)
 
     def _handle(self, conn: Connection) -> None:
         try:
@@ -245,9 +358,10 @@ def serve(
     except BaseException:
         close_all(listeners)
         raise
-    with server:
+    try:
         server.start()
         if ready is not None:
             ready(server)
         stop.wait()
+    finally:
         server.close(grace=grace)
