@@ -11,7 +11,16 @@ import pytest
 
 from conftest import HAS_IPV6, requires_ipv6
 from enchufe.address import InetAddress, UnixAddress
-from enchufe.errors import AddressError, BindError, ConnectError, ConnectTimeout, ResolveError, TimedOut, Unsupported
+from enchufe.errors import (
+    AddressError,
+    BindError,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    ResolveError,
+    TimedOut,
+    Unsupported,
+)
 from enchufe.net.connect import open_connection
 from enchufe.net.listen import Listener, accept_first, close_all, open_listeners
 from enchufe.net.resolve import Resolved, SystemResolver
@@ -392,3 +401,21 @@ def test_accepting_works_with_descriptor_numbers_over_1024() -> None:
         for fd in fillers:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_peer_that_resets_before_accept_costs_nothing() -> None:
+    """The client is gone (RST) before accept(): the listener still hands back a
+    connection, named by the address accept() gave, instead of failing in
+    getpeername() and leaving the socket to the garbage collector."""
+    import struct
+
+    (listener,) = open_listeners(InetAddress("127.0.0.1", 0))
+    with listener:
+        client = socket.create_connection(("127.0.0.1", listener.address.port))  # type: ignore[union-attr]
+        client_address = client.getsockname()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        with listener.accept(timeout=5) as conn:
+            assert conn.peer == InetAddress(*client_address)
+            with pytest.raises(ConnectionLost):
+                conn.recv(10)  # the reset is reported where it belongs: on the first read

@@ -77,12 +77,18 @@ class Listener:
         if self.is_datagram:
             return self._accept_datagram()
         try:
-            sock, _ = self.sock.accept()
+            sock, sockaddr = self.sock.accept()
         except OSError as exc:
             raise translate_os_error(exc, "recv") from exc
-        sock.settimeout(None)
-        stream = SocketStream(sock)
-        return Connection(stream, local=stream.local_address, peer=stream.peer_address)
+        # The peer is the address accept() gave: a peer that reset in the meantime makes
+        # getpeername() fail, and the socket would be left to the garbage collector.
+        try:
+            sock.settimeout(None)
+            local = address_from_sockaddr(sock.family, sock.getsockname())
+        except OSError as exc:
+            sock.close()
+            raise translate_os_error(exc, "recv") from exc
+        return Connection(SocketStream(sock), local=local, peer=address_from_sockaddr(sock.family, sockaddr))
 
     def _accept_datagram(self) -> Connection:
         try:
