@@ -536,9 +536,9 @@ def test_every_not_yet_option_is_in_the_table() -> None:
             assert option[1] in SHORT_OPTIONS
 
 
-@pytest.mark.parametrize(("argv", "short"), [(["--exec", "x"], "-e"), (["--sh-exec", "x"], "-c")])
-def test_long_aliases_of_not_yet_options(argv: list[str], short: str) -> None:
-    assert message([*argv, "localhost"]) == f"{short} is not supported yet."
+def test_long_aliases_of_the_exec_options() -> None:
+    assert parse_args(["--exec", "/bin/echo a\\ b c", "localhost"]).exec_argv == ("/bin/echo", "a b", "c")
+    assert parse_args(["--sh-exec", "echo $HOME", "localhost"]).exec_argv == ("/bin/sh", "-c", "echo $HOME")
 
 
 @pytest.mark.parametrize("argv", [["--lua-exec", "x"], ["--lua", "x"], ["--lua-exec=x", "localhost"]])

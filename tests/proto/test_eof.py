@@ -89,10 +89,28 @@ def test_a_refused_send_is_quiet_only_after_the_remote_ended() -> None:
     assert after.ending == "remote-eof"
 
 
-def test_local_output_closed_ends_the_relay() -> None:
+def test_local_output_closed_drains_the_input_then_ends() -> None:
+    """Nobody reads the output (a child closed its stdin): what the input still has
+    (the child's last words) goes out before the end."""
     rules = EndOfStream()
+    assert rules.local_closed() == (DRAIN,)
+    assert rules.ending is None
+    assert rules.local_eof() == (SEND_EOF,)
+    assert rules.ending == "local-closed"
+    idle = EndOfStream()
+    idle.local_closed()
+    idle.input_idle()
+    assert idle.ending == "local-closed"
+
+
+def test_local_output_closed_after_the_input_ended_ends_at_once() -> None:
+    rules = EndOfStream()
+    rules.local_eof()
     assert rules.local_closed() == ()
     assert rules.ending == "local-closed"
+    recv_only = EndOfStream(sending=False)
+    recv_only.local_closed()
+    assert recv_only.ending == "local-closed"
 
 
 def test_the_first_ending_wins_and_later_events_do_nothing() -> None:

@@ -65,6 +65,8 @@ class Config:
     delay: float | None = None
     quit_after_eof: float | None = None
     keep_open: bool = False
+    #: -e/-c: the program run for the connection, stdin and stdout its data.
+    exec_argv: tuple[str, ...] | None = None
     #: ncat's --broker (every client's data to the others) and --chat (the same,
     #: framed with <userN> prefixes and announcements); both imply many clients.
     broker: bool = False
@@ -232,12 +234,19 @@ def _build(
         raise UsageError("Specifying source port when using Unix domain sockets doesn't make sense.")
     if given("-k") and not listen and transport != "stream":
         raise UsageError("Invalid option combination: `--keep-open' with non-TCP protocol.")
+    exec_option = _last(values, "-e", "-c") if given("-e") or given("-c") else None
+    if given("-e") and given("-c"):
+        raise UsageError("Only one of --exec, --sh-exec, and --lua-exec is allowed.")
+    if exec_option is not None and given("-z"):
+        raise UsageError("Command execution can't be done along with option -z.")
+    if exec_option is not None and broker:
+        raise UsageError(f"Invalid option combination: --broker and {exec_option}.")
     if chat and not listen and operands:
         raise UsageError("Invalid option combination: `--chat' with connect.")
     if (given("-k") or broker) and listen:
         if transport != "stream":
             raise UsageError("-k, --broker and --chat are not supported yet over UDP or SCTP.")
-        for option in _NOT_YET_WITH_KEEP_OPEN:
+        for option in (*_NOT_YET_WITH_KEEP_OPEN, "-e", "-c"):
             if given(option):
                 raise UsageError(f"{option} is not supported yet with -k, --broker or --chat.")
     if access and not listen:
@@ -285,6 +294,7 @@ def _build(
         delay=number("-d") if given("-d") else None,
         quit_after_eof=number("-q") if given("-q") else None,
         keep_open=given("-k"),
+        exec_argv=_exec_argv(exec_option, text(exec_option)) if exec_option is not None else None,
         broker=broker and listen,
         chat=chat and listen,
         verbosity=verbosity,
@@ -303,6 +313,18 @@ def _build(
         access=access,
         source_route_pointer=int(number("-G")) if given("-G") else 4,
     )
+
+
+def _exec_argv(option: str, command: str) -> tuple[str, ...]:
+    """-e splits as ncat's cmdline_split does (no shell); -c hands the text to /bin/sh."""
+    if option == "-c":
+        return ("/bin/sh", "-c", command)
+    from enchufe.execspec import split_command
+
+    argv = tuple(split_command(command))
+    if not argv:
+        raise UsageError("Nothing to execute: the -e command is empty.")  # ncat fails later: exec: Bad address
+    return argv
 
 
 def _last(values: dict[str, object], *names: str) -> str:

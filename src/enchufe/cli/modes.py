@@ -86,7 +86,10 @@ def _import_what_the_relay_needs(config: Config) -> None:
     if config.telnet:
         import enchufe.proto.telnet
     if config.hex_dump is not None:
-        import enchufe.hexdump  # noqa: F401
+        import enchufe.hexdump
+    if config.exec_argv is not None:
+        import enchufe.execspec
+        import enchufe.net.process  # noqa: F401
 
 
 def _open_logs(config: Config) -> list[SessionLog]:
@@ -317,9 +320,20 @@ def _relay(
 ) -> RelayResult:
     # Imported here, not at the top: a command that fails to connect never needs them.
     from enchufe.net.fdstream import FdStream
-    from enchufe.net.relay import DEFAULT_DRAIN_WAIT, Relay
+    from enchufe.net.relay import Relay, RelayResult
 
-    local = FdStream(env.stdin_fd, env.stdout_fd)
+    child = None
+    if config.exec_argv is not None:
+        from enchufe.net.process import ChildProcess
+
+        try:
+            child = ChildProcess(config.exec_argv, env=_exec_environment(config, conn))
+        except OSError as exc:
+            env.messages.bare(f"exec: {exc.strerror or exc}")  # ncat's child says it so
+            return RelayResult(0, 0, "exec-failed")
+        local = child.stream
+    else:
+        local = FdStream(env.stdin_fd, env.stdout_fd)
     outbound: list[Callable[[bytes], bytes]] = []
     inbound: list[Callable[[bytes], bytes]] = []
     if config.crlf:
@@ -334,6 +348,8 @@ def _relay(
         quit_after = None
     elif quit_after is None and (config.send_only or (config.transport != "stream" and not listening)):
         quit_after = 0.0  # ncat: UDP and SCTP clients quit at stdin EOF (SCTP has no half-close)
+    elif quit_after is None and child is not None:
+        quit_after = 0.0  # the program's end of output ends the session, as in ncat
     answer = None
     if config.telnet:
         from enchufe.proto.telnet import TelnetResponder
@@ -349,18 +365,41 @@ def _relay(
         keep_open=config.keep_open,
         idle_timeout=config.idle_timeout,
         delay=config.delay,
-        # A person at a terminal has nothing "ready" to send: the session ends at once.
-        drain_wait=0.0 if os.isatty(env.stdin_fd) else DEFAULT_DRAIN_WAIT,
+        drain_wait=_drain_wait(env, child is not None),
         outbound=_chain(outbound),
         inbound=_chain(inbound),
         answer=answer,
     )
-    with env.signals.interruptible():
-        result = relay.run()
+    try:
+        with env.signals.interruptible():
+            result = relay.run()
+    finally:
+        if child is not None:
+            child.close()
     # -vv: show that the relay ended for a reason and left no thread behind.
     env.messages.debug(f"Relay ended: {result.ending}.")
     env.messages.debug(f"Threads running: {', '.join(t.name for t in threading.enumerate())}.")
     return result
+
+
+def _drain_wait(env: Environment, to_a_program: bool) -> float | None:
+    """After the remote's end of stream: a program's output is relayed to its end (its
+    stdin is closed, it finishes its work); a person at a terminal has nothing "ready",
+    so the session ends at once; a pipe or a file drains what it has."""
+    from enchufe.net.relay import DEFAULT_DRAIN_WAIT
+
+    if to_a_program:
+        return None
+    return 0.0 if os.isatty(env.stdin_fd) else DEFAULT_DRAIN_WAIT
+
+
+def _exec_environment(config: Config, conn: Connection) -> dict[str, str]:
+    from enchufe.execspec import exec_environment
+
+    nameless = UnixAddress("/")  # ncat names no Unix path: any Unix address does
+    local = conn.local or nameless
+    remote = conn.peer or (nameless if isinstance(local, UnixAddress) else local)
+    return exec_environment(local=local, remote=remote, transport=config.transport)
 
 
 def _chain(steps: list[Callable[[bytes], bytes]]) -> Callable[[bytes], bytes] | None:

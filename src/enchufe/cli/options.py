@@ -48,7 +48,7 @@ LONG_IDENTITY = {
 
 #: Options recognised but not implemented yet: refused with exit status 2.
 NOT_YET = frozenset({
-    "--vsock", "-c", "-e", "--proxy", "--proxy-type",
+    "--vsock", "--proxy", "--proxy-type",
     "--proxy-auth", "--proxy-dns", "--ssl", "--ssl-cert", "--ssl-key", "--ssl-verify",
     "--ssl-trustfile", "--ssl-ciphers", "--ssl-servername", "--ssl-alpn",
 })  # fmt: skip
@@ -64,8 +64,8 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
   -U, --unixsock             Use Unix domain sockets only
       --vsock                Use vsock sockets only (not supported yet)
   -C, --crlf                 Use CRLF for EOL sequence
-  -c, --sh-exec <command>    Executes the given command via /bin/sh (not supported yet)
-  -e, --exec <command>       Executes the given command (not supported yet)
+  -c, --sh-exec <command>    Executes the given command via /bin/sh
+  -e, --exec <command>       Executes the given command
       --lua-exec <filename>  Executes the given Lua script (not supported: no Lua)
   -g hop1[,hop2,...]         Loose source routing hop points (8 max)
   -G <n>                     Loose source routing hop pointer (4, 8, 12, ...)

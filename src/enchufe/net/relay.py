@@ -138,7 +138,7 @@ class Relay:
         drain_wait: after the remote's EOF, how long the local input may have given
             nothing (counting from its last data, even before that EOF) before the
             relay ends (0 for a terminal: a person typing is not
-            "ready data").
+            "ready data"; ``None`` for a child process: all of its output, to its end).
         outbound: transforms each chunk going local → remote (``-C``, logging).
         inbound: transforms each chunk going remote → local (logging).
         answer: called with each chunk the remote sends, after it has been delivered;
@@ -157,7 +157,7 @@ class Relay:
         keep_open: bool = False,
         idle_timeout: float | None = None,
         delay: float | None = None,
-        drain_wait: float = DEFAULT_DRAIN_WAIT,
+        drain_wait: float | None = DEFAULT_DRAIN_WAIT,
         outbound: Filter | None = None,
         inbound: Filter | None = None,
         answer: Filter | None = None,
@@ -358,7 +358,7 @@ class Relay:
         poller.register(self._wake_read, select.POLLIN)
         while True:
             timeout = None
-            if not inbound and self._rules.draining:
+            if not inbound and self._rules.draining and self._drain_wait is not None:
                 # Silence before the remote's end of stream counts too: an input quiet
                 # for drain_wait already (an idle pipe) has nothing ready, and the relay
                 # ends at once.

@@ -31,7 +31,9 @@ remote EOF             CLOSE_OUTPUT                     local input ended or nev
 input idle (draining)  (none)                           ``remote-eof``
 send refused after     (none)                           ``remote-eof`` (the peer closed
 remote EOF                                              without reading: not an error)
-local output closed    (none)                           ``local-closed`` (nobody reads it)
+local output closed    DRAIN (nothing more is read      local input ended or never read:
+                       from the remote)                 ``local-closed``; else as after
+                                                        remote EOF, ending ``local-closed``
 quit timer             (none)                           ``local-eof``
 =====================  ===============================  ======================================
 
@@ -90,6 +92,7 @@ class EndOfStream:
         self.ending: str | None = None
         self.local_ended = False
         self.remote_ended = False
+        self.local_output_closed = False
         #: True once only what the local input has ready is still to be sent.
         self.draining = False
 
@@ -99,7 +102,9 @@ class EndOfStream:
             return _NOTHING
         self.local_ended = True
         actions = (SEND_EOF,) if self.half_close else _NOTHING
-        if self.remote_ended:
+        if self.local_output_closed:
+            self.ending = "local-closed"
+        elif self.remote_ended:
             self.ending = "both-eof"
         elif self.quit_after_local_eof == 0:
             self.ending = "local-eof"
@@ -124,7 +129,7 @@ class EndOfStream:
     def input_idle(self) -> tuple[str, ...]:
         """While draining, the local input had nothing ready."""
         if self.ending is None and self.draining:
-            self.ending = "remote-eof"
+            self.ending = "local-closed" if self.local_output_closed else "remote-eof"
         return _NOTHING
 
     def send_refused(self) -> bool:
@@ -137,10 +142,18 @@ class EndOfStream:
         return self.remote_ended
 
     def local_closed(self) -> tuple[str, ...]:
-        """The local output's reader went away (stdout's pipe has no reader)."""
-        if self.ending is None:
+        """The local output's reader went away (stdout's pipe has no reader, a child
+        process closed its stdin). Nothing more is read from the remote; what the local
+        input has ready still goes out (a child's last output), as after the remote's
+        end of stream."""
+        if self.ending is not None:
+            return _NOTHING
+        self.local_output_closed = True
+        if self.local_ended or not self.sending:
             self.ending = "local-closed"
-        return _NOTHING
+            return _NOTHING
+        self.draining = True
+        return (DRAIN,)
 
     def quit_timer(self) -> tuple[str, ...]:
         """The quit timer started by QUIT_LATER fired."""

@@ -1,0 +1,119 @@
+"""``-e`` and ``-c``: a program's stdin and stdout are the connection, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, recv_until_eof
+from support.procs import enchufe, run_enchufe
+
+
+def connect(port: int) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
+    client.settimeout(STEP_TIMEOUT)
+    return client
+
+
+def test_what_the_program_writes_after_the_peer_half_closes_still_arrives() -> None:
+    """The peer sends and half-closes: the program's stdin is closed, and everything it
+    writes afterwards reaches the peer (ncat 7.93 loses it, nmap/nmap#2843)."""
+    with enchufe("-l", "-v", "127.0.0.1", "0", "-c", "echo before; cat; echo after the end") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as peer:
+            peer.sendall(b"the data\n")
+            peer.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(peer) == b"before\nthe data\nafter the end\n"
+        assert cmd.wait() == 0
+    assert cmd.stdout == b""  # the program's output goes to the peer, not to stdout
+    assert_clean_stderr(cmd.stderr)
+
+
+def test_the_program_sees_ncats_environment() -> None:
+    with enchufe("-l", "-v", "127.0.0.1", "0", "-c", "env") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as peer:
+            local_port, own = peer.getpeername()[1], peer.getsockname()[1]
+            peer.shutdown(socket.SHUT_WR)
+            lines = recv_until_eof(peer).decode().splitlines()
+        assert cmd.wait() == 0
+    ncat = sorted(line for line in lines if line.startswith("NCAT_"))
+    assert ncat == [
+        "NCAT_LOCAL_ADDR=127.0.0.1",
+        f"NCAT_LOCAL_PORT={local_port}",
+        "NCAT_PROTO=TCP",
+        "NCAT_REMOTE_ADDR=127.0.0.1",
+        f"NCAT_REMOTE_PORT={own}",
+    ]
+
+
+def test_connect_mode_runs_the_program_for_the_server() -> None:
+    with TcpServer() as server, enchufe("127.0.0.1", str(server.port), "-e", "/usr/bin/rev", stdin=b"") as cmd:
+        with server.accept() as peer:
+            peer.sendall(b"stressed\n")
+            peer.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(peer) == b"desserts\n"
+        assert cmd.wait() == 0
+
+
+def test_a_name_without_a_slash_is_not_looked_up_in_path() -> None:
+    """ncat's -e is execv: `-e cat` is ./cat, which does not exist; the child says so
+    and the session ends with status 0, as ncat's does."""
+    with TcpServer() as server, enchufe("127.0.0.1", str(server.port), "-e", "cat") as cmd:
+        with server.accept() as peer:
+            assert recv_until_eof(peer) == b""
+        assert cmd.wait() == 0
+    assert cmd.stderr == "exec: No such file or directory"
+
+
+def test_bulk_data_through_a_program_in_both_directions() -> None:
+    payload = os.urandom(20 * 1024 * 1024)
+    with enchufe("-l", "-v", "127.0.0.1", "0", "-c", "cat") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as peer:
+
+            def send_then_half_close() -> None:
+                peer.sendall(payload)
+                peer.shutdown(socket.SHUT_WR)
+
+            sender = threading.Thread(target=send_then_half_close, name="bulk-sender")
+            sender.start()
+            digest = hashlib.sha256()
+            received = 0
+            while chunk := peer.recv(1 << 20):
+                digest.update(chunk)
+                received += len(chunk)
+            sender.join(STEP_TIMEOUT)
+        assert cmd.wait() == 0
+    assert received == len(payload)
+    assert digest.digest() == hashlib.sha256(payload).digest()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-e", "/bin/true", "-c", "true", "localhost"], "Only one of --exec, --sh-exec, and --lua-exec is allowed."),
+        (["-z", "-e", "/bin/true", "localhost"], "Command execution can't be done along with option -z."),
+        (["--broker", "-e", "/bin/true"], "Invalid option combination: --broker and -e."),
+        (["-l", "-k", "-c", "true"], "-c is not supported yet with -k, --broker or --chat."),
+    ],
+)
+def test_exec_option_combinations_ncat_refuses(args: list[str], message: str) -> None:
+    result = run_enchufe(*args)
+    assert result.returncode == 2
+    assert result.stderr.decode() == f"enchufe: {message} QUITTING.\n"
+
+
+@pytest.mark.interop
+def test_ncat_client_of_an_exec_listener() -> None:
+    with enchufe("-l", "-v", "127.0.0.1", "0", "-e", "/usr/bin/rev") as cmd:
+        port = cmd.listening_port()
+        client = subprocess.run(["ncat", "127.0.0.1", str(port)], input=b"drawer\n", capture_output=True, timeout=10)
+        assert client.returncode == 0
+        assert client.stdout == b"reward\n"
+        assert cmd.wait() == 0
