@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from support.cli_e2e import STEP_TIMEOUT, assert_clean_stderr, recv_exactly, recv_until_eof
-from support.procs import Process, enchufe
+from support.procs import ENCHUFE, Process, enchufe
 
 
 def connect(port: int) -> socket.socket:
@@ -182,3 +182,22 @@ def test_udp_keep_open_is_refused_until_it_is_built() -> None:
     with enchufe("-l", "-k", "-u", "127.0.0.1", "0") as cmd:
         assert cmd.wait() == 2
     assert cmd.stderr == "enchufe: -k, --broker and --chat are not supported yet over UDP or SCTP. QUITTING."
+
+
+def test_max_conns_above_the_descriptor_limit_raises_the_limit() -> None:
+    """Started with a soft limit of 256 descriptors (hard 4096), ``-m 600`` still
+    serves 400 clients: the command raises its soft limit as far as -m needs."""
+    argv = ["prlimit", "--nofile=256:4096", *ENCHUFE, "-l", "-k", "-m", "600", "-v", "127.0.0.1", "0"]
+    with Process(argv) as cmd:
+        port = cmd.listening_port()
+        clients = []
+        try:
+            for _ in range(400):
+                clients.append(connect(port))
+                cmd.wait_for_line("Connection from")
+            cmd.write(b"!")
+            assert all(recv_exactly(client, 1) == b"!" for client in clients)
+        finally:
+            for client in clients:
+                client.close()
+        stop(cmd)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
+#: Descriptors the command itself holds beside its clients' (stdio, listeners, the
+#: loop's selector and wake-up pipe, the signal pipe, the input thread's stop pipe).
+_DESCRIPTORS_OF_OUR_OWN = 32
 #: ncat's -z over UDP: how long silence must last to call the port open.
 _UDP_PROBE_WAIT = 2.0
 
@@ -266,13 +269,15 @@ def _keep_open(
     def dropped(peer: Address | None, reason: str) -> None:
         messages.info(f"Disconnected {peer or 'a Unix domain socket client'}: {reason}.")
 
+    max_clients = 100 if config.max_conns is None else config.max_conns
+    _make_room_for(max_clients)
     with EventLoop() as loop:
         server = KeepOpen(
             loop,
             listeners,
             input_fd=env.stdin_fd,
             output_fd=env.stdout_fd,
-            max_clients=100 if config.max_conns is None else config.max_conns,
+            max_clients=max_clients,
             access=access,
             room=room,
             half_close=not config.no_shutdown,
@@ -289,6 +294,18 @@ def _keep_open(
             env.signals.on_signal = None
             server.close()
     return status.SUCCESS  # only a signal stops the loop, and leaving its handlers raises it
+
+
+def _make_room_for(clients: int) -> None:
+    """Raise the soft open-file limit (up to the hard one) when -m asks for more clients
+    than it allows; a client is one descriptor, and the process needs a few of its own."""
+    import resource
+
+    wanted = clients + _DESCRIPTORS_OF_OUR_OWN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 def _peer_of(conn: Connection) -> str:
