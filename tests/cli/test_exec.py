@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -100,13 +101,36 @@ def test_bulk_data_through_a_program_in_both_directions() -> None:
         (["-e", "/bin/true", "-c", "true", "localhost"], "Only one of --exec, --sh-exec, and --lua-exec is allowed."),
         (["-z", "-e", "/bin/true", "localhost"], "Command execution can't be done along with option -z."),
         (["--broker", "-e", "/bin/true"], "Invalid option combination: --broker and -e."),
-        (["-l", "-k", "-c", "true"], "-c is not supported yet with -k, --broker or --chat."),
     ],
 )
 def test_exec_option_combinations_ncat_refuses(args: list[str], message: str) -> None:
     result = run_enchufe(*args)
     assert result.returncode == 2
     assert result.stderr.decode() == f"enchufe: {message} QUITTING.\n"
+
+
+def test_keep_open_runs_one_program_per_connection_at_once() -> None:
+    """inetd's way: each client its own program, at the same time; -m caps them."""
+    with enchufe("-l", "-k", "-m", "2", "-v", "127.0.0.1", "0", "-c", 'read line; echo "$line $$"; cat') as cmd:
+        port = cmd.listening_port()
+        with connect(port) as a, connect(port) as b:
+            cmd.wait_for_line("Connection from")
+            cmd.wait_for_line("Connection from")
+            with connect(port) as third:
+                cmd.wait_for_line(r"New connection denied: connection limit reached \(2\)")
+                assert third.recv(10) == b""
+            a.sendall(b"a\n")
+            b.sendall(b"b\n")
+            line_a, line_b = a.recv(100).split(), b.recv(100).split()
+            assert (line_a[0], line_b[0]) == (b"a", b"b")
+            assert line_a[1] != line_b[1]  # two programs, two process ids
+            b.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(b) == b""  # b's program ended with b's input
+            a.sendall(b"still mine\n")
+            assert a.recv(100) == b"still mine\n"
+        cmd.popen.send_signal(signal.SIGTERM)
+        assert cmd.wait() == 128 + signal.SIGTERM
+    assert_clean_stderr(cmd.stderr)
 
 
 @pytest.mark.interop

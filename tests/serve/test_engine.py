@@ -485,3 +485,45 @@ def test_close_joins_threads_that_are_past_their_handler(joined: Callable[[], No
     finally:
         release.set()
         threading.excepthook = previous_hook
+
+
+def test_max_connections_refuses_the_one_too_many_before_any_thread() -> None:
+    release = threading.Event()
+    refused: list[tuple[object, str]] = []
+    reported = threading.Event()
+    served = threading.Semaphore(0)
+
+    def handler(conn: Connection) -> None:
+        served.release()
+        release.wait(10)
+
+    def on_refused(peer: object, why: str) -> None:
+        refused.append((peer, why))
+        reported.set()
+
+    with running(handler, max_connections=2, on_refused=on_refused) as server:
+        first = open_connection(server.addresses[0], timeout=5)
+        second = open_connection(server.addresses[0], timeout=5)
+        with first, second:
+            assert served.acquire(timeout=10) and served.acquire(timeout=10)
+            with open_connection(server.addresses[0], timeout=5) as third:
+                assert third.recv(10, timeout=10) == b""  # closed unserved
+                assert reported.wait(10)
+                assert refused == [(third.local, "connection limit reached (2)")]
+            assert len(server.threads()) == 2
+            release.set()
+
+
+def test_access_refuses_a_peer_before_any_thread() -> None:
+    refused: list[str] = []
+    reported = threading.Event()
+
+    def on_refused(peer: object, why: str) -> None:
+        refused.append(why)
+        reported.set()
+
+    with running(lambda conn: conn.send_all(b"served"), access=lambda peer: False, on_refused=on_refused) as server:
+        with open_connection(server.addresses[0], timeout=5) as client:
+            assert client.recv(10, timeout=10) == b""
+        assert reported.wait(10)
+        assert refused == ["not allowed"]

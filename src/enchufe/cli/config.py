@@ -246,7 +246,7 @@ def _build(
     if (given("-k") or broker) and listen:
         if transport != "stream":
             raise UsageError("-k, --broker and --chat are not supported yet over UDP or SCTP.")
-        for option in (*_NOT_YET_WITH_KEEP_OPEN, "-e", "-c"):
+        for option in _NOT_YET_WITH_KEEP_OPEN:
             if given(option):
                 raise UsageError(f"{option} is not supported yet with -k, --broker or --chat.")
     if access and not listen:

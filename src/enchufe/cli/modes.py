@@ -8,6 +8,7 @@ messages and exit statuses in one place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -249,6 +250,8 @@ def _keep_open(
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
     A signal stops the loop; the clients are cut off, and the signal then ends the
     command (128+signal) as it leaves its handlers."""
+    if config.exec_argv is not None:
+        return _exec_each(config, env, listeners, access)
     from enchufe.net.loop import EventLoop
     from enchufe.serve.keep_open import KeepOpen
 
@@ -296,6 +299,39 @@ def _keep_open(
     return status.SUCCESS  # only a signal stops the loop, and leaving its handlers raises it
 
 
+def _exec_each(
+    config: Config, env: Environment, listeners: list[Listener], access: Callable[[Address | None], bool] | None
+) -> int:
+    """-l -k -e/-c: one program per connection, as inetd does, each relayed in its own
+    thread (a blocking relay between two descriptors is what a thread is for); -m caps
+    the programs running at once. A signal closes every connection and ends them."""
+    from enchufe.serve.engine import Server
+
+    messages = env.messages
+    max_clients = 100 if config.max_conns is None else config.max_conns
+    _make_room_for(max_clients)
+
+    def handle(conn: Connection) -> None:
+        messages.info(f"Connection from {_peer_of(conn)}.")
+        _relay(config, conn, env, [], listening=True, interruptible=False)
+
+    def failed(conn: Connection, exc: Exception) -> None:
+        messages.info(f"{_peer_of(conn)}: {exc}.")  # one session failed; the server goes on
+
+    server = Server(
+        listeners,
+        handle,
+        on_error=failed,
+        name="exec",
+        max_connections=max_clients,
+        access=access,
+        on_refused=lambda peer, reason: messages.info(f"New connection denied: {reason}"),
+    )
+    with server:
+        server.start()
+        _wait_for_a_signal(env)
+
+
 def _make_room_for(clients: int) -> None:
     """Raise the soft open-file limit (up to the hard one) when -m asks for more clients
     than it allows; a client is one descriptor, and the process needs a few of its own."""
@@ -318,12 +354,17 @@ def _refuse_every_connection(conn: Connection, env: Environment) -> NoReturn:
     announced (a UDP peer is not), denied and closed; the listening sockets are
     closed already, so the kernel refuses every later client; and the command stays
     until a signal ends it."""
-    import select
-
     if not conn.stream.is_datagram:
         env.messages.info(f"Connection from {_peer_of(conn)}.")
     env.messages.info("New connection denied: connection limit reached (0)")
     conn.close()
+    _wait_for_a_signal(env)
+
+
+def _wait_for_a_signal(env: Environment) -> NoReturn:
+    """Block until a termination signal, which unwinds the command as Signalled."""
+    import select
+
     poller = select.poll()
     if env.signals.wake_fd is not None:
         poller.register(env.signals.wake_fd, select.POLLIN)  # a signal just before poll() wakes it
@@ -333,7 +374,13 @@ def _refuse_every_connection(conn: Connection, env: Environment) -> NoReturn:
 
 
 def _relay(
-    config: Config, conn: Connection, env: Environment, logs: list[SessionLog], *, listening: bool
+    config: Config,
+    conn: Connection,
+    env: Environment,
+    logs: list[SessionLog],
+    *,
+    listening: bool,
+    interruptible: bool = True,
 ) -> RelayResult:
     # Imported here, not at the top: a command that fails to connect never needs them.
     from enchufe.net.fdstream import FdStream
@@ -388,7 +435,9 @@ def _relay(
         answer=answer,
     )
     try:
-        with env.signals.interruptible():
+        # Only the main thread waits for signals; a session in a thread of its own is
+        # ended by closing its connection.
+        with env.signals.interruptible() if interruptible else contextlib.nullcontext():
             result = relay.run()
     finally:
         if child is not None:

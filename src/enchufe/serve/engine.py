@@ -21,8 +21,9 @@ writing, sleeping. The engine owns everything around it:
   seconds at most: a thread still running then is named in a ``RuntimeWarning``.
   It works from any thread, a handler included.
 
-Policies for many clients (connection limits, access control, idle timeouts) are to
-come as constructor arguments, so that they apply before a handler thread starts.
+Policies are constructor arguments and apply before a handler thread starts: a
+connection limit (``max_connections``) and access control (``access``); idle
+timeouts are to come.
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ class Server:
             ``RuntimeError`` when no thread could be started for a connection (in
             the acceptor's thread; the connection is closed unserved afterwards).
         name: prefix of the acceptor thread's name.
+        max_connections: connections handled at once; one more is closed before any
+            thread starts for it, with ``on_refused`` told ``"connection limit
+            reached (N)"``.
+        access: ``access(peer)`` False refuses the peer the same way (``"not allowed"``),
+            e.g. :meth:`enchufe.acl.AccessList.permits` on its host.
+        on_refused: ``on_refused(peer, reason)`` after a refused connection is closed.
 
     Use it as a context manager, or call :meth:`start` / :meth:`serve_forever` and
     later :meth:`close`. A server runs once: it cannot start again after
@@ -100,6 +107,9 @@ class Server:
         *,
         on_error: ErrorHook = _print_error,
         name: str = "enchufe",
+        max_connections: int | None = None,
+        access: Callable[[Address | None], bool] | None = None,
+        on_refused: Callable[[Address | None, str], None] | None = None,
     ) -> None:
         if any(listener.is_datagram for listener in listeners):
             raise ValueError("Server serves stream listeners; datagram peers need a datagram server")
@@ -107,6 +117,9 @@ class Server:
         self.handler = handler
         self.on_error = on_error
         self.name = name
+        self.max_connections = max_connections
+        self.access = access
+        self.on_refused = on_refused
         self._lock = threading.Lock()
         self._active: dict[threading.Thread, Connection] = {}
         #: Handler threads past their last line, not yet gone: close() joins them too.
@@ -296,6 +309,12 @@ class Server:
                 # a pause the loop would spin. Wait for resources (or for shutdown).
                 self._stopping.wait(_ACCEPT_BACKOFF)
             return  # otherwise the peer gave up between the wake-up and accept()
+        reason = self._refusal(conn)
+        if reason is not None:
+            conn.close()
+            if self.on_refused is not None:
+                self.on_refused(conn.peer, reason)
+            return
         thread = threading.Thread(target=self._handle, args=(conn,), name=f"conn-{conn.peer}")
         with self._lock:
             self._active[thread] = conn
@@ -314,6 +333,17 @@ class Server:
             finally:
                 conn.close()
             self._stopping.wait(_ACCEPT_BACKOFF)
+
+    def _refusal(self, conn: Connection) -> str | None:
+        """Why ``conn`` must not be served, or None: admission comes before any thread."""
+        if self.access is not None and not self.access(conn.peer):
+            return "not allowed"
+        if self.max_connections is not None:
+            with self._lock:
+                active = len(self._active)
+            if active >= self.max_connections:
+                return f"connection limit reached ({self.max_connections})"
+        return None
 
     def _handle(self, conn: Connection) -> None:
         try:
