@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 
-from support.cli_e2e import STEP_TIMEOUT, assert_clean_stderr, recv_exactly
+from support.cli_e2e import assert_clean_stderr, connect, recv_exactly
 from support.procs import enchufe, run_enchufe
-
-
-def connect_from(source: str, port: int) -> socket.socket:
-    client = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT, source_address=(source, 0))
-    client.settimeout(STEP_TIMEOUT)
-    return client
 
 
 def test_a_denied_client_does_not_use_up_a_single_shot_listener() -> None:
     with enchufe("-l", "-v", "--allow", "127.0.0.2", "127.0.0.1", "0") as cmd:
         port = cmd.listening_port()
-        with connect_from("127.0.0.1", port) as denied:
+        with connect(port, source="127.0.0.1") as denied:
             cmd.wait_for_line(r"^enchufe: New connection denied: not allowed$")
             assert denied.recv(10) == b""  # closed: nothing got through
-        with connect_from("127.0.0.2", port) as allowed:
+        with connect(port, source="127.0.0.2") as allowed:
             cmd.wait_for_line(r"^enchufe: Connection from 127\.0\.0\.2:\d+\.$")
             allowed.sendall(b"let in\n")
             assert cmd.read_stdout(7) == b"let in\n"
@@ -49,7 +42,7 @@ def test_deny_wins_over_allow_and_lists_accumulate_in_keep_open_mode(sock_dir: s
             ("127.0.0.5", True),
             ("127.0.0.6", False),  # in no allow list
         ]:
-            with connect_from(source, port) as client:
+            with connect(port, source=source) as client:
                 if admitted:
                     cmd.wait_for_line(rf"Connection from {source.replace('.', '[.]')}:")
                     cmd.write(b"!")

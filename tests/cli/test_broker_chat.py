@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import signal
 import socket
 import subprocess
 
 import pytest
 
-from support.cli_e2e import STEP_TIMEOUT, assert_clean_stderr, recv_exactly
+from support.cli_e2e import STEP_TIMEOUT, connect, recv_exactly, stop_listener
 from support.procs import Process, enchufe
 
 ANNOUNCE = re.compile(
@@ -17,17 +16,9 @@ ANNOUNCE = re.compile(
 )
 
 
-def connect(port: int) -> socket.socket:
-    client = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
-    client.settimeout(STEP_TIMEOUT)
-    return client
-
-
 def stop(cmd: Process) -> None:
-    cmd.popen.send_signal(signal.SIGTERM)
-    assert cmd.wait() == 128 + signal.SIGTERM
+    stop_listener(cmd)
     assert cmd.stdout == b""  # the host's output receives nothing in either mode
-    assert_clean_stderr(cmd.stderr)
 
 
 def quiet(sock: socket.socket) -> bool:

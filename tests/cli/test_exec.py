@@ -11,14 +11,8 @@ import threading
 
 import pytest
 
-from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, recv_until_eof
+from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, connect, recv_until_eof
 from support.procs import enchufe, run_enchufe
-
-
-def connect(port: int) -> socket.socket:
-    client = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
-    client.settimeout(STEP_TIMEOUT)
-    return client
 
 
 def test_what_the_program_writes_after_the_peer_half_closes_still_arrives() -> None:

@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from support.cli_e2e import STEP_TIMEOUT, assert_clean_stderr, recv_exactly, recv_until_eof
+from support.cli_e2e import STEP_TIMEOUT, connect, recv_exactly, recv_until_eof, stop_listener
 from support.procs import ENCHUFE, Process, enchufe
-
-
-def connect(port: int) -> socket.socket:
-    client = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
-    client.settimeout(STEP_TIMEOUT)
-    return client
-
-
-def stop(cmd: Process) -> None:
-    cmd.popen.send_signal(signal.SIGTERM)
-    assert cmd.wait() == 128 + signal.SIGTERM
-    assert_clean_stderr(cmd.stderr)
 
 
 def test_stdin_reaches_every_client_and_every_client_reaches_stdout() -> None:
@@ -49,7 +36,7 @@ def test_stdin_reaches_every_client_and_every_client_reaches_stdout() -> None:
             cmd.wait_for_line("Connection from")
             cmd.write(b"still here\n")
             assert recv_exactly(c, 11) == b"still here\n"
-        stop(cmd)
+        stop_listener(cmd)
 
 
 def test_max_conns_refuses_the_one_too_many_and_admits_again_when_one_leaves() -> None:
@@ -71,7 +58,7 @@ def test_max_conns_refuses_the_one_too_many_and_admits_again_when_one_leaves() -
             cmd.wait_for_line("Connection from")
             fourth.sendall(b"admitted")
             assert cmd.read_stdout(8) == b"admitted"
-        stop(cmd)
+        stop_listener(cmd)
 
 
 def test_max_conns_zero_refuses_every_client() -> None:
@@ -81,7 +68,7 @@ def test_max_conns_zero_refuses_every_client() -> None:
             with connect(port) as client:
                 cmd.wait_for_line(r"New connection denied: connection limit reached \(0\)")
                 assert client.recv(10) == b""
-        stop(cmd)
+        stop_listener(cmd)
 
 
 def test_the_end_of_stdin_half_closes_every_client_and_the_server_goes_on() -> None:
@@ -98,7 +85,7 @@ def test_the_end_of_stdin_half_closes_every_client_and_the_server_goes_on() -> N
             assert late.recv(10) == b""  # half-closed at once: the input has ended
             late.sendall(b"late")
             assert cmd.read_stdout(4) == b"late"
-        stop(cmd)
+        stop_listener(cmd)
 
 
 def test_a_client_that_stops_reading_is_dropped_and_delays_nobody(tmp_path: Path) -> None:
@@ -124,7 +111,7 @@ def test_a_client_that_stops_reading_is_dropped_and_delays_nobody(tmp_path: Path
                     received += len(chunk)
                 assert digest.digest() == hashlib.sha256(payload).digest()
                 cmd.wait_for_line(r"^enchufe: Disconnected 127\.0\.0\.1:\d+: too far behind\.$")
-        stop(cmd)
+        stop_listener(cmd)
 
 
 def test_hundreds_of_clients_cost_no_thread_each() -> None:
@@ -145,7 +132,7 @@ def test_hundreds_of_clients_cost_no_thread_each() -> None:
         finally:
             for client in clients:
                 client.close()
-        stop(cmd)
+        stop_listener(cmd)
 
 
 def test_unix_stream_keep_open(sock_dir: str) -> None:
@@ -161,7 +148,7 @@ def test_unix_stream_keep_open(sock_dir: str) -> None:
             cmd.wait_for_line("Connection from")
             cmd.write(b"both")
             assert recv_exactly(a, 4) == recv_exactly(b, 4) == b"both"
-        stop(cmd)
+        stop_listener(cmd)
     assert not os.path.exists(path)
 
 
@@ -175,7 +162,7 @@ def test_ncat_clients_of_a_keep_open_listener() -> None:
             )
             assert client.returncode == 0
             assert cmd.read_stdout(len(name) + 1) == name + b"\n"
-        stop(cmd)
+        stop_listener(cmd)
 
 
 def test_udp_keep_open_is_refused_until_it_is_built() -> None:
@@ -200,4 +187,4 @@ def test_max_conns_above_the_descriptor_limit_raises_the_limit() -> None:
         finally:
             for client in clients:
                 client.close()
-        stop(cmd)
+        stop_listener(cmd)

@@ -23,28 +23,14 @@ from pathlib import Path
 import pytest
 
 from support.cli_e2e import STEP_TIMEOUT, TcpServer
-from support.interop import RandomFile, sha256_file, shared_random_file
+from support.interop import RandomFile, sha256_file
 from support.procs import ENCHUFE, Process, free_port
 
 pytestmark = pytest.mark.interop
 
-SIZE = 256 * 1024 * 1024
 #: A generous bound for one 256 MiB transfer (about a second here, ncat included).
 TRANSFER_TIMEOUT = 60.0
 TOOLS = {"enchufe": ENCHUFE, "ncat": ["ncat"]}
-
-
-@pytest.fixture(scope="session")
-def random_256mib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RandomFile]:
-    with shared_random_file(tmp_path_factory.getbasetemp(), SIZE) as made:
-        yield made
-
-
-@pytest.fixture
-def received(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "received.bin"
-    yield path
-    path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -6,20 +6,20 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from enchufe.address import InetAddress, UnixAddress
 from enchufe.net.datagram import DatagramSession, DatagramSessions
-from enchufe.net.loop import EventLoop
+from support.loop import LoopThread
 
 TIMEOUT = 10.0
 
 
-class Rig:
+class Rig(LoopThread):
     def __init__(self, sock: socket.socket, **options: object) -> None:
-        self.loop = EventLoop()
+        super().__init__()
         self.events: queue.Queue[tuple[object, ...]] = queue.Queue()
 
         def on_datagram(session: DatagramSession, data: bytes) -> None:
@@ -27,32 +27,27 @@ class Rig:
             if data.startswith(b"echo "):
                 session.send(data[5:])
 
-        self.sessions = DatagramSessions(
-            self.loop,
-            sock,
-            on_datagram=on_datagram,
-            on_open=lambda session: self.events.put(("open", session.peer)),
-            on_close=lambda session, reason: self.events.put(("close", session.peer, reason)),
-            on_refused=lambda peer: self.events.put(("refused", peer)),
-            **options,  # type: ignore[arg-type]
+        sessions = self.call(  # on the loop's thread: it registers the socket
+            lambda: DatagramSessions(
+                self.loop,
+                sock,
+                on_datagram=on_datagram,
+                on_open=lambda session: self.events.put(("open", session.peer)),
+                on_close=lambda session, reason: self.events.put(("close", session.peer, reason)),
+                on_refused=lambda peer: self.events.put(("refused", peer)),
+                **options,  # type: ignore[arg-type]
+            )
         )
+        assert isinstance(sessions, DatagramSessions)
+        self.sessions = sessions
         self.address = sock.getsockname()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="datagram-loop")
-        self.thread.start()
 
     def next(self) -> tuple[object, ...]:
         return self.events.get(timeout=TIMEOUT)
 
-    def on_loop(self, action: Callable[[], object]) -> None:
-        done = threading.Event()
-        self.loop.call_soon_threadsafe(lambda: (action(), done.set()))
-        assert done.wait(TIMEOUT)
-
     def close(self) -> None:
-        self.on_loop(self.sessions.close)
-        self.loop.stop()
-        self.thread.join(TIMEOUT)
-        self.loop.close()
+        self.call(self.sessions.close)
+        super().close()
 
 
 def udp_server(**options: object) -> Rig:

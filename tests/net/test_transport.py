@@ -11,13 +11,14 @@ import queue
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from enchufe.errors import ConnectionLost, NetworkError
 from enchufe.net.loop import EventLoop
 from enchufe.net.transport import SocketTransport, StreamProtocol
+from support.loop import LoopThread
 
 TIMEOUT = 10.0
 
@@ -51,41 +52,19 @@ class Recorder(StreamProtocol):
         return self.events.get(timeout=TIMEOUT)
 
 
-class Rig:
+class Rig(LoopThread):
     def __init__(self) -> None:
-        self.loop = EventLoop()
+        super().__init__()
         ours, self.peer = socket.socketpair()
         self.peer.settimeout(TIMEOUT)
         self.protocol = Recorder()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="loop")
-        created = threading.Event()
-
-        def create() -> None:
-            self.transport = SocketTransport(self.loop, ours, self.protocol, high_water=64 * 1024)
-            created.set()
-
-        self.loop.call_soon(create)
-        self.thread.start()
-        assert created.wait(TIMEOUT)
-
-    def on_loop(self, action: Callable[[], object]) -> None:
-        """Run ``action`` on the loop's thread and wait until it has run."""
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                action()
-            finally:
-                done.set()
-
-        self.loop.call_soon_threadsafe(run)
-        assert done.wait(TIMEOUT)
+        transport = self.call(lambda: SocketTransport(self.loop, ours, self.protocol, high_water=64 * 1024))
+        assert isinstance(transport, SocketTransport)
+        self.transport = transport
 
     def close(self) -> None:
-        self.on_loop(self.transport.abort)
-        self.loop.stop()
-        self.thread.join(TIMEOUT)
-        self.loop.close()
+        self.call(self.transport.abort)
+        super().close()
         self.peer.close()
 
 
@@ -108,20 +87,20 @@ def receive(peer: socket.socket, size: int) -> bytes:
 def test_data_both_ways(rig: Rig) -> None:
     rig.peer.sendall(b"hello")
     assert rig.protocol.next() == ("data", b"hello")
-    rig.on_loop(lambda: rig.transport.write(b"world"))
+    rig.call(lambda: rig.transport.write(b"world"))
     assert receive(rig.peer, 5) == b"world"
 
 
 def test_the_peers_half_close_is_eof_and_writing_goes_on(rig: Rig) -> None:
     rig.peer.shutdown(socket.SHUT_WR)
     assert rig.protocol.next() == ("eof",)
-    rig.on_loop(lambda: rig.transport.write(b"still here"))
+    rig.call(lambda: rig.transport.write(b"still here"))
     assert receive(rig.peer, 10) == b"still here"
 
 
 def test_backpressure_pauses_and_resumes_the_writer_and_loses_nothing(rig: Rig) -> None:
     payload = bytes(range(256)) * 16384  # 4 MiB: far above the kernel's buffers and high water
-    rig.on_loop(lambda: rig.transport.write(payload))
+    rig.call(lambda: rig.transport.write(payload))
     assert rig.protocol.next() == ("pause",)
     assert rig.transport.write_buffer_size > 0
     assert receive(rig.peer, len(payload)) == payload
@@ -135,7 +114,7 @@ def test_write_eof_waits_for_the_buffer_then_half_closes(rig: Rig) -> None:
         rig.transport.write(payload)
         rig.transport.write_eof()
 
-    rig.on_loop(write_then_eof)
+    rig.call(write_then_eof)
     received = b""
     while chunk := rig.peer.recv(1 << 20):
         received += chunk
@@ -153,7 +132,7 @@ def test_close_flushes_and_reports_once(rig: Rig) -> None:
         rig.transport.close()
         rig.transport.close()
 
-    rig.on_loop(write_then_close)
+    rig.call(write_then_close)
     received = b""
     while chunk := rig.peer.recv(1 << 20):
         received += chunk
@@ -171,7 +150,7 @@ def test_abort_drops_the_buffer(rig: Rig) -> None:
         rig.transport.write(b"z" * (4 << 20))
         rig.transport.abort()
 
-    rig.on_loop(write_then_abort)
+    rig.call(write_then_abort)
     received = 0
     while chunk := rig.peer.recv(1 << 20):
         received += len(chunk)
@@ -180,11 +159,11 @@ def test_abort_drops_the_buffer(rig: Rig) -> None:
 
 
 def test_paused_reading_leaves_data_in_the_kernel(rig: Rig) -> None:
-    rig.on_loop(rig.transport.pause_reading)
+    rig.call(rig.transport.pause_reading)
     rig.peer.sendall(b"waiting")
     with pytest.raises(queue.Empty):
         rig.protocol.events.get(timeout=0.2)
-    rig.on_loop(rig.transport.resume_reading)
+    rig.call(rig.transport.resume_reading)
     assert rig.protocol.next() == ("data", b"waiting")
 
 

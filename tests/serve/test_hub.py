@@ -6,22 +6,22 @@ import hashlib
 import queue
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from enchufe.errors import NetworkError
-from enchufe.net.loop import EventLoop
 from enchufe.serve.hub import Client, Hub
+from support.loop import LoopThread
 
 TIMEOUT = 20.0
 
 
-class Rig:
+class Rig(LoopThread):
     """A hub on a loop in its own thread; the test plays the clients' far ends."""
 
     def __init__(self, **options: object) -> None:
-        self.loop = EventLoop()
+        super().__init__()
         self.events: queue.Queue[tuple[object, ...]] = queue.Queue()
         self.hub = Hub(
             self.loop,
@@ -31,28 +31,12 @@ class Rig:
             **options,  # type: ignore[arg-type]
         )
         self.peers: list[socket.socket] = []
-        self.thread = threading.Thread(target=self.loop.run_forever, name="hub-loop")
-        self.thread.start()
-
-    def on_loop(self, action: Callable[[], object]) -> object:
-        result: list[object] = []
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                result.append(action())
-            finally:
-                done.set()
-
-        self.loop.call_soon_threadsafe(run)
-        assert done.wait(TIMEOUT)
-        return result[0] if result else None
 
     def connect(self) -> tuple[socket.socket, Client]:
         ours, theirs = socket.socketpair()
         theirs.settimeout(TIMEOUT)
         self.peers.append(theirs)
-        client = self.on_loop(lambda: self.hub.add(ours))
+        client = self.call(lambda: self.hub.add(ours))
         assert isinstance(client, Client)
         return theirs, client
 
@@ -60,11 +44,9 @@ class Rig:
         return self.events.get(timeout=TIMEOUT)
 
     def close(self) -> None:
-        self.on_loop(self.hub.abort)
-        self.on_loop(lambda: None)  # one more turn: the connection_lost callbacks run
-        self.loop.stop()
-        self.thread.join(TIMEOUT)
-        self.loop.close()
+        self.call(self.hub.abort)
+        self.call(lambda: None)  # one more turn: the connection_lost callbacks run
+        super().close()
         for peer in self.peers:
             peer.close()
 
@@ -87,7 +69,7 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 def test_broadcast_reaches_everyone_but_the_excluded(rig: Rig) -> None:
     (a, client_a), (b, _), (c, _) = rig.connect(), rig.connect(), rig.connect()
-    assert rig.on_loop(lambda: rig.hub.broadcast(b"to all but a", exclude=client_a)) == 2
+    assert rig.call(lambda: rig.hub.broadcast(b"to all but a", exclude=client_a)) == 2
     assert recv_exactly(b, 12) == recv_exactly(c, 12) == b"to all but a"
     a.setblocking(False)
     with pytest.raises(BlockingIOError):
@@ -107,8 +89,8 @@ def test_a_client_that_half_closes_leaves_after_its_output_is_flushed(rig: Rig) 
     a.shutdown(socket.SHUT_WR)
     assert rig.next() == ("leave", client_a.id, None)
     assert a.recv(10) == b""
-    assert rig.on_loop(lambda: len(rig.hub)) == 1
-    assert rig.on_loop(lambda: rig.hub.broadcast(b"still on")) == 1
+    assert rig.call(lambda: len(rig.hub)) == 1
+    assert rig.call(lambda: rig.hub.broadcast(b"still on")) == 1
     assert recv_exactly(b, 8) == b"still on"
 
 
@@ -134,7 +116,7 @@ def test_a_stalled_client_delays_nobody_and_memory_stays_bounded() -> None:
                 finished.set()
 
         rig.hub.on_room = lambda: rig.loop.call_soon(produce)
-        rig.on_loop(produce)
+        rig.call(produce)
         digest = hashlib.sha256()
         received = 0
         while received < total:
@@ -155,16 +137,16 @@ def test_no_room_only_when_every_client_is_full() -> None:
     rig = Rig(high_water=1024)
     try:
         (a, _), (_b, _) = rig.connect(), rig.connect()
-        assert rig.on_loop(rig.hub.has_room) is True
+        assert rig.call(rig.hub.has_room) is True
         # Fill both far past what the kernel buffers hold for a socket pair.
-        rig.on_loop(lambda: [rig.hub.broadcast(b"x" * 65536) for _ in range(16)])
-        assert rig.on_loop(rig.hub.has_room) is False
+        rig.call(lambda: [rig.hub.broadcast(b"x" * 65536) for _ in range(16)])
+        assert rig.call(rig.hub.has_room) is False
         drained = 0
         a.settimeout(TIMEOUT)
         while drained < 16 * 65536:
             drained += len(a.recv(1 << 20))
-        rig.on_loop(lambda: None)  # let the loop see the buffer drain
-        assert rig.on_loop(rig.hub.has_room) is True
+        rig.call(lambda: None)  # let the loop see the buffer drain
+        assert rig.call(rig.hub.has_room) is True
     finally:
         rig.close()
 
@@ -172,7 +154,7 @@ def test_no_room_only_when_every_client_is_full() -> None:
 def test_a_client_that_vanishes_leaves_the_hub(rig: Rig) -> None:
     a, client_a = rig.connect()
     a.close()
-    rig.on_loop(lambda: rig.hub.broadcast(b"x" * 65536))
+    rig.call(lambda: rig.hub.broadcast(b"x" * 65536))
     event = rig.next()
     assert event[:2] == ("leave", client_a.id)
     assert event[2] is None or isinstance(event[2], NetworkError)

@@ -7,10 +7,11 @@ sends and receives step by step, each step bounded by :data:`STEP_TIMEOUT`.
 from __future__ import annotations
 
 import select
+import signal
 import socket
 from types import TracebackType
 
-from support.procs import QUIET_PERIOD
+from support.procs import QUIET_PERIOD, Process
 
 #: Bound on one network step of a test (accept, receive): generous, never reached.
 STEP_TIMEOUT = 10.0
@@ -81,3 +82,20 @@ def assert_clean_stderr(stderr: str) -> None:
     """No Python traceback or warning ever reaches the user."""
     for marker in ("Traceback", "Exception ignored", "ResourceWarning"):
         assert marker not in stderr, stderr
+
+
+def connect(port: int, host: str = "127.0.0.1", *, source: str | None = None) -> socket.socket:
+    """A client of the command under test, each step bounded by :data:`STEP_TIMEOUT`;
+    ``source`` binds the client's own address first (another 127.0.0.0/8 address)."""
+    client = socket.create_connection(
+        (host, port), timeout=STEP_TIMEOUT, source_address=None if source is None else (source, 0)
+    )
+    client.settimeout(STEP_TIMEOUT)
+    return client
+
+
+def stop_listener(cmd: Process) -> None:
+    """End a listener that runs until a signal: SIGTERM, status 128+15, clean stderr."""
+    cmd.popen.send_signal(signal.SIGTERM)
+    assert cmd.wait() == 128 + signal.SIGTERM
+    assert_clean_stderr(cmd.stderr)

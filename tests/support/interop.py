@@ -275,9 +275,16 @@ def random_100mib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RandomFi
         yield made
 
 
+@pytest.fixture(scope="session")
+def random_256mib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RandomFile]:
+    """256 MiB of random bytes, written once per session (the end-of-stream tests)."""
+    with shared_random_file(tmp_path_factory.getbasetemp(), 256 * 1024 * 1024) as made:
+        yield made
+
+
 @pytest.fixture
 def received(tmp_path: Path) -> Iterator[Path]:
-    """Where a bulk transfer lands; removed after the test (100 MiB each)."""
+    """Where a bulk transfer lands; removed after the test."""
     path = tmp_path / "received.bin"
     yield path
     path.unlink(missing_ok=True)
