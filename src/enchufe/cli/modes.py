@@ -200,7 +200,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     with conn:
         if config.max_conns == 0:
             _refuse_every_connection(conn, env)
-        messages.info(f"Connection from {_peer_of(conn)}.")
+        messages.info(f"Connection from {_describe(conn.peer)}.")
         _relay(config, conn, env, logs, listening=True)
     return status.SUCCESS
 
@@ -264,13 +264,13 @@ def _keep_open(
         room = Room(CHAT if config.chat else BROKER)
 
     def joined(peer: Address | None) -> None:
-        messages.info(f"Connection from {peer or 'a client on Unix domain socket'}.")
+        messages.info(f"Connection from {_describe(peer)}.")
 
     def refused(peer: Address | None, reason: str) -> None:
         messages.info(f"New connection denied: {reason}")
 
     def dropped(peer: Address | None, reason: str) -> None:
-        messages.info(f"Disconnected {peer or 'a Unix domain socket client'}: {reason}.")
+        messages.info(f"Disconnected {_describe(peer)}: {reason}.")
 
     max_clients = 100 if config.max_conns is None else config.max_conns
     _make_room_for(max_clients)
@@ -312,11 +312,11 @@ def _exec_each(
     _make_room_for(max_clients)
 
     def handle(conn: Connection) -> None:
-        messages.info(f"Connection from {_peer_of(conn)}.")
+        messages.info(f"Connection from {_describe(conn.peer)}.")
         _relay(config, conn, env, [], listening=True, interruptible=False)
 
     def failed(conn: Connection, exc: Exception) -> None:
-        messages.info(f"{_peer_of(conn)}: {exc}.")  # one session failed; the server goes on
+        messages.info(f"{_describe(conn.peer)}: {exc}.")  # one session failed; the server goes on
 
     server = Server(
         listeners,
@@ -344,9 +344,9 @@ def _make_room_for(clients: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
-def _peer_of(conn: Connection) -> str:
+def _describe(peer: Address | None) -> str:
     # ncat's words for a Unix client that bound no name.
-    return str(conn.peer or "a client on Unix domain socket")
+    return str(peer or "a client on Unix domain socket")
 
 
 def _refuse_every_connection(conn: Connection, env: Environment) -> NoReturn:
@@ -355,7 +355,7 @@ def _refuse_every_connection(conn: Connection, env: Environment) -> NoReturn:
     closed already, so the kernel refuses every later client; and the command stays
     until a signal ends it."""
     if not conn.stream.is_datagram:
-        env.messages.info(f"Connection from {_peer_of(conn)}.")
+        env.messages.info(f"Connection from {_describe(conn.peer)}.")
     env.messages.info("New connection denied: connection limit reached (0)")
     conn.close()
     _wait_for_a_signal(env)
@@ -426,7 +426,7 @@ def _relay(
         receive=not config.send_only,
         half_close=not config.no_shutdown,
         quit_after_local_eof=quit_after,
-        keep_open=config.keep_open,
+        keep_open=config.keep_open and not listening,  # -k: connect mode's keep-open only
         idle_timeout=config.idle_timeout,
         delay=config.delay,
         drain_wait=_drain_wait(env, child is not None),
