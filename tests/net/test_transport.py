@@ -18,6 +18,7 @@ import pytest
 from enchufe.errors import ConnectionLost, NetworkError
 from enchufe.net.loop import EventLoop
 from enchufe.net.transport import SocketTransport, StreamProtocol
+from support.cli_e2e import recv_exactly
 from support.loop import LoopThread
 
 TIMEOUT = 10.0
@@ -75,27 +76,18 @@ def rig() -> Iterator[Rig]:
     made.close()
 
 
-def receive(peer: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = peer.recv(size - len(data))
-        assert chunk, "end of stream too early"
-        data += chunk
-    return data
-
-
 def test_data_both_ways(rig: Rig) -> None:
     rig.peer.sendall(b"hello")
     assert rig.protocol.next() == ("data", b"hello")
     rig.call(lambda: rig.transport.write(b"world"))
-    assert receive(rig.peer, 5) == b"world"
+    assert recv_exactly(rig.peer, 5) == b"world"
 
 
 def test_the_peers_half_close_is_eof_and_writing_goes_on(rig: Rig) -> None:
     rig.peer.shutdown(socket.SHUT_WR)
     assert rig.protocol.next() == ("eof",)
     rig.call(lambda: rig.transport.write(b"still here"))
-    assert receive(rig.peer, 10) == b"still here"
+    assert recv_exactly(rig.peer, 10) == b"still here"
 
 
 def test_backpressure_pauses_and_resumes_the_writer_and_loses_nothing(rig: Rig) -> None:
@@ -103,7 +95,7 @@ def test_backpressure_pauses_and_resumes_the_writer_and_loses_nothing(rig: Rig) 
     rig.call(lambda: rig.transport.write(payload))
     assert rig.protocol.next() == ("pause",)
     assert rig.transport.write_buffer_size > 0
-    assert receive(rig.peer, len(payload)) == payload
+    assert recv_exactly(rig.peer, len(payload)) == payload
     assert rig.protocol.next() == ("resume",)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from enchufe.errors import NetworkError
 from enchufe.serve.hub import Client, Hub
+from support.cli_e2e import recv_exactly
 from support.loop import LoopThread
 
 TIMEOUT = 20.0
@@ -56,15 +57,6 @@ def rig() -> Iterator[Rig]:
     made = Rig()
     yield made
     made.close()
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk
-        data += chunk
-    return data
 
 
 def test_broadcast_reaches_everyone_but_the_excluded(rig: Rig) -> None:
