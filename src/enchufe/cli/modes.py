@@ -250,8 +250,10 @@ def _keep_open(
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
     A signal stops the loop; the clients are cut off, and the signal then ends the
     command (128+signal) as it leaves its handlers."""
+    max_clients = 100 if config.max_conns is None else config.max_conns
+    _make_room_for(max_clients)
     if config.exec_argv is not None:
-        return _exec_each(config, env, listeners, access)
+        return _exec_each(config, env, listeners, access, max_clients)
     from enchufe.net.loop import EventLoop
     from enchufe.serve.keep_open import KeepOpen
 
@@ -272,8 +274,6 @@ def _keep_open(
     def dropped(peer: Address | None, reason: str) -> None:
         messages.info(f"Disconnected {_describe(peer)}: {reason}.")
 
-    max_clients = 100 if config.max_conns is None else config.max_conns
-    _make_room_for(max_clients)
     with EventLoop() as loop:
         server = KeepOpen(
             loop,
@@ -300,7 +300,11 @@ def _keep_open(
 
 
 def _exec_each(
-    config: Config, env: Environment, listeners: list[Listener], access: Callable[[Address | None], bool] | None
+    config: Config,
+    env: Environment,
+    listeners: list[Listener],
+    access: Callable[[Address | None], bool] | None,
+    max_clients: int,
 ) -> int:
     """-l -k -e/-c: one program per connection, as inetd does, each relayed in its own
     thread (a blocking relay between two descriptors is what a thread is for); -m caps
@@ -308,8 +312,6 @@ def _exec_each(
     from enchufe.serve.engine import Server
 
     messages = env.messages
-    max_clients = 100 if config.max_conns is None else config.max_conns
-    _make_room_for(max_clients)
 
     def handle(conn: Connection) -> None:
         messages.info(f"Connection from {_describe(conn.peer)}.")

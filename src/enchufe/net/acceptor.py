@@ -34,12 +34,14 @@ if TYPE_CHECKING:
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
 
-__all__ = ["Acceptor"]
+__all__ = ["ACCEPT_BACKOFF", "OUT_OF_RESOURCES", "Acceptor"]
 
-#: accept() errors that mean "no descriptors or memory now".
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: accept() errors that mean "no descriptors or memory now" (the threaded Server's too).
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: accept() errors of a connection that went away before it was accepted.
 _GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+#: Seconds a listener rests after running out of descriptors.
+ACCEPT_BACKOFF = 0.1
 
 
 class Acceptor:
@@ -62,7 +64,7 @@ class Acceptor:
         on_accept: Callable[[socket.socket, Address | None], None],
         admit: Callable[[Address | None], str | None] | None = None,
         on_refused: Callable[[Address | None, str], None] | None = None,
-        backoff: float = 0.1,
+        backoff: float = ACCEPT_BACKOFF,
     ) -> None:
         self.loop = loop
         self.listeners = list(listeners)
@@ -70,7 +72,6 @@ class Acceptor:
         self.admit = admit
         self.on_refused = on_refused
         self.backoff = backoff
-        self._resting = 0
         self._running = False
 
     def start(self) -> None:
@@ -86,11 +87,6 @@ class Acceptor:
         for listener in self.listeners:
             self.loop.remove_reader(listener.fileno())
 
-    @property
-    def resting(self) -> int:
-        """How many times a listener has rested for lack of descriptors."""
-        return self._resting
-
     def _accept_burst(self, listener: Listener) -> None:
         while True:
             try:
@@ -100,7 +96,7 @@ class Acceptor:
             except OSError as exc:
                 if exc.errno in _GONE:
                     continue
-                if exc.errno in _OUT_OF_RESOURCES:
+                if exc.errno in OUT_OF_RESOURCES:
                     self._rest(listener)
                     return
                 self.loop.on_error(translate_os_error(exc, "recv"))
@@ -121,7 +117,6 @@ class Acceptor:
             self.loop.on_error(exc)
 
     def _rest(self, listener: Listener) -> None:
-        self._resting += 1
         self.loop.remove_reader(listener.fileno())
         self.loop.call_later(self.backoff, self._wake, listener)
 

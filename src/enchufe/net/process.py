@@ -63,10 +63,6 @@ class ChildProcess:
         #: Reads the child's stdout, writes its stdin; ``send_eof`` closes its stdin.
         self.stream = FdStream(from_child_read, to_child_write, owns_fds=True)
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
     def close(self, *, grace: float = 1.0) -> int:
         """Close the pipes and reap the child; return its exit status.
 

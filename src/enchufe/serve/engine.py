@@ -29,7 +29,6 @@ timeouts are to come.
 from __future__ import annotations
 
 import contextlib
-import errno
 import selectors
 import socket
 import sys
@@ -41,6 +40,7 @@ from types import TracebackType
 
 from enchufe.address import Address, parse_address
 from enchufe.errors import NetworkError
+from enchufe.net.acceptor import ACCEPT_BACKOFF, OUT_OF_RESOURCES
 from enchufe.net.connection import Connection
 from enchufe.net.listen import Listener, close_all, open_listeners
 from enchufe.net.stream import SocketStream
@@ -53,9 +53,6 @@ __all__ = ["Handler", "Server", "serve"]
 
 Handler = Callable[[Connection], None]
 
-#: accept() errors that mean "no descriptors or memory now", and the pause after one.
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_ACCEPT_BACKOFF = 0.1
 #: Seconds :meth:`Server.close` waits for threads once their connections are shut down.
 DEFAULT_CLOSE_TIMEOUT = 5.0
 ErrorHook = Callable[[Connection, Exception], None]
@@ -304,10 +301,10 @@ class Server:
         try:
             conn = listener.accept()
         except NetworkError as exc:
-            if exc.errno in _OUT_OF_RESOURCES:
+            if exc.errno in OUT_OF_RESOURCES:
                 # The connection stays queued and the listener stays readable: without
                 # a pause the loop would spin. Wait for resources (or for shutdown).
-                self._stopping.wait(_ACCEPT_BACKOFF)
+                self._stopping.wait(ACCEPT_BACKOFF)
             return  # otherwise the peer gave up between the wake-up and accept()
         reason = self._refusal(conn)
         if reason is not None:
@@ -332,7 +329,7 @@ class Server:
                 self.on_error(conn, exc)
             finally:
                 conn.close()
-            self._stopping.wait(_ACCEPT_BACKOFF)
+            self._stopping.wait(ACCEPT_BACKOFF)
 
     def _refusal(self, conn: Connection) -> str | None:
         """Why ``conn`` must not be served, or None: admission comes before any thread."""

@@ -57,8 +57,6 @@ class Client(StreamProtocol):
         self.fileno = fileno
         self.peer = peer
         self.transport: SocketTransport | None = None
-        #: True once the client has half-closed (it sends nothing more).
-        self.ended = False
 
     def send(self, data: bytes) -> bool:
         """Queue ``data`` for this client; False if it had to be dropped for lagging."""
@@ -80,7 +78,6 @@ class Client(StreamProtocol):
         self.hub.on_data(self, data)
 
     def eof_received(self) -> None:
-        self.ended = True
         self.hub.on_eof(self)
 
     def pause_writing(self) -> None:
