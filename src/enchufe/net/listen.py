@@ -90,6 +90,22 @@ class Listener:
             raise translate_os_error(exc, "recv") from exc
         return Connection(SocketStream(sock), local=local, peer=address_from_sockaddr(sock.family, sockaddr))
 
+    def next_sender(self) -> Address | None:
+        """The sender of the next datagram waiting on a datagram listener, which stays
+        unread (``None``: an unbound Unix datagram peer). Blocks until one arrives."""
+        try:
+            _, sender = self.sock.recvfrom(1, socket.MSG_PEEK)
+        except OSError as exc:
+            raise translate_os_error(exc, "recv") from exc
+        return address_from_sockaddr(self.sock.family, sender)
+
+    def drop_next(self) -> None:
+        """Discard the next datagram waiting on a datagram listener (one refused)."""
+        try:
+            self.sock.recv(1)
+        except OSError as exc:
+            raise translate_os_error(exc, "recv") from exc
+
     def _accept_datagram(self) -> Connection:
         try:
             _, sender = self.sock.recvfrom(1, socket.MSG_PEEK)
