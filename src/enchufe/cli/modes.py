@@ -162,7 +162,7 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
 
 
 def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
-    from enchufe.net.listen import close_all, open_listeners, wait_for_peer
+    from enchufe.net.listen import NCAT_BACKLOG, close_all, open_listeners, wait_for_peer
 
     messages = env.messages
     address: Address | None = None
@@ -179,6 +179,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         port=config.port,
         transport=config.transport,
         family=config.family,
+        backlog=NCAT_BACKLOG,
         resolver=SystemResolver(numeric_only=config.numeric_only),
     )
     try:
