@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
-
-import pytest
 
 from support.cli_e2e import STEP_TIMEOUT, connect, recv_exactly, stop_listener
 from support.procs import Process, enchufe
@@ -77,24 +74,4 @@ def test_chat_announces_and_prefixes_each_read_as_ncat_does() -> None:
                 assert recv_exactly(a, 18) == recv_exactly(b, 18) == b"<user0> host says\n"
             leave = f"<announce> <user{user_b}> is disconnected.\n".encode()
             assert recv_exactly(a, len(leave)) == leave
-        stop(cmd)
-
-
-@pytest.mark.interop
-def test_ncat_clients_chat_through_enchufe() -> None:
-    with enchufe("-l", "--chat", "127.0.0.1", "0", "-v") as cmd:
-        port = cmd.listening_port()
-        with connect(port) as watcher:
-            read_announcement(watcher)
-            talker = subprocess.run(
-                ["ncat", "127.0.0.1", str(port)], input=b"hello from ncat\n", capture_output=True, timeout=STEP_TIMEOUT
-            )
-            assert talker.returncode == 0
-            assert talker.stdout.startswith(b"<announce> 127.0.0.1:")
-            seen = b""
-            while b"hello from ncat\n" not in seen:
-                chunk = watcher.recv(4096)
-                assert chunk, seen
-                seen += chunk
-            assert re.search(rb"<user\d+> hello from ncat\n", seen)
         stop(cmd)

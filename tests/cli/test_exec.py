@@ -6,7 +6,6 @@ import hashlib
 import os
 import signal
 import socket
-import subprocess
 import threading
 
 import pytest
@@ -125,13 +124,3 @@ def test_keep_open_runs_one_program_per_connection_at_once() -> None:
         cmd.popen.send_signal(signal.SIGTERM)
         assert cmd.wait() == 128 + signal.SIGTERM
     assert_clean_stderr(cmd.stderr)
-
-
-@pytest.mark.interop
-def test_ncat_client_of_an_exec_listener() -> None:
-    with enchufe("-l", "-v", "127.0.0.1", "0", "-e", "/usr/bin/rev") as cmd:
-        port = cmd.listening_port()
-        client = subprocess.run(["ncat", "127.0.0.1", str(port)], input=b"drawer\n", capture_output=True, timeout=10)
-        assert client.returncode == 0
-        assert client.stdout == b"reward\n"
-        assert cmd.wait() == 0

@@ -12,7 +12,6 @@ import hashlib
 import os
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -151,19 +150,6 @@ def test_unix_stream_keep_open(sock_dir: str) -> None:
             assert recv_exactly(a, 4) == recv_exactly(b, 4) == b"both"
         stop_listener(cmd)
     assert not os.path.exists(path)
-
-
-@pytest.mark.interop
-def test_ncat_clients_of_a_keep_open_listener() -> None:
-    with enchufe("-l", "-k", "-v", "127.0.0.1", "0") as cmd:
-        port = cmd.listening_port()
-        for name in (b"first", b"second"):
-            client = subprocess.run(
-                ["ncat", "127.0.0.1", str(port)], input=name + b"\n", capture_output=True, timeout=STEP_TIMEOUT
-            )
-            assert client.returncode == 0
-            assert cmd.read_stdout(len(name) + 1) == name + b"\n"
-        stop_listener(cmd)
 
 
 def test_max_conns_above_the_descriptor_limit_raises_the_limit() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from support.cli_e2e import STEP_TIMEOUT, stop_listener
-from support.procs import Process, enchufe
+from support.procs import enchufe
 
 
 @pytest.fixture
@@ -185,17 +185,3 @@ def test_unix_datagram_peers_are_clients_too(tmp_path: Path) -> None:
                 client.close()
         stop_listener(cmd)
     assert not os.path.exists(path)
-
-
-@pytest.mark.interop
-def test_ncat_clients_of_a_udp_keep_open_listener() -> None:
-    with enchufe("-u", "-l", "-k", "-v", "127.0.0.1", "0") as cmd:
-        port = str(cmd.listening_port())
-        with Process(["ncat", "-u", "127.0.0.1", port]) as first, Process(["ncat", "-u", "127.0.0.1", port]) as second:
-            for number, client in enumerate((first, second)):
-                client.write(f"ncat {number}\n".encode())
-                cmd.wait_for_line("Connection from")
-                assert cmd.read_stdout(7) == f"ncat {number}\n".encode()
-            cmd.write(b"to both\n")
-            assert first.read_stdout(8) == second.read_stdout(8) == b"to both\n"
-        stop_listener(cmd)

@@ -194,17 +194,17 @@ def socat_listener(
 
 @contextlib.contextmanager
 def enchufe_listener(
-    transport: Transport, sock_dir: str, *, stdin: object = None, stdout: object = subprocess.PIPE
+    transport: Transport, sock_dir: str, *options: str, stdin: object = None, stdout: object = subprocess.PIPE
 ) -> Iterator[tuple[Process, str | int]]:
-    """``enchufe -v -l HOST 0`` (or ``-U PATH``); yields the process and the real
+    """``enchufe -v -l OPTIONS HOST 0`` (or ``-U PATH``); yields the process and the real
     endpoint, read from its ``Listening on`` line."""
     if transport.is_unix:
         path = os.path.join(sock_dir, "enchufe.sock")
-        with enchufe(*transport.ncat_listen(path), stdin=stdin, stdout=stdout) as proc:
+        with enchufe(*transport.ncat_listen(path), *options, stdin=stdin, stdout=stdout) as proc:
             proc.wait_for_line(ENCHUFE_LISTENING + re.escape(path) + "$")
             yield proc, path
     else:
-        with enchufe(*transport.ncat_listen(0), stdin=stdin, stdout=stdout) as proc:
+        with enchufe(*transport.ncat_listen(0), *options, stdin=stdin, stdout=stdout) as proc:
             yield proc, proc.listening_port()
 
 
