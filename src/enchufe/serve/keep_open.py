@@ -186,6 +186,10 @@ class KeepOpen:
         self.hub.abort()
         for peers in self._peers:
             peers.close()
+        # One more turn of the loop: each aborted transport closes its socket once its
+        # client has heard of it.
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
         os.write(self._stop_write, b"x")
         self._room.set()
         with contextlib.suppress(queue.Full):
