@@ -249,8 +249,10 @@ def _build(
         raise UsageError(f"Invalid option combination: --broker and {exec_option}.")
     if chat and not listen and operands:
         raise UsageError("Invalid option combination: `--chat' with connect.")
-    if (given("-k") or broker) and listen and transport != "stream":
-        raise UsageError("-k, --broker and --chat are not supported yet over UDP or SCTP.")
+    if (given("-k") or broker) and listen and transport == "sctp":
+        raise UsageError("-k, --broker and --chat are not supported yet over SCTP.")
+    if (given("-k") or broker) and listen and transport == "datagram" and exec_option is not None:
+        raise UsageError(f"-k with {exec_option} is not supported yet over UDP.")
     if given("--client-labels") and (broker or not (listen and given("-k"))):
         raise UsageError("--client-labels works in -l -k only (not with --broker or --chat).")
     if given("--client-labels") and exec_option is not None:
@@ -261,8 +263,8 @@ def _build(
         raise UsageError("--host-sees-room works with --broker or --chat only.")
     if access and not listen:
         raise UsageError("Invalid option combination: allow/deny with connect.")
-    if access and transport != "stream":
-        raise UsageError("--allow and --deny are not supported yet over UDP or SCTP.")
+    if access and transport == "sctp":
+        raise UsageError("--allow and --deny are not supported yet over SCTP.")
     if given("-m") and not listen:
         raise UsageError("Invalid option combination: `--max-conns' with connect.")
     if given("-g") and not listen and ip_version != 4:

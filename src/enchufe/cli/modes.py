@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from enchufe.net.listen import Listener
+    from enchufe.net.loop import EventLoop
     from enchufe.net.relay import RelayResult
 
 __all__ = ["Environment", "run_connect", "run_listen"]
@@ -161,7 +162,7 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
 
 
 def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
-    from enchufe.net.listen import close_all, open_listeners, wait_for_peer
+    from enchufe.net.listen import NCAT_BACKLOG, close_all, open_listeners, wait_for_peer
 
     messages = env.messages
     address: Address | None = None
@@ -178,6 +179,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         port=config.port,
         transport=config.transport,
         family=config.family,
+        backlog=NCAT_BACKLOG,
         resolver=SystemResolver(numeric_only=config.numeric_only),
     )
     try:
@@ -193,12 +195,16 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
                     listener = wait_for_peer(listeners, timeout=remaining, wake_fd=env.signals.wake_fd)
             except TimedOut:
                 raise ConnectTimeout(f"no client within {config.accept_timeout} s") from None
-            conn = listener.accept()
-            if access is None or access(conn.peer):
-                break
             # A denied client does not use up a single-shot listener (ncat's does, and
-            # then runs on with nothing listening).
-            conn.close()
+            # then runs on with nothing listening). A UDP peer is judged by its first
+            # datagram, which is dropped if it is denied.
+            if listener.is_datagram and access is not None and not access(listener.next_sender()):
+                listener.drop_next()
+            else:
+                conn = listener.accept()
+                if access is None or access(conn.peer):
+                    break
+                conn.close()
             messages.info("New connection denied: not allowed")
     finally:
         close_all(listeners)
@@ -323,34 +329,37 @@ def _keep_open(
             label=_client_label if config.client_labels else None,
         )
         env.signals.on_signal = loop.stop
-        wake_fd = env.signals.wake_fd
-        if wake_fd is not None:
-            # The kernel may hand a signal to another thread; the main thread, in the
-            # loop's select, then runs its handler only once the wake-up byte wakes it.
-            loop.add_reader(wake_fd, _drain, wake_fd)
+        _wake_on_signals(loop, env)
         server.start()
         try:
             if env.signals.pending is None:  # after on_signal is set: no signal is missed
                 loop.run_forever()
         finally:
             env.signals.on_signal = None
-            if wake_fd is not None:
-                loop.remove_reader(wake_fd)
             server.close()
     if server.ended == "accept timeout":
         raise ConnectTimeout(f"no client within {config.accept_timeout} s")
     return status.SUCCESS  # -q, or a signal, which leaving its handlers raises
 
 
-def _drain(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError):
-        os.read(fd, 512)
-
-
 def _client_label(peer: Address | None, number: int) -> bytes:
     """--client-labels: the peer's address; a Unix client that bound no name, by number."""
     text = f"[{peer}] " if peer is not None else f"[unix client {number}] "
     return text.encode("utf-8", "surrogateescape")
+
+
+def _wake_on_signals(loop: EventLoop, env: Environment) -> None:
+    """Watch the signal wake-up pipe on ``loop``: the kernel may deliver a signal to
+    any thread, and Python runs its handler (``on_signal``) only once the main thread,
+    asleep in the loop's selector, wakes up."""
+    wake_fd = env.signals.wake_fd
+    if wake_fd is not None:
+
+        def drain() -> None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_fd, 64)
+
+        loop.add_reader(wake_fd, drain)
 
 
 def _exec_each(

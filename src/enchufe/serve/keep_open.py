@@ -15,6 +15,12 @@
   output through a bounded Queue: while it is full, the loop stops reading from the
   clients, and TCP slows them down; nothing is dropped.
 
+UDP peers are clients too (``-u -l -k``): each datagram listener's socket is shared by
+all its peers, which :class:`~enchufe.net.datagram.DatagramSessions` tells apart by
+address and expires when ``idle_timeout`` passes without traffic (ncat never does);
+the same limit and access control admit them. Every read of the host's input is one
+datagram of at most 8 KiB to each peer, as in connect mode.
+
 End of stream, as ncat does it in this mode (``enchufe.proto.eof`` for the single
 session): a client that half-closes is closed once what was queued for it is sent;
 the end of the host's input half-closes every client (and every later one at once),
@@ -38,7 +44,8 @@ import select
 import threading
 
 from enchufe.net.acceptor import Acceptor
-from enchufe.net.stream import DEFAULT_RECV_SIZE
+from enchufe.net.datagram import DatagramSessions
+from enchufe.net.stream import DATAGRAM_PAYLOAD_SIZE, DEFAULT_RECV_SIZE
 from enchufe.proto.chat import NCAT_READ_SIZE
 from enchufe.proto.lines import LineBuffer
 from enchufe.serve.hub import DEFAULT_MAX_BACKLOG, Client, Hub
@@ -50,6 +57,7 @@ if TYPE_CHECKING:
 
     from enchufe.address import Address
     from enchufe.errors import NetworkError
+    from enchufe.net.datagram import DatagramSession
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop, TimerHandle
     from enchufe.proto.chat import Room
@@ -74,7 +82,7 @@ class KeepOpen:
 
     Args:
         loop: the event loop, run by the caller (:meth:`start` first).
-        listeners: stream listeners; the caller keeps owning them.
+        listeners: stream or datagram listeners; the caller keeps owning them.
         input_fd: the host's input (stdin); read in a thread, never closed.
         output_fd: the host's output (stdout); written in a thread, never closed.
         max_clients: connected clients at once; more are refused (ncat's ``-m``).
@@ -98,8 +106,8 @@ class KeepOpen:
         new_responder: called once per client; the function it returns takes what
             that client sends and returns what to answer it (``-t``).
         delay: seconds before the next read from the same source (``-d``).
-        idle_timeout: a client with no bytes moved for this long is cut off
-            (``on_idle`` reports it).
+        idle_timeout: a client with no bytes moved for this long is cut off, a UDP
+            peer forgotten (``on_idle`` reports it); ``None``: never.
         quit_after_input: seconds after the end of the input at which the server
             ends (``None``: never); what is queued for the clients is sent first,
             for at most a second.
@@ -159,7 +167,11 @@ class KeepOpen:
         self._label = label
         self._lines = LineBuffer(_MAX_LABELLED_LINE) if label is not None else None
         self._members: dict[int, Client] = {}
-        self._read_size = _READ_SIZE if room is None else NCAT_READ_SIZE
+        datagram_listeners = [listener for listener in listeners if listener.is_datagram]
+        if datagram_listeners:
+            self._read_size = DATAGRAM_PAYLOAD_SIZE
+        else:
+            self._read_size = _READ_SIZE if room is None else NCAT_READ_SIZE
         self.max_clients = max_clients
         self.access = access
         self.half_close = half_close
@@ -179,7 +191,20 @@ class KeepOpen:
             idle_timeout=idle_timeout,
             on_idle=(lambda client: on_idle(client.peer)) if on_idle else None,
         )
-        self.acceptor = Acceptor(loop, listeners, on_accept=self._join, admit=self._admit, on_refused=self._refused)
+        self.acceptor = Acceptor(
+            loop,
+            [listener for listener in listeners if not listener.is_datagram],
+            on_accept=self._join,
+            admit=self._admit,
+            on_refused=self._refused,
+        )
+        self._idle_timeout = idle_timeout
+        self._datagram_listeners = datagram_listeners
+        self._peers: list[DatagramSessions] = []
+        self._sessions: dict[DatagramSession, Client] = {}
+        # A UDP peer's number in a room: above every listening socket's descriptor, so
+        # none is a number a stream client's descriptor could have at the same time.
+        self._next_peer_number = max((listener.fileno() for listener in listeners), default=0) + 1
         self._input_ended = False
         self._room = threading.Event()
         self._stop_read, self._stop_write = os.pipe()
@@ -197,6 +222,19 @@ class KeepOpen:
         self.acceptor.start()
         if self._accept_timeout is not None:
             self._accept_timer = self.loop.call_later(self._accept_timeout, self._end, "accept timeout")
+        for listener in self._datagram_listeners:
+            self._peers.append(
+                DatagramSessions(
+                    self.loop,
+                    listener.sock,
+                    on_open=self._peer_joined,
+                    on_datagram=self._peer_sent,
+                    on_close=self._peer_left,
+                    admit=self._admit,
+                    on_refused=self._refused,
+                    idle_timeout=self._idle_timeout,
+                )
+            )
         for thread in self._threads:
             thread.start()
 
@@ -210,6 +248,8 @@ class KeepOpen:
         """
         self.acceptor.stop()
         self.hub.abort()
+        for peers in self._peers:
+            peers.close()
         os.write(self._stop_write, b"x")
         self._room.set()
         with contextlib.suppress(queue.Full):
@@ -237,17 +277,36 @@ class KeepOpen:
             self.on_refused(peer, reason)
 
     def _join(self, sock: socket.socket, peer: Address | None) -> None:
+        self._welcome(self.hub.add(sock, peer))
+
+    def _peer_joined(self, session: DatagramSession) -> None:
+        client = self.hub.attach(session, session.peer, self._next_peer_number)
+        self._next_peer_number += 1
+        self._sessions[session] = client
+        self._welcome(client)
+
+    def _peer_sent(self, session: DatagramSession, data: bytes) -> None:
+        if data:  # an empty datagram is traffic (it keeps the session), not data
+            self._sessions[session].data_received(data)
+
+    def _peer_left(self, session: DatagramSession, reason: str) -> None:
+        client = self._sessions.pop(session)
+        if reason == "idle" and self.hub.on_idle is not None:
+            self.hub.on_idle(client)
+        client.connection_lost(None)
+
+    def _welcome(self, client: Client) -> None:
         if self._accept_timer is not None:
             self._accept_timer.cancel()
             self._accept_timer = None
-        client = self.hub.add(sock, peer)
+        peer = client.peer
         if self.on_join is not None:
             self.on_join(peer)
         if self._new_responder is not None:
             self._responders[client.id] = self._new_responder()
         if self.room is not None:
-            self._members[client.fileno] = client
-            self._deliver(self.room.join(client.fileno, str(peer or "localhost")))
+            self._members[client.number] = client
+            self._deliver(self.room.join(client.number, str(peer or "localhost")))
         assert client.transport is not None
         if self._clients_paused:
             client.transport.pause_reading()
@@ -259,8 +318,8 @@ class KeepOpen:
         self._delayed.discard(client.id)
         if self._lines is not None and self._label is not None and (rest := self._lines.flush(client)):
             self._to_output(self._label(client.peer, client.id) + rest)
-        if self.room is not None and self._members.pop(client.fileno, None) is client:
-            self._deliver(self.room.leave(client.fileno))
+        if self.room is not None and self._members.pop(client.number, None) is client:
+            self._deliver(self.room.leave(client.number))
         if self.on_leave is not None:
             self.on_leave(client.peer, error)
         if self.ended == "quit" and not len(self.hub):
@@ -289,7 +348,7 @@ class KeepOpen:
         if responder is not None and (answer := responder(data)):
             client.send(answer)
         if self.room is not None:
-            self._deliver(self.room.message(client.fileno, data))
+            self._deliver(self.room.message(client.number, data))
         elif self._lines is not None and self._label is not None:
             label = self._label(client.peer, client.id)
             if lines := self._lines.lines(client, data):
@@ -355,6 +414,8 @@ class KeepOpen:
         it (for at most a second), then the loop stops."""
         self.ended = "quit"
         self.acceptor.stop()
+        for peers in self._peers:
+            peers.close()  # a UDP peer has nothing waiting: its session ends now
         if not len(self.hub):
             self.loop.stop()
             return
