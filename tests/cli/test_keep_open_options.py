@@ -486,3 +486,26 @@ def test_ncat_chats_through_full_lines() -> None:
         seen = read_stdout_through(cmd, b"is disconnected.\n")
         assert re.search(rb"<user(\d+)> line one\n<user\1> line two\n<announce> <user\1> is disconnected\.\n$", seen)
         stop_listener(cmd)
+
+
+# --- over UDP: every peer is a client ---------------------------------------------------------
+
+
+def test_the_options_reach_udp_peers(tmp_path: Path) -> None:
+    """-C, -o, -t, --client-labels and -q 0 over ``-u -l -k``: each works per peer."""
+    log = tmp_path / "udp.log"
+    argv = ["-u", "-l", "-k", "-C", "-t", "-o", str(log), "--client-labels", "-q", "0", "-v", "127.0.0.1", "0"]
+    with enchufe(*argv) as cmd, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.settimeout(STEP_TIMEOUT)
+        peer.bind(("127.0.0.1", 0))
+        server = ("127.0.0.1", cmd.listening_port())
+        label = f"[127.0.0.1:{peer.getsockname()[1]}] ".encode()
+        peer.sendto(b"half ", server)
+        peer.sendto(bytes([IAC, DO, 1]) + b"line\n", server)
+        assert peer.recv(100) == bytes([IAC, WONT, 1])  # the answer goes to that peer
+        assert cmd.read_stdout(len(label) + 13) == label + b"half \xff\xfd\x01line\n"
+        cmd.write(b"to peers\n")
+        assert peer.recv(100) == b"to peers\r\n"
+        cmd.close_stdin()
+        assert cmd.wait() == 0
+    assert log.read_bytes() == b"half \xff\xfd\x01line\nto peers\r\n"
