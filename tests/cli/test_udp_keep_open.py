@@ -79,7 +79,7 @@ def test_a_silent_peer_is_forgotten_after_the_idle_timeout_and_frees_its_place(p
         cmd.wait_for_line(f"Connection from {name(a)}.")
         b.sendto(b"refused\n", server)
         cmd.wait_for_line(r"^enchufe: New connection denied: connection limit reached \(1\)$")
-        cmd.wait_for_line(f"^enchufe: Disconnected {name(a)}: idle for 500 ms.$")
+        cmd.wait_for_line(rf"^enchufe: Disconnected {name(a)}: Idle timeout expired \(500 ms\)\.$")
         b.sendto(b"b\n", server)
         cmd.wait_for_line(f"Connection from {name(b)}.")
         assert cmd.read_stdout(4) == b"a\nb\n"  # the refused datagram never reached stdout

@@ -150,3 +150,18 @@ def test_a_client_that_vanishes_leaves_the_hub(rig: Rig) -> None:
     event = rig.next()
     assert event[:2] == ("leave", client_a.id)
     assert event[2] is None or isinstance(event[2], NetworkError)
+
+
+def test_an_idle_client_is_cut_off_alone() -> None:
+    made = Rig(idle_timeout=0.2, on_idle=lambda client: made.events.put(("idle", client.id)))
+    try:
+        a, client_a = made.connect()
+        assert made.next() == ("idle", client_a.id)
+        assert made.next() == ("leave", client_a.id, None)
+        assert a.recv(1) == b""
+        b, client_b = made.connect()  # the hub goes on; b's own timer starts now
+        b.sendall(b"here")
+        assert made.next() == ("data", client_b.id, b"here")
+        assert made.call(lambda: len(made.hub)) == 1
+    finally:
+        made.close()

@@ -28,9 +28,7 @@ DEFAULT_PORT = 31337
 _INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
 _NSOCK_ENGINES = frozenset({"epoll", "poll", "select"})
 _MAX_HOPS = 8  # room in an IPv4 header's options
-#: Options the multi-client listener does not carry out yet: refused, never ignored.
 _ACCESS_OPTIONS = frozenset({"--allow", "--deny", "--allowfile", "--denyfile"})
-_NOT_YET_WITH_KEEP_OPEN = ("-C", "-t", "-o", "-x", "-i", "-d", "-q", "--send-only", "--recv-only")
 
 
 class UsageError(EnchufeError):
@@ -61,6 +59,8 @@ class Config:
     source_host: str | None = None
     source_port: int = 0
     connect_timeout: float = 10.0
+    #: -w in listen mode: the first client must come within it (ncat ignores -w there).
+    accept_timeout: float | None = None
     idle_timeout: float | None = None
     delay: float | None = None
     quit_after_eof: float | None = None
@@ -71,6 +71,12 @@ class Config:
     #: framed with <userN> prefixes and announcements); both imply many clients.
     broker: bool = False
     chat: bool = False
+    #: enchufe's own: --client-labels (-l -k: "[peer] " before each client line on
+    #: stdout), --full-lines (chat: a prefix per line), --host-sees-room (broker, chat:
+    #: stdout receives what the room delivers).
+    client_labels: bool = False
+    chat_lines: bool = False
+    host_sees_room: bool = False
     verbosity: int = 0
     crlf: bool = False
     telnet: bool = False
@@ -243,15 +249,18 @@ def _build(
         raise UsageError(f"Invalid option combination: --broker and {exec_option}.")
     if chat and not listen and operands:
         raise UsageError("Invalid option combination: `--chat' with connect.")
-    if (given("-k") or broker) and listen:
-        if transport == "sctp":
-            raise UsageError("-k, --broker and --chat are not supported yet over SCTP.")
-        if transport == "datagram" and exec_option is not None:
-            raise UsageError(f"-k with {exec_option} is not supported yet over UDP.")
-        for option in _NOT_YET_WITH_KEEP_OPEN:
-            # Over UDP, -i is the time after which a silent peer is forgotten.
-            if given(option) and not (option == "-i" and transport == "datagram"):
-                raise UsageError(f"{option} is not supported yet with -k, --broker or --chat.")
+    if (given("-k") or broker) and listen and transport == "sctp":
+        raise UsageError("-k, --broker and --chat are not supported yet over SCTP.")
+    if (given("-k") or broker) and listen and transport == "datagram" and exec_option is not None:
+        raise UsageError(f"-k with {exec_option} is not supported yet over UDP.")
+    if given("--client-labels") and (broker or not (listen and given("-k"))):
+        raise UsageError("--client-labels works in -l -k only (not with --broker or --chat).")
+    if given("--client-labels") and exec_option is not None:
+        raise UsageError(f"Invalid option combination: --client-labels and {exec_option}.")
+    if given("--full-lines") and not (chat and listen):
+        raise UsageError("--full-lines works with --chat only.")
+    if given("--host-sees-room") and not (broker and listen):
+        raise UsageError("--host-sees-room works with --broker or --chat only.")
     if access and not listen:
         raise UsageError("Invalid option combination: allow/deny with connect.")
     if access and transport == "sctp":
@@ -293,6 +302,7 @@ def _build(
         source_host=text("-s") if given("-s") else None,
         source_port=source_port,
         connect_timeout=number("-w") if given("-w") else 10.0,
+        accept_timeout=number("-w") if given("-w") and listen else None,
         idle_timeout=number("-i") if given("-i") else None,
         delay=number("-d") if given("-d") else None,
         quit_after_eof=number("-q") if given("-q") else None,
@@ -300,6 +310,9 @@ def _build(
         exec_argv=_exec_argv(exec_option, text(exec_option)) if exec_option is not None else None,
         broker=broker and listen,
         chat=chat and listen,
+        client_labels=given("--client-labels"),
+        chat_lines=given("--full-lines"),
+        host_sees_room=given("--host-sees-room"),
         verbosity=verbosity,
         crlf=given("-C"),
         telnet=given("-t"),
