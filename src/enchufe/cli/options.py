@@ -23,6 +23,8 @@ LONG_OPTIONS = [
     "telnet", "udp", "sctp", "version", "verbose", "wait=", "nodns", "proxy=", "proxy-type=",
     "proxy-auth=", "proxy-dns=", "nsock-engine=", "test", "ssl", "ssl-cert=", "ssl-key=",
     "ssl-verify", "ssl-trustfile=", "ssl-ciphers=", "ssl-servername=", "ssl-alpn=",
+    # enchufe's own, after ncat's: so no abbreviation of an ncat option changes meaning.
+    "py-exec=",
 ]  # fmt: skip
 
 #: Long options that are another name for a short one.
@@ -66,7 +68,7 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
   -C, --crlf                 Use CRLF for EOL sequence
   -c, --sh-exec <command>    Executes the given command via /bin/sh
   -e, --exec <command>       Executes the given command
-      --lua-exec <filename>  Executes the given Lua script (not supported: no Lua)
+      --lua-exec <filename>  Executes the given Lua script (needs enchufe[lua])
   -g hop1[,hop2,...]         Loose source routing hop points (8 max)
   -G <n>                     Loose source routing hop pointer (4, 8, 12, ...)
   -m, --max-conns <n>        Maximum <n> simultaneous connections
@@ -111,6 +113,7 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
       --ssl-alpn             ALPN protocol list to use
       --nsock-engine <name>  Accepted for compatibility (epoll, poll, select); no effect
       --version              Display enchufe's version information and exit
+      --py-exec <handler>    Runs handle(conn) of a Python file, or module:function
 
 See the ncat(1) manpage for full options, descriptions and usage examples
 """
