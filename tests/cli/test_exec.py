@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,8 +13,8 @@ import threading
 
 import pytest
 
-from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, connect, recv_until_eof
-from support.procs import enchufe, run_enchufe
+from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, connect, recv_until_eof, stop_listener
+from support.procs import ENCHUFE, enchufe, run, run_enchufe
 
 
 def test_what_the_program_writes_after_the_peer_half_closes_still_arrives() -> None:
@@ -135,3 +137,49 @@ def test_ncat_client_of_an_exec_listener() -> None:
         assert client.returncode == 0
         assert client.stdout == b"reward\n"
         assert cmd.wait() == 0
+
+
+# --- bad input: a program that cannot start or ends at once; no /bin/sh -----------------
+
+
+def test_a_program_that_does_not_exist_costs_each_client_one_line_and_the_server_goes_on() -> None:
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0", "-e", "/nonexistent/program") as cmd:
+        port = cmd.listening_port()
+        for _ in range(2):
+            with connect(port) as client:
+                assert recv_until_eof(client) == b""  # closed at once, nothing sent
+            cmd.wait_for_line("^exec: No such file or directory$")
+        stop_listener(cmd)
+
+
+def test_a_program_that_exits_at_once_ends_only_its_session() -> None:
+    """The first client sends nothing: its program's read fails and it exits at once;
+    the next client is served by a program of its own."""
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0", "-c", 'read line && echo "got $line"') as cmd:
+        port = cmd.listening_port()
+        with connect(port) as silent:
+            silent.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(silent) == b""
+        with connect(port) as client:
+            client.sendall(b"a line\n")
+            assert recv_until_eof(client) == b"got a line\n"
+        stop_listener(cmd)
+
+
+def test_a_program_that_exits_at_once_ends_a_single_session_with_status_0() -> None:
+    with enchufe("-l", "-v", "127.0.0.1", "0", "-e", "/bin/true") as cmd:
+        with connect(cmd.listening_port()) as client:
+            assert recv_until_eof(client) == b""
+        assert cmd.wait() == 0
+    assert_clean_stderr(cmd.stderr)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root")
+@pytest.mark.parametrize("keep_open", [[], ["-k"]], ids=["single", "-k"])
+def test_sh_exec_without_a_usable_bin_sh_fails_before_listening(keep_open: list[str]) -> None:
+    """As ncat, in listen mode: /bin/sh is checked first. A private mount namespace
+    hides it (bound over by /dev/null, which cannot be executed)."""
+    command = shlex.join([*ENCHUFE, "-l", *keep_open, "-v", "127.0.0.1", "0", "-c", "true"])
+    result = run(["unshare", "-m", "/bin/bash", "-c", f"mount --bind /dev/null /bin/sh && exec {command}"])
+    assert result.returncode == 2
+    assert result.stderr == b"enchufe: /bin/sh is not executable, so `-c' won't work. QUITTING.\n"

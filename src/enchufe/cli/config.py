@@ -250,6 +250,8 @@ def _build(
     if exec_option is not None and broker:
         # ncat names -e whichever of its exec options was given.
         raise UsageError(f"Invalid option combination: --broker and {'--py-exec' if given('--py-exec') else '-e'}.")
+    if exec_option == "-c" and listen and not os.access("/bin/sh", os.X_OK):
+        raise UsageError("/bin/sh is not executable, so `-c' won't work.")  # ncat checks in listen mode only
     if given("--py-exec"):
         for option in _RELAY_OPTIONS:
             if given(option):
