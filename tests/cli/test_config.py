@@ -456,7 +456,8 @@ def test_huge_time_is_a_usage_error() -> None:
         (["--sctp", "-k", "localhost"], "Invalid option combination: `--keep-open' with non-TCP protocol."),
         (["-m", "3", "localhost"], "Invalid option combination: `--max-conns' with connect."),
         (["--nsock-engine", "foo", "localhost"], "Unknown or non-available engine: foo."),
-        (["-l", "-k", "-u"], "-k, --broker and --chat are not supported yet over UDP or SCTP."),
+        (["-l", "-k", "--sctp"], "-k, --broker and --chat are not supported yet over SCTP."),
+        (["-l", "-k", "-u", "-e", "/bin/cat"], "-k with -e is not supported yet over UDP."),
         (["-l", "-k", "-o", "log"], "-o is not supported yet with -k, --broker or --chat."),
         (["--broker", "-i", "1"], "-i is not supported yet with -k, --broker or --chat."),
         (["--chat", "localhost"], "Invalid option combination: `--chat' with connect."),
@@ -649,7 +650,8 @@ def test_access_lists_keep_their_order_and_are_listen_only() -> None:
     config = parse_args(["-l", "--allow", "10.0.0.0/8", "--denyfile", "f", "--deny", "10.1.1.1"])
     assert config.access == (("allow", "10.0.0.0/8"), ("denyfile", "f"), ("deny", "10.1.1.1"))
     assert message(["--allow", "127.0.0.1", "localhost"]) == "Invalid option combination: allow/deny with connect."
-    assert message(["-l", "-u", "--deny", "127.0.0.1"]) == "--allow and --deny are not supported yet over UDP or SCTP."
+    assert message(["-l", "--sctp", "--deny", "127.0.0.1"]) == "--allow and --deny are not supported yet over SCTP."
+    assert parse_args(["-l", "-u", "--deny", "127.0.0.1"]).access == (("deny", "127.0.0.1"),)
 
 
 def test_long_spellings_of_short_only_options() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -165,12 +166,6 @@ def test_ncat_clients_of_a_keep_open_listener() -> None:
         stop_listener(cmd)
 
 
-def test_udp_keep_open_is_refused_until_it_is_built() -> None:
-    with enchufe("-l", "-k", "-u", "127.0.0.1", "0") as cmd:
-        assert cmd.wait() == 2
-    assert cmd.stderr == "enchufe: -k, --broker and --chat are not supported yet over UDP or SCTP. QUITTING."
-
-
 def test_max_conns_above_the_descriptor_limit_raises_the_limit() -> None:
     """Started with a soft limit of 256 descriptors (hard 4096), ``-m 600`` still
     serves 400 clients: the command raises its soft limit as far as -m needs."""
@@ -188,3 +183,31 @@ def test_max_conns_above_the_descriptor_limit_raises_the_limit() -> None:
             for client in clients:
                 client.close()
         stop_listener(cmd)
+
+
+def tgkill(pid: int, tid: int, signum: int) -> None:
+    """Send ``signum`` to one thread of another process (Linux's tgkill(2))."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(234, pid, tid, signum) != 0:  # 234: SYS_tgkill on x86_64
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the tgkill system call number is x86_64's")
+@pytest.mark.parametrize("transport", [[], ["-u"]], ids=["tcp", "udp"])
+def test_a_signal_delivered_to_any_thread_stops_the_server(transport: list[str]) -> None:
+    """The kernel hands a process's signal to any of its threads; the main thread, asleep
+    in the event loop, must still wake up and end the command."""
+    with enchufe(*transport, "-l", "-k", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        kind = socket.SOCK_DGRAM if transport else socket.SOCK_STREAM
+        with socket.socket(socket.AF_INET, kind) as client:
+            client.connect(("127.0.0.1", port))
+            client.send(b"x")
+            assert cmd.read_stdout(1) == b"x"  # the server runs, its threads too
+        pid = cmd.popen.pid
+        others = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+        assert others  # the input and output threads
+        tgkill(pid, others[0], signal.SIGTERM)
+        assert cmd.wait() == 128 + signal.SIGTERM

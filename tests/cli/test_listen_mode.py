@@ -326,3 +326,13 @@ def test_an_empty_udp_datagram_is_not_an_end_of_file() -> None:
             peer.send(b"two\n")
             assert cmd.read_stdout(4) == b"two\n"
             assert cmd.popen.poll() is None
+
+
+def test_the_command_listens_with_ncats_backlog_of_10() -> None:
+    import subprocess
+
+    with enchufe("-l", "-v", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        shown = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=10)
+        assert shown.stdout.split()[2] == "10"
+        cmd.kill()

@@ -419,3 +419,58 @@ def test_a_peer_that_resets_before_accept_costs_nothing() -> None:
             assert conn.peer == InetAddress(*client_address)
             with pytest.raises(ConnectionLost):
                 conn.recv(10)  # the reset is reported where it belongs: on the first read
+
+
+def listen_queue_of(port: int) -> int:
+    """The backlog the kernel gave a TCP listener on ``port`` (``ss``'s Send-Q column)."""
+    import subprocess
+
+    shown = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=10)
+    return int(shown.stdout.split()[2])
+
+
+def test_the_library_listens_with_the_kernels_largest_backlog_and_the_command_with_ncats() -> None:
+    from enchufe.net.listen import NCAT_BACKLOG
+
+    (library,) = open_listeners(InetAddress("127.0.0.1", 0))
+    (command_like,) = open_listeners(InetAddress("127.0.0.1", 0), backlog=NCAT_BACKLOG)
+    with library, command_like:
+        assert listen_queue_of(library.address.port) == socket.SOMAXCONN  # type: ignore[union-attr]
+        assert listen_queue_of(command_like.address.port) == 10  # type: ignore[union-attr]
+
+
+def test_configure_sets_options_before_the_bind() -> None:
+    """SO_REUSEPORT lets two listeners share a port (workers in several processes)."""
+
+    def reuse_port(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+    (first,) = open_listeners(InetAddress("127.0.0.1", 0), configure=reuse_port)
+    with first:
+        port = first.address.port  # type: ignore[union-attr]
+        (second,) = open_listeners(InetAddress("127.0.0.1", port), configure=reuse_port)
+        second.close()
+        with pytest.raises(BindError):
+            open_listeners(InetAddress("127.0.0.1", port))
+
+
+def test_options_configured_on_a_listener_reach_the_connections_it_accepts() -> None:
+    def no_delay(sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    (listener,) = open_listeners(InetAddress("127.0.0.1", 0), configure=no_delay)
+    with listener, socket.create_connection(("127.0.0.1", listener.address.port), timeout=5):  # type: ignore[union-attr]
+        with listener.accept(timeout=5) as conn:
+            assert conn.stream.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # type: ignore[attr-defined]
+
+
+def test_a_configure_hook_that_fails_closes_the_socket(sock_dir: str) -> None:
+    def refuse(sock: socket.socket) -> None:
+        raise PermissionError("no such option here")
+
+    with pytest.raises(PermissionError):
+        open_listeners(InetAddress("127.0.0.1", 0), configure=refuse)
+    path = os.path.join(sock_dir, "s")
+    with pytest.raises(PermissionError):
+        open_listeners(UnixAddress(path), configure=refuse)
+    assert not os.path.exists(path)  # refused before the bind: no socket file

@@ -25,7 +25,7 @@ class Rig(LoopThread):
         def on_datagram(session: DatagramSession, data: bytes) -> None:
             self.events.put(("datagram", session.peer, data))
             if data.startswith(b"echo "):
-                session.send(data[5:])
+                session.write(data[5:])
 
         sessions = self.call(  # on the loop's thread: it registers the socket
             lambda: DatagramSessions(
@@ -34,7 +34,7 @@ class Rig(LoopThread):
                 on_datagram=on_datagram,
                 on_open=lambda session: self.events.put(("open", session.peer)),
                 on_close=lambda session, reason: self.events.put(("close", session.peer, reason)),
-                on_refused=lambda peer: self.events.put(("refused", peer)),
+                on_refused=lambda peer, reason: self.events.put(("refused", peer, reason)),
                 **options,  # type: ignore[arg-type]
             )
         )
@@ -131,14 +131,14 @@ def test_traffic_keeps_a_session_alive(peers: list[socket.socket]) -> None:
 
 
 def test_peers_beyond_the_limit_are_refused_and_the_others_served(peers: list[socket.socket]) -> None:
-    rig = udp_server(max_sessions=1)
+    rig = udp_server(admit=lambda peer: "full" if len(rig.sessions) else None)
     try:
         a, b, _ = peers
         a.sendto(b"first", rig.address)
         assert rig.next()[0] == "open"
         assert rig.next()[0] == "datagram"
         b.sendto(b"second", rig.address)
-        assert rig.next() == ("refused", address_of(b))
+        assert rig.next() == ("refused", address_of(b), "full")
         a.sendto(b"echo still here", rig.address)
         assert rig.next() == ("datagram", address_of(a), b"echo still here")
         assert a.recv(100) == b"still here"

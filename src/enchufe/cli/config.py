@@ -256,20 +256,21 @@ def _build(
         for option in _RELAY_OPTIONS:
             if given(option):
                 raise UsageError(f"{option} has no effect with --py-exec: the handler has the connection.")
-        if listen and given("-k") and transport == "datagram":
-            raise UsageError("--py-exec with -k serves stream sockets only, not UDP.")
     if chat and not listen and operands:
         raise UsageError("Invalid option combination: `--chat' with connect.")
     if (given("-k") or broker) and listen:
-        if transport != "stream":
-            raise UsageError("-k, --broker and --chat are not supported yet over UDP or SCTP.")
+        if transport == "sctp":
+            raise UsageError("-k, --broker and --chat are not supported yet over SCTP.")
+        if transport == "datagram" and exec_option is not None:
+            raise UsageError(f"-k with {exec_option} is not supported yet over UDP.")
         for option in _NOT_YET_WITH_KEEP_OPEN:
-            if given(option):
+            # Over UDP, -i is the time after which a silent peer is forgotten.
+            if given(option) and not (option == "-i" and transport == "datagram"):
                 raise UsageError(f"{option} is not supported yet with -k, --broker or --chat.")
     if access and not listen:
         raise UsageError("Invalid option combination: allow/deny with connect.")
-    if access and transport != "stream":
-        raise UsageError("--allow and --deny are not supported yet over UDP or SCTP.")
+    if access and transport == "sctp":
+        raise UsageError("--allow and --deny are not supported yet over SCTP.")
     if given("-m") and not listen:
         raise UsageError("Invalid option combination: `--max-conns' with connect.")
     if given("-g") and not listen and ip_version != 4:

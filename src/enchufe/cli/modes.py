@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from enchufe.net.listen import Listener
+    from enchufe.net.loop import EventLoop
     from enchufe.net.relay import RelayResult
     from enchufe.serve.engine import Handler
 
@@ -164,7 +165,7 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
 
 
 def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
-    from enchufe.net.listen import close_all, open_listeners, wait_for_peer
+    from enchufe.net.listen import NCAT_BACKLOG, close_all, open_listeners, wait_for_peer
 
     messages = env.messages
     address: Address | None = None
@@ -181,6 +182,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         port=config.port,
         transport=config.transport,
         family=config.family,
+        backlog=NCAT_BACKLOG,
         resolver=SystemResolver(numeric_only=config.numeric_only),
     )
     try:
@@ -191,12 +193,16 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         while True:
             with env.signals.interruptible():
                 listener = wait_for_peer(listeners, wake_fd=env.signals.wake_fd)
-            conn = listener.accept()
-            if access is None or access(conn.peer):
-                break
             # A denied client does not use up a single-shot listener (ncat's does, and
-            # then runs on with nothing listening).
-            conn.close()
+            # then runs on with nothing listening). A UDP peer is judged by its first
+            # datagram, which is dropped if it is denied.
+            if listener.is_datagram and access is not None and not access(listener.next_sender()):
+                listener.drop_next()
+            else:
+                conn = listener.accept()
+                if access is None or access(conn.peer):
+                    break
+                conn.close()
             messages.info("New connection denied: not allowed")
     finally:
         close_all(listeners)
@@ -290,8 +296,10 @@ def _keep_open(
             on_join=joined,
             on_refused=refused,
             on_drop=dropped,
+            idle_timeout=config.idle_timeout if config.transport == "datagram" else None,
         )
         env.signals.on_signal = loop.stop
+        _wake_on_signals(loop, env)
         server.start()
         try:
             if env.signals.pending is None:  # after on_signal is set: no signal is missed
@@ -300,6 +308,20 @@ def _keep_open(
             env.signals.on_signal = None
             server.close()
     return status.SUCCESS  # only a signal stops the loop, and leaving its handlers raises it
+
+
+def _wake_on_signals(loop: EventLoop, env: Environment) -> None:
+    """Watch the signal wake-up pipe on ``loop``: the kernel may deliver a signal to
+    any thread, and Python runs its handler (``on_signal``) only once the main thread,
+    asleep in the loop's selector, wakes up."""
+    wake_fd = env.signals.wake_fd
+    if wake_fd is not None:
+
+        def drain() -> None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_fd, 64)
+
+        loop.add_reader(wake_fd, drain)
 
 
 def _exec_each(

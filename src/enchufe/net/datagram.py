@@ -8,12 +8,21 @@ receives everything, and :class:`DatagramSessions` keeps a session per peer addr
 
 - the first datagram from an address opens its session (``on_open``), every datagram
   goes to ``on_datagram(session, data)`` — empty datagrams too: they are traffic;
-- :meth:`DatagramSession.send` answers that peer with ``sendto``;
+- :meth:`DatagramSession.write` answers that peer with ``sendto``;
 - a session with no traffic either way for ``idle_timeout`` seconds expires
   (``on_close(session, "idle")``); one timer per session, re-armed lazily: traffic
   only records the time, and a timer that fires early re-arms itself for the rest;
-- ``max_sessions`` bounds memory: a datagram from a new peer beyond it is dropped
-  (``on_refused(address)``), as a stream listener refuses a connection over ``-m``.
+- ``admit(peer)`` is asked before a new peer gets a session (a limit on sessions,
+  which bounds memory, or access control): a reason to refuse drops the datagram
+  (``on_refused(peer, reason)``), as a stream listener refuses a connection over ``-m``.
+
+A session speaks the transport vocabulary of :mod:`enchufe.net.transport`
+(``write``, ``close``, ``pause_reading``, ...), so that the owner of many clients,
+:class:`~enchufe.serve.hub.Hub`, treats a UDP peer as it treats a TCP client:
+datagrams have no end of stream (``write_eof`` does nothing) and nothing is
+buffered (a datagram the kernel cannot take now is lost, as on the wire). Pausing
+any session stops reading the socket: datagrams of one peer cannot be held back
+without holding back all of them, and the kernel's buffer holds them meanwhile.
 
 The same works for Unix datagram sockets, whose peers are the paths they bound.
 Everything runs on the loop's thread.
@@ -59,13 +68,17 @@ class DatagramSession:
         self.closed = False
         self._timer: TimerHandle | None = None
 
-    def send(self, data: bytes) -> None:
-        """Send one datagram to the peer (an expired session sends nothing).
+    #: Datagrams are sent at once or lost: nothing ever waits in a session.
+    write_buffer_size = 0
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` to the peer as one datagram (an ended session, or a peer with
+        no address to answer to, sends nothing).
 
         Raises:
             NetworkError: the kernel refused it (too large, no route, ...).
         """
-        if self.closed:
+        if self.closed or self.peer is None:
             return
         try:
             self._owner.sock.sendto(data, self.sockaddr)
@@ -75,9 +88,25 @@ class DatagramSession:
             raise translate_os_error(exc, "send") from exc
         self.last_activity = self._owner.loop.time()
 
+    def write_eof(self) -> None:
+        """Nothing: a datagram peer has no end of stream to be told."""
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (every peer's datagrams) until resumed."""
+        self._owner._pause(self)
+
+    def resume_reading(self) -> None:
+        """Read again, once no session holds reading paused."""
+        self._owner._resume(self)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
     def close(self) -> None:
         """End the session now (``on_close`` is told ``"closed"``)."""
         self._owner._end(self, "closed")
+
+    abort = close  # nothing is buffered: closing now and closing after a flush are one
 
     def __repr__(self) -> str:
         return f"<DatagramSession {self.peer}{' closed' if self.closed else ''}>"
@@ -95,12 +124,14 @@ class DatagramSessions:
             ``on_datagram`` sees it.
         on_close: ``on_close(session, reason)``: ``"idle"``, ``"closed"`` or
             ``"shutdown"``.
-        on_refused: ``on_refused(peer)`` for a new peer beyond ``max_sessions``.
+        admit: ``admit(peer)`` for a new peer: ``None`` to open its session, or the
+            reason to refuse it (default: every peer is admitted).
+        on_refused: ``on_refused(peer, reason)`` for a new peer ``admit`` refused; its
+            datagram is dropped.
         on_error: ``on_error(error)`` when receiving fails (an ICMP error reported
             on the socket); the socket goes on.
         idle_timeout: seconds without traffic after which a session expires; ``None``
             never.
-        max_sessions: the most sessions at once; ``None`` for no limit.
     """
 
     def __init__(
@@ -111,21 +142,22 @@ class DatagramSessions:
         on_datagram: Callable[[DatagramSession, bytes], None],
         on_open: Callable[[DatagramSession], None] | None = None,
         on_close: Callable[[DatagramSession, str], None] | None = None,
-        on_refused: Callable[[Address | None], None] | None = None,
+        admit: Callable[[Address | None], str | None] | None = None,
+        on_refused: Callable[[Address | None, str], None] | None = None,
         on_error: Callable[[NetworkError], None] | None = None,
         idle_timeout: float | None = None,
-        max_sessions: int | None = None,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.on_datagram = on_datagram
         self.on_open = on_open
         self.on_close = on_close
+        self.admit = admit
         self.on_refused = on_refused
         self.on_error = on_error
         self.idle_timeout = idle_timeout
-        self.max_sessions = max_sessions
         self._sessions: dict[SockAddr | None, DatagramSession] = {}
+        self._pausing: set[DatagramSession] = set()
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._on_readable)
 
@@ -138,8 +170,7 @@ class DatagramSessions:
     def broadcast(self, data: bytes) -> None:
         """Send ``data`` to every session's peer."""
         for session in list(self._sessions.values()):
-            if session.peer is not None:
-                session.send(data)
+            session.write(data)
 
     def close(self) -> None:
         """End every session (``"shutdown"``) and close the socket. Idempotent."""
@@ -149,6 +180,18 @@ class DatagramSessions:
             self._end(session, "shutdown")
         self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
+
+    def _pause(self, session: DatagramSession) -> None:
+        if not self._pausing and self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+        self._pausing.add(session)
+
+    def _resume(self, session: DatagramSession) -> None:
+        if session not in self._pausing:
+            return
+        self._pausing.discard(session)
+        if not self._pausing and self.sock.fileno() >= 0:
+            self.loop.add_reader(self.sock.fileno(), self._on_readable)
 
     # -- internals -------------------------------------------------------------------
 
@@ -165,9 +208,10 @@ class DatagramSessions:
         session = self._sessions.get(key)
         if session is None:
             peer = address_from_sockaddr(self.sock.family, sockaddr)
-            if self.max_sessions is not None and len(self._sessions) >= self.max_sessions:
+            reason = None if self.admit is None else self.admit(peer)
+            if reason is not None:
                 if self.on_refused is not None:
-                    self.on_refused(peer)
+                    self.on_refused(peer, reason)
                 return
             session = DatagramSession(self, sockaddr, peer)
             self._sessions[key] = session
@@ -197,5 +241,6 @@ class DatagramSessions:
         if session._timer is not None:
             session._timer.cancel()
         self._sessions.pop(session.sockaddr if session.sockaddr else None, None)
+        self._resume(session)  # an ended session holds nothing back
         if self.on_close is not None:
             self.on_close(session, reason)

@@ -8,7 +8,9 @@
 - An IPv6 socket is always ``IPV6_V6ONLY``, as in ncat: ``[::]`` with ``family=AF_INET6``
   or given explicitly hears no IPv4 peer, whatever the system's default
   (``net.ipv6.bindv6only``).
-- Internet listeners set ``SO_REUSEADDR``, so a restarted server can bind at once.
+- Internet listeners set ``SO_REUSEADDR``, so a restarted server can bind at once;
+  ``configure`` sets any other option before the bind.
+- The backlog is the kernel's ceiling, ``SOMAXCONN``; the command asks for ncat's 10.
 - A Unix socket file is created by ``bind`` and removed by :meth:`Listener.close`.
 - A datagram listener has no ``accept`` in the kernel; :meth:`Listener.accept` waits
   for the first datagram and connects the socket to its sender, as ncat's
@@ -34,12 +36,15 @@ from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from enchufe.net.sockets import Transport
 
-__all__ = ["DEFAULT_BACKLOG", "Listener", "accept_first", "open_listeners", "wait_for_peer"]
+__all__ = ["NCAT_BACKLOG", "Listener", "accept_first", "close_all", "open_listeners", "wait_for_peer"]
 
-#: ncat's listen backlog.
-DEFAULT_BACKLOG = 10
+#: ncat's listen backlog, which the command keeps. The library's default is the
+#: kernel's ceiling: with 10, a burst of clients meets SYN retries of a second.
+NCAT_BACKLOG = 10
 _EPHEMERAL_RETRIES = 16
 
 
@@ -90,6 +95,22 @@ class Listener:
             raise translate_os_error(exc, "recv") from exc
         return Connection(SocketStream(sock), local=local, peer=address_from_sockaddr(sock.family, sockaddr))
 
+    def next_sender(self) -> Address | None:
+        """The sender of the next datagram waiting on a datagram listener, which stays
+        unread (``None``: an unbound Unix datagram peer). Blocks until one arrives."""
+        try:
+            _, sender = self.sock.recvfrom(1, socket.MSG_PEEK)
+        except OSError as exc:
+            raise translate_os_error(exc, "recv") from exc
+        return address_from_sockaddr(self.sock.family, sender)
+
+    def drop_next(self) -> None:
+        """Discard the next datagram waiting on a datagram listener (one refused)."""
+        try:
+            self.sock.recv(1)
+        except OSError as exc:
+            raise translate_os_error(exc, "recv") from exc
+
     def _accept_datagram(self) -> Connection:
         try:
             _, sender = self.sock.recvfrom(1, socket.MSG_PEEK)
@@ -130,8 +151,9 @@ def open_listeners(
     port: int = 0,
     transport: Transport = "stream",
     family: int = socket.AF_UNSPEC,
-    backlog: int = DEFAULT_BACKLOG,
+    backlog: int = socket.SOMAXCONN,
     resolver: Resolver | None = None,
+    configure: Callable[[socket.socket], None] | None = None,
 ) -> list[Listener]:
     """Bind and listen; return one listener per socket.
 
@@ -140,17 +162,24 @@ def open_listeners(
         port: the port when ``address`` is ``None``; 0 picks a free one.
         transport: ``"stream"``, ``"datagram"`` or ``"sctp"``.
         family: ``socket.AF_INET`` or ``AF_INET6`` to listen on that family only.
-        backlog: the kernel's queue of connections not yet accepted.
+        backlog: the kernel's queue of connections not yet accepted (default
+            ``SOMAXCONN``; ncat's is :data:`NCAT_BACKLOG`).
         resolver: resolves a host name given in ``address``.
+        configure: ``configure(sock)`` on each socket before it binds: socket options
+            (``SO_REUSEPORT`` for several processes on one port; options such as
+            ``TCP_NODELAY`` or ``SO_KEEPALIVE`` set here are inherited by every
+            connection the listener accepts, on Linux). An exception it raises
+            closes the socket and propagates.
 
     Raises:
         BindError: ``bind to 0.0.0.0:80: Address already in use`` and the like.
         ResolveError, Unsupported: as their names say.
     """
+    setup = _Setup(transport, backlog, configure)
     if isinstance(address, UnixAddress):
-        return [_listen_unix(address, transport, backlog)]
+        return [_listen_unix(address, setup)]
     if address is None:
-        return _listen_any(port, transport, family, backlog)
+        return _listen_any(port, family, setup)
     resolver = resolver or SystemResolver()
     type_, proto = socket_kind(transport)
     found = resolver.resolve(address.host, address.port, family=family, type=type_, proto=proto, passive=True)
@@ -161,7 +190,7 @@ def open_listeners(
             if candidate.family in seen_families:
                 continue
             seen_families.add(candidate.family)
-            listeners.append(_listen_inet(candidate.family, candidate.sockaddr, transport, backlog))
+            listeners.append(_listen_inet(candidate.family, candidate.sockaddr, setup))
     except NetworkError:
         close_all(listeners)
         raise
@@ -220,7 +249,28 @@ def _wait_readable(listeners: list[Listener], timeout: float | None) -> list[Lis
     return [by_fd[fd] for fd, _ in events]
 
 
-def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> list[Listener]:
+class _Setup:
+    """How every socket of one :func:`open_listeners` call is made."""
+
+    __slots__ = ("backlog", "configure", "transport")
+
+    def __init__(self, transport: Transport, backlog: int, configure: Callable[[socket.socket], None] | None) -> None:
+        self.transport = transport
+        self.backlog = backlog
+        self.configure = configure
+
+    def bind(self, sock: socket.socket, sockaddr: tuple[object, ...] | str | bytes, where: Address) -> None:
+        if self.configure is not None:
+            self.configure(sock)
+        try:
+            sock.bind(sockaddr)
+            if self.transport != "datagram":
+                sock.listen(self.backlog)
+        except OSError as exc:
+            raise translate_os_error(exc, "bind", context=f"bind to {where}") from exc
+
+
+def _listen_any(port: int, family: int, setup: _Setup) -> list[Listener]:
     families = [socket.AF_INET6, socket.AF_INET] if family == socket.AF_UNSPEC else [family]
     for _ in range(_EPHEMERAL_RETRIES):
         listeners: list[Listener] = []
@@ -229,7 +279,7 @@ def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> l
             for fam in families:
                 wildcard = "::" if fam == socket.AF_INET6 else "0.0.0.0"
                 try:
-                    listener = _listen_inet(fam, (wildcard, shared_port), transport, backlog)
+                    listener = _listen_inet(fam, (wildcard, shared_port), setup)
                 except NetworkError as exc:
                     if exc.errno == errno.EAFNOSUPPORT and family == socket.AF_UNSPEC and fam == socket.AF_INET6:
                         continue  # no IPv6 on this machine: listen on IPv4 alone, as ncat does
@@ -246,39 +296,23 @@ def _listen_any(port: int, transport: Transport, family: int, backlog: int) -> l
     raise BindError("could not find a port free on both IPv4 and IPv6", errno=errno.EADDRINUSE)
 
 
-def _listen_inet(
-    family: int,
-    sockaddr: tuple[str, int] | tuple[str, int, int, int],
-    transport: Transport,
-    backlog: int,
-) -> Listener:
-    sock = new_socket(family, transport)
+def _listen_inet(family: int, sockaddr: tuple[str, int] | tuple[str, int, int, int], setup: _Setup) -> Listener:
+    sock = new_socket(family, setup.transport)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind(sockaddr)
-            if transport != "datagram":
-                sock.listen(backlog)
-        except OSError as exc:
-            where = InetAddress(sockaddr[0], sockaddr[1])
-            raise translate_os_error(exc, "bind", context=f"bind to {where}") from exc
+        setup.bind(sock, sockaddr, InetAddress(sockaddr[0], sockaddr[1]))
         return Listener(sock)
     except BaseException:
         sock.close()
         raise
 
 
-def _listen_unix(address: UnixAddress, transport: Transport, backlog: int) -> Listener:
-    sock = new_socket(socket.AF_UNIX, transport)
+def _listen_unix(address: UnixAddress, setup: _Setup) -> Listener:
+    sock = new_socket(socket.AF_UNIX, setup.transport)
     try:
-        try:
-            sock.bind(address.sockaddr())
-            if transport != "datagram":
-                sock.listen(backlog)
-        except OSError as exc:
-            raise translate_os_error(exc, "bind", context=f"bind to {address}") from exc
+        setup.bind(sock, address.sockaddr(), address)
         return Listener(sock, unlink_on_close=None if address.is_abstract else address.path)
     except BaseException:
         sock.close()

@@ -48,7 +48,7 @@ import time
 
 from enchufe.errors import ConnectionLost, EnchufeError, IdleTimeout, NetworkError, OutputFailed
 from enchufe.net.fdstream import FdStream
-from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream, Stream, translate_os_error
+from enchufe.net.stream import DATAGRAM_PAYLOAD_SIZE, DEFAULT_RECV_SIZE, SocketStream, Stream, translate_os_error
 from enchufe.proto.eof import CLOSE_OUTPUT, DRAIN, QUIT_LATER, SEND_EOF, EndOfStream
 
 __all__ = ["DEFAULT_DRAIN_WAIT", "Relay", "RelayResult"]
@@ -66,8 +66,6 @@ _FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errn
 #: What a splice into the local output fails with when the output is at fault, not
 #: the socket: a closed descriptor (reserved read-only), a full or failing disk.
 _OUTPUT_ERRNOS = frozenset({errno.EBADF, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
-#: One local read sent as one datagram: nsock's read size, far below UDP's 65,507.
-_DATAGRAM_READ_SIZE = 8192
 #: How long a refused send waits for the inbound pump to read what came before it.
 _SETTLE_AFTER_REFUSAL = 1.0
 #: After the remote's end of stream, how long the local input may stay silent before
@@ -176,7 +174,7 @@ class Relay:
         self._inbound = inbound
         self._answer = answer
         self._zero_copy = outbound is None and inbound is None and answer is None
-        self._send_size = _DATAGRAM_READ_SIZE if remote.is_datagram else DEFAULT_RECV_SIZE
+        self._send_size = DATAGRAM_PAYLOAD_SIZE if remote.is_datagram else DEFAULT_RECV_SIZE
         self.bytes_sent = 0
         self.bytes_received = 0
         self._last_activity = time.monotonic()

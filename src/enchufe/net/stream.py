@@ -38,12 +38,22 @@ if TYPE_CHECKING:
 else:
     Protocol = object  # a protocol only matters to type checkers; typing is slow to import
 
-__all__ = ["SocketStream", "Stream", "address_from_sockaddr", "translate_os_error"]
+__all__ = [
+    "DATAGRAM_PAYLOAD_SIZE",
+    "DEFAULT_RECV_SIZE",
+    "SocketStream",
+    "Stream",
+    "address_from_sockaddr",
+    "translate_os_error",
+]
 
 #: Bytes asked for by one ``recv`` when the caller does not say: ncat reads 8 KiB at a
 #: time; a larger read costs nothing when less is available and halves the number of
 #: system calls on bulk transfers.
 DEFAULT_RECV_SIZE = 65536
+#: What one datagram carries of a local input (a file, a pipe) read for a datagram
+#: peer: nsock's read size, far below UDP's 65,507.
+DATAGRAM_PAYLOAD_SIZE = 8192
 
 _LOST = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN})
 _UNSUPPORTED = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EOPNOTSUPP})

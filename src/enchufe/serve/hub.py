@@ -17,6 +17,11 @@ only guarantees the two properties that ncat lacks:
   One fast client is enough to keep the source going; the slow ones fall behind
   until they catch up or are dropped.
 
+A client is a TCP or Unix stream connection (:meth:`Hub.add`, a
+:class:`~enchufe.net.transport.SocketTransport`) or anything else that speaks the
+same :class:`ClientTransport` vocabulary (:meth:`Hub.attach`): a UDP peer's
+:class:`~enchufe.net.datagram.DatagramSession`.
+
 Everything runs on the loop's thread.
 """
 
@@ -29,34 +34,53 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Iterator
+    from typing import Protocol
 
     from enchufe.address import Address
     from enchufe.errors import NetworkError
     from enchufe.net.loop import EventLoop
+else:
+    Protocol = object  # a protocol only matters to type checkers; typing is slow to import
 
-__all__ = ["DEFAULT_MAX_BACKLOG", "Client", "Hub"]
+__all__ = ["DEFAULT_MAX_BACKLOG", "Client", "ClientTransport", "Hub"]
 
 #: How far behind (buffered bytes) a client may fall before it is disconnected.
 DEFAULT_MAX_BACKLOG = 4 * 1024 * 1024
+
+
+class ClientTransport(Protocol):
+    """What the hub and its owner ask of a client's transport (see
+    :class:`~enchufe.net.transport.SocketTransport` for what each one means)."""
+
+    @property
+    def write_buffer_size(self) -> int: ...
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class Client(StreamProtocol):
     """One connected client of a :class:`Hub`.
 
     Attributes:
-        id: a number unique within the hub, for the owner's bookkeeping (chat uses
-            its own numbering).
+        id: a number unique within the hub, for the owner's bookkeeping.
+        number: the number ncat's chat names the client by: its socket's
+            descriptor (a UDP peer has no socket of its own; it gets one unused by
+            any socket).
         peer: the client's address, when known.
         transport: its transport on the loop.
     """
 
-    def __init__(self, hub: Hub, client_id: int, peer: Address | None, fileno: int) -> None:
+    def __init__(self, hub: Hub, client_id: int, peer: Address | None, number: int) -> None:
         self.hub = hub
         self.id = client_id
-        #: The socket's descriptor number: ncat's chat names a client by it.
-        self.fileno = fileno
+        self.number = number
         self.peer = peer
-        self.transport: SocketTransport | None = None
+        self.transport: ClientTransport | None = None
 
     def send(self, data: bytes) -> bool:
         """Queue ``data`` for this client; False if it had to be dropped for lagging."""
@@ -71,7 +95,7 @@ class Client(StreamProtocol):
 
     # -- what the transport reports ------------------------------------------------
 
-    def connection_made(self, transport: SocketTransport) -> None:
+    def connection_made(self, transport: ClientTransport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -138,11 +162,26 @@ class Hub:
 
     def add(self, sock: socket.socket, peer: Address | None = None) -> Client:
         """Take a connected socket into the hub; return its client."""
-        client = Client(self, self._next_id, peer, sock.fileno())
-        self._next_id += 1
-        self._clients[client.id] = client
+        client = self._new_client(peer, sock.fileno())
         SocketTransport(self.loop, sock, client, high_water=self.high_water, read_size=self.read_size)
         self._room_changed()
+        return client
+
+    def attach(self, transport: ClientTransport, peer: Address | None, number: int) -> Client:
+        """Take a client whose transport is already running; return its client.
+
+        The caller reports that transport's traffic and its end to the client
+        (``data_received``, ``connection_lost``), as a socket transport does itself.
+        """
+        client = self._new_client(peer, number)
+        client.connection_made(transport)
+        self._room_changed()
+        return client
+
+    def _new_client(self, peer: Address | None, number: int) -> Client:
+        client = Client(self, self._next_id, peer, number)
+        self._next_id += 1
+        self._clients[client.id] = client
         return client
 
     def __len__(self) -> int:

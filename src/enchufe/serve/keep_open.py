@@ -15,6 +15,12 @@
   output through a bounded Queue: while it is full, the loop stops reading from the
   clients, and TCP slows them down; nothing is dropped.
 
+UDP peers are clients too (``-u -l -k``): each datagram listener's socket is shared by
+all its peers, which :class:`~enchufe.net.datagram.DatagramSessions` tells apart by
+address and expires when ``idle_timeout`` passes without traffic (ncat never does);
+the same limit and access control admit them. Every read of the host's input is one
+datagram of at most 8 KiB to each peer, as in connect mode.
+
 End of stream, as ncat does it in this mode (``enchufe.proto.eof`` for the single
 session): a client that half-closes is closed once what was queued for it is sent;
 the end of the host's input half-closes every client (and every later one at once),
@@ -30,7 +36,8 @@ import select
 import threading
 
 from enchufe.net.acceptor import Acceptor
-from enchufe.net.stream import DEFAULT_RECV_SIZE
+from enchufe.net.datagram import DatagramSessions
+from enchufe.net.stream import DATAGRAM_PAYLOAD_SIZE, DEFAULT_RECV_SIZE
 from enchufe.proto.chat import NCAT_READ_SIZE
 from enchufe.serve.hub import DEFAULT_MAX_BACKLOG, Client, Hub
 
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
 
     from enchufe.address import Address
     from enchufe.errors import NetworkError
+    from enchufe.net.datagram import DatagramSession
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
     from enchufe.proto.chat import Room
@@ -61,7 +69,7 @@ class KeepOpen:
 
     Args:
         loop: the event loop, run by the caller (:meth:`start` first).
-        listeners: stream listeners; the caller keeps owning them.
+        listeners: stream or datagram listeners; the caller keeps owning them.
         input_fd: the host's input (stdin); read in a thread, never closed.
         output_fd: the host's output (stdout); written in a thread, never closed.
         max_clients: connected clients at once; more are refused (ncat's ``-m``).
@@ -72,6 +80,8 @@ class KeepOpen:
             report: ``on_join(peer)``, ``on_leave(peer, error)``,
             ``on_refused(peer, reason)``, ``on_drop(peer, reason)``.
         max_backlog: bytes a client may fall behind before it is dropped.
+        idle_timeout: a UDP peer with no traffic for this many seconds is forgotten
+            (``on_drop`` says so); ``None``: never.
         room: ``--broker``/``--chat``: what clients and the input send goes to the
             other clients as the :class:`~enchufe.proto.chat.Room` says (members are
             numbered by their descriptors, the input is ``<user0>``), and nothing
@@ -93,12 +103,17 @@ class KeepOpen:
         on_refused: Callable[[Address | None, str], None] | None = None,
         on_drop: Callable[[Address | None, str], None] | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        idle_timeout: float | None = None,
         room: Room | None = None,
     ) -> None:
         self.loop = loop
         self.room = room
         self._members: dict[int, Client] = {}
-        self._read_size = _READ_SIZE if room is None else NCAT_READ_SIZE
+        datagram_listeners = [listener for listener in listeners if listener.is_datagram]
+        if datagram_listeners:
+            self._read_size = DATAGRAM_PAYLOAD_SIZE
+        else:
+            self._read_size = _READ_SIZE if room is None else NCAT_READ_SIZE
         self.max_clients = max_clients
         self.access = access
         self.half_close = half_close
@@ -116,7 +131,20 @@ class KeepOpen:
             max_backlog=max_backlog,
             read_size=DEFAULT_RECV_SIZE if room is None else NCAT_READ_SIZE,
         )
-        self.acceptor = Acceptor(loop, listeners, on_accept=self._join, admit=self._admit, on_refused=self._refused)
+        self.acceptor = Acceptor(
+            loop,
+            [listener for listener in listeners if not listener.is_datagram],
+            on_accept=self._join,
+            admit=self._admit,
+            on_refused=self._refused,
+        )
+        self._idle_timeout = idle_timeout
+        self._datagram_listeners = datagram_listeners
+        self._peers: list[DatagramSessions] = []
+        self._sessions: dict[DatagramSession, Client] = {}
+        # A UDP peer's number in a room: above every listening socket's descriptor, so
+        # none is a number a stream client's descriptor could have at the same time.
+        self._next_peer_number = max((listener.fileno() for listener in listeners), default=0) + 1
         self._input_ended = False
         self._room = threading.Event()
         self._stop_read, self._stop_write = os.pipe()
@@ -130,6 +158,19 @@ class KeepOpen:
     def start(self) -> None:
         """Start accepting and the two threads. From the loop's thread, or before it runs."""
         self.acceptor.start()
+        for listener in self._datagram_listeners:
+            self._peers.append(
+                DatagramSessions(
+                    self.loop,
+                    listener.sock,
+                    on_open=self._peer_joined,
+                    on_datagram=self._peer_sent,
+                    on_close=self._peer_left,
+                    admit=self._admit,
+                    on_refused=self._refused,
+                    idle_timeout=self._idle_timeout,
+                )
+            )
         for thread in self._threads:
             thread.start()
 
@@ -143,6 +184,8 @@ class KeepOpen:
         """
         self.acceptor.stop()
         self.hub.abort()
+        for peers in self._peers:
+            peers.close()
         os.write(self._stop_write, b"x")
         self._room.set()
         with contextlib.suppress(queue.Full):
@@ -170,12 +213,32 @@ class KeepOpen:
             self.on_refused(peer, reason)
 
     def _join(self, sock: socket.socket, peer: Address | None) -> None:
-        client = self.hub.add(sock, peer)
+        self._welcome(self.hub.add(sock, peer))
+
+    def _peer_joined(self, session: DatagramSession) -> None:
+        client = self.hub.attach(session, session.peer, self._next_peer_number)
+        self._next_peer_number += 1
+        self._sessions[session] = client
+        self._welcome(client)
+
+    def _peer_sent(self, session: DatagramSession, data: bytes) -> None:
+        if data:  # an empty datagram is traffic (it keeps the session), not data
+            self._sessions[session].data_received(data)
+
+    def _peer_left(self, session: DatagramSession, reason: str) -> None:
+        client = self._sessions.pop(session)
+        if reason == "idle" and self.hub.on_drop is not None:
+            assert self._idle_timeout is not None
+            self.hub.on_drop(client, f"idle for {round(self._idle_timeout * 1000)} ms")
+        client.connection_lost(None)
+
+    def _welcome(self, client: Client) -> None:
+        peer = client.peer
         if self.on_join is not None:
             self.on_join(peer)
         if self.room is not None:
-            self._members[client.fileno] = client
-            self._deliver(self.room.join(client.fileno, str(peer or "localhost")))
+            self._members[client.number] = client
+            self._deliver(self.room.join(client.number, str(peer or "localhost")))
         assert client.transport is not None
         if self._clients_paused:
             client.transport.pause_reading()
@@ -183,8 +246,8 @@ class KeepOpen:
             client.transport.write_eof()
 
     def _left(self, client: Client, error: NetworkError | None) -> None:
-        if self.room is not None and self._members.pop(client.fileno, None) is client:
-            self._deliver(self.room.leave(client.fileno))
+        if self.room is not None and self._members.pop(client.number, None) is client:
+            self._deliver(self.room.leave(client.number))
         if self.on_leave is not None:
             self.on_leave(client.peer, error)
 
@@ -196,7 +259,7 @@ class KeepOpen:
 
     def _to_output(self, client: Client, data: bytes) -> None:
         if self.room is not None:
-            self._deliver(self.room.message(client.fileno, data))
+            self._deliver(self.room.message(client.number, data))
             return
         self._output.put_nowait(data)  # never full here: clients are paused before it is
         if self._output.full():
