@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from support.cli_e2e import TcpServer, assert_clean_stderr, connect, readable_within, recv_exactly, recv_until_eof
+from support.cli_e2e import (
+    TcpServer,
+    assert_clean_stderr,
+    connect,
+    readable_within,
+    recv_exactly,
+    recv_until_eof,
+    stop_listener,
+    two_clients_and_a_third_refused,
+)
 from support.lua import write_script
 from support.procs import enchufe, run, run_enchufe
 
@@ -51,22 +60,14 @@ def test_connect_mode_the_script_talks_to_the_server(tmp_path: Path) -> None:
 def test_keep_open_runs_one_script_per_connection_capped_by_max_conns(tmp_path: Path) -> None:
     script = write_script(tmp_path, "toupper")
     with enchufe("-l", "-k", "-m", "2", "-v", "127.0.0.1", "0", "--lua-exec", script) as cmd:
-        port = cmd.listening_port()
-        with connect(port) as a, connect(port) as b:
-            cmd.wait_for_line("Connection from")
-            cmd.wait_for_line("Connection from")
-            with connect(port) as third:
-                cmd.wait_for_line(r"New connection denied: connection limit reached \(2\)")
-                assert third.recv(10) == b""
+        with two_clients_and_a_third_refused(cmd) as (a, b):
             a.sendall(b"from a")
             b.sendall(b"from b")
             assert (recv_exactly(a, 6), recv_exactly(b, 6)) == (b"FROM A", b"FROM B")
             b.close()
             a.sendall(b"!")
             assert recv_exactly(a, 1) == b"!"
-        cmd.popen.send_signal(signal.SIGTERM)
-        assert cmd.wait() == 128 + signal.SIGTERM
-    assert_clean_stderr(cmd.stderr)
+        stop_listener(cmd)
 
 
 def test_the_script_reads_ncats_environment_with_os_getenv(tmp_path: Path) -> None:
@@ -145,25 +146,3 @@ def test_without_lupa_the_option_says_how_to_get_it(tmp_path: Path) -> None:
     result = run([sys.executable, "-c", without_lupa, "-l", "-v", "127.0.0.1", "0", "--lua-exec", script])
     assert result.returncode == 2
     assert result.stderr == b"enchufe: --lua-exec needs the lupa package: pip install 'enchufe[lua]'. QUITTING.\n"
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            ["--lua-exec", "x.lua", "-e", "/bin/true", "localhost"],
-            "Only one of --exec, --sh-exec, and --lua-exec is allowed.",
-        ),
-        (
-            ["-c", "true", "--lua-exec", "x.lua", "localhost"],
-            "Only one of --exec, --sh-exec, and --lua-exec is allowed.",
-        ),
-        (["-z", "--lua-exec", "x.lua", "localhost"], "Command execution can't be done along with option -z."),
-        (["--broker", "--lua-exec", "x.lua"], "Invalid option combination: --broker and -e."),
-    ],
-)
-def test_option_combinations_ncat_refuses(args: list[str], message: str) -> None:
-    """ncat 7.93's words, checked before the script is even read (x.lua does not exist)."""
-    result = run_enchufe(*args)
-    assert result.returncode == 2
-    assert result.stderr.decode() == f"enchufe: {message} QUITTING.\n"

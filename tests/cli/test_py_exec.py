@@ -13,7 +13,14 @@ import pytest
 
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, SHORT_OPTIONS
-from support.cli_e2e import TcpServer, assert_clean_stderr, connect, recv_until_eof
+from support.cli_e2e import (
+    TcpServer,
+    assert_clean_stderr,
+    connect,
+    recv_until_eof,
+    stop_listener,
+    two_clients_and_a_third_refused,
+)
 from support.procs import Process, enchufe, run_enchufe
 
 #: Upper-cases each line until the end of stream; "fail" raises (at line 10); each
@@ -63,20 +70,14 @@ def test_listen_mode_one_connection_then_exit(handler_file: str) -> None:
 
 def test_keep_open_one_thread_per_connection_capped_by_max_conns(handler_file: str) -> None:
     with enchufe("-l", "-k", "-m", "2", "-v", "127.0.0.1", "0", "--py-exec", handler_file) as cmd:
-        port = cmd.listening_port()
-        with connect(port) as a, connect(port) as b:
+        with two_clients_and_a_third_refused(cmd) as (a, b):
             word_a, thread_a = ask(a, b"a\n")
             word_b, thread_b = ask(b, b"b\n")
             assert (word_a, word_b) == (b"A", b"B")
             assert thread_a.startswith(b"conn-127.0.0.1:") and thread_a != thread_b
-            with connect(port) as third:
-                cmd.wait_for_line(r"New connection denied: connection limit reached \(2\)")
-                assert third.recv(10) == b""
             b.close()
             assert ask(a, b"still\n")[0] == b"STILL"
-        cmd.popen.send_signal(signal.SIGTERM)
-        assert cmd.wait() == 128 + signal.SIGTERM
-    assert_clean_stderr(cmd.stderr)
+        stop_listener(cmd)
 
 
 @pytest.mark.parametrize("verbosity", ["-v", "-vv"])
@@ -155,30 +156,6 @@ def test_a_handler_that_cannot_load_fails_before_listening(
     result = run_enchufe("-l", "-v", "127.0.0.1", "0", "--py-exec", spec)
     assert result.returncode == 2
     assert result.stderr.decode() == f"enchufe: Error loading the Python handler: {error}. QUITTING.\n"
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            ["--py-exec", "h.py", "-e", "/bin/true", "localhost"],
-            "Only one of --exec, --sh-exec, --lua-exec, and --py-exec is allowed.",
-        ),
-        (
-            ["-c", "true", "--py-exec", "h.py", "localhost"],
-            "Only one of --exec, --sh-exec, --lua-exec, and --py-exec is allowed.",
-        ),
-        (["-z", "--py-exec", "h.py", "localhost"], "Command execution can't be done along with option -z."),
-        (["--broker", "--py-exec", "h.py"], "Invalid option combination: --broker and --py-exec."),
-        (["-C", "--py-exec", "h.py", "localhost"], "-C has no effect with --py-exec: the handler has the connection."),
-        (["-l", "-o", "log", "--py-exec", "h.py"], "-o has no effect with --py-exec: the handler has the connection."),
-    ],
-)
-def test_option_combinations_refused(args: list[str], message: str) -> None:
-    """Checked before the handler is loaded (h.py does not exist)."""
-    result = run_enchufe(*args)
-    assert result.returncode == 2
-    assert result.stderr.decode() == f"enchufe: {message} QUITTING.\n"
 
 
 def _parse(argv: list[str], long_options: list[str]) -> object:
