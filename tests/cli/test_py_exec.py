@@ -107,6 +107,17 @@ def test_a_handler_failure_is_shown_without_v(handler_file: str) -> None:
     assert line.endswith("handler.py:10: ValueError: asked to fail")
 
 
+def test_a_signal_interrupts_a_handler_in_the_main_thread(tmp_path: Path) -> None:
+    """Without -k the handler runs in the main thread; SIGTERM ends it there, as
+    Ctrl-C ends any Python program, and the listener exits 128+15."""
+    blocked = tmp_path / "blocked.py"
+    blocked.write_text("def handle(conn):\n    conn.recv(10, timeout=None)\n")
+    with enchufe("-l", "-v", "127.0.0.1", "0", "--py-exec", str(blocked)) as cmd:
+        with connect(cmd.listening_port()):
+            cmd.wait_for_line("Connection from")
+            stop_listener(cmd)
+
+
 def test_connect_mode_the_handler_talks_to_the_server(handler_file: str) -> None:
     with TcpServer() as server, enchufe("127.0.0.1", str(server.port), "--py-exec", handler_file, stdin=b"") as cmd:
         with server.accept() as peer:
