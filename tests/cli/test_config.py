@@ -601,9 +601,12 @@ def test_long_aliases_of_the_exec_options() -> None:
     assert parse_args(["--sh-exec", "echo $HOME", "localhost"]).exec_argv == ("/bin/sh", "-c", "echo $HOME")
 
 
-@pytest.mark.parametrize("argv", [["--lua-exec", "x"], ["--lua", "x"], ["--lua-exec=x", "localhost"]])
-def test_lua_exec_is_refused(argv: list[str]) -> None:
-    assert message(argv) == "--lua-exec is not supported: enchufe has no Lua interpreter; use -e or -c."
+@pytest.mark.parametrize(
+    "argv", [["--lua-exec", "x", "localhost"], ["--lua", "x", "localhost"], ["--lua-exec=x", "localhost"]]
+)
+def test_lua_exec_loads_its_script_while_parsing(argv: list[str]) -> None:
+    pytest.importorskip("lupa")
+    assert message(argv) == "Error loading the Lua script: cannot open x: No such file or directory."
 
 
 # --- -h and --version act when they are read, as in ncat -------------------------------------

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
     from enchufe.net.relay import RelayResult
+    from enchufe.serve.engine import Handler
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
@@ -152,6 +153,8 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         if config.zero_io:
             return _zero_io(config, conn, messages, started)
         result = _relay(config, conn, env, logs, listening=False)
+    if config.py_handler is not None:
+        return status.SUCCESS  # the handler moved the data: there is no relay's count to tell
     messages.info(
         f"{result.bytes_sent} bytes sent, {result.bytes_received} bytes received "
         f"in {time.monotonic() - started:.2f} seconds."
@@ -268,7 +271,7 @@ def _keep_open(
     (no client in time) with TIMEOUT."""
     max_clients = 100 if config.max_conns is None else config.max_conns
     _make_room_for(max_clients)
-    if config.exec_argv is not None:
+    if config.exec_argv is not None or config.py_handler is not None:
         return _exec_each(config, env, listeners, access, max_clients, logs)
     from enchufe.net.loop import EventLoop
     from enchufe.serve.keep_open import KeepOpen
@@ -370,10 +373,11 @@ def _exec_each(
     max_clients: int,
     logs: list[SessionLog],
 ) -> int:
-    """-l -k -e/-c: one program per connection, as inetd does, each relayed in its own
-    thread (a blocking relay between two descriptors is what a thread is for); -m caps
-    the programs running at once; every session writes to the same -o/-x logs. A signal
-    closes every connection and ends them."""
+    """-l -k -e/-c/--lua-exec: one program per connection, as inetd does, each relayed
+    in its own thread (a blocking relay between two descriptors is what a thread is
+    for); --py-exec: its handler in that thread. -m caps the sessions running at once;
+    every session writes to the same -o/-x logs. A signal closes every connection and
+    ends them."""
     from enchufe.serve.engine import Server
 
     messages = env.messages
@@ -460,6 +464,9 @@ def _relay(
     from enchufe.net.fdstream import FdStream
     from enchufe.net.relay import Relay, RelayResult
 
+    if config.py_handler is not None:
+        _run_handler(config.py_handler, conn, env, interruptible=interruptible)
+        return RelayResult(0, 0, "handler-returned")
     child = None
     if config.exec_argv is not None:
         from enchufe.net.process import ChildProcess
@@ -534,6 +541,29 @@ def _quit_after_input(config: Config, *, listening: bool, to_a_program: bool) ->
     if to_a_program:
         return 0.0  # the program's end of output ends the session, as in ncat
     return None
+
+
+def _run_handler(handler: Handler, conn: Connection, env: Environment, *, interruptible: bool) -> None:
+    """--py-exec: the handler has the connection until it returns. An exception it
+    raises ends its session only: one line on stderr (with -vv, the traceback), and a
+    network error, the peer's doing, one -v line. In the main thread (without -k) a
+    network error is the command's, with ncat's message and status, and a signal
+    interrupts the handler as Ctrl-C interrupts any Python program."""
+    from enchufe.serve.pyexec import describe_failure
+
+    try:
+        with env.signals.interruptible() if interruptible else contextlib.nullcontext():
+            handler(conn)
+    except NetworkError as exc:
+        if interruptible:
+            raise
+        env.messages.info(f"{_describe(conn.peer)}: {exc}.")
+    except Exception as exc:  # noqa: BLE001 - the handler's own code: reported, and the server goes on
+        env.messages.error(f"--py-exec handler failed for {_describe(conn.peer)}: {describe_failure(exc)}")
+        if env.messages.verbosity >= 2:
+            import traceback
+
+            env.messages.debug("".join(traceback.format_exception(exc)).rstrip("\n"))
 
 
 def _drain_wait(env: Environment, to_a_program: bool) -> float | None:

@@ -37,6 +37,8 @@ NCAT_LONG_OPTIONS = [
     "telnet", "udp", "sctp", "version", "verbose", "wait=", "nodns", "proxy=", "proxy-type=",
     "proxy-auth=", "proxy-dns=", "nsock-engine=", "test", "ssl", "ssl-cert=", "ssl-key=",
     "ssl-verify", "ssl-trustfile=", "ssl-ciphers=", "ssl-servername=", "ssl-alpn=",
+    # enchufe's own, after ncat's: so no abbreviation of an ncat option changes meaning.
+    "py-exec=",
 ]  # fmt: skip
 
 #: Options ncat does not have: a label per client line on stdout (nmap/nmap#2567),
@@ -87,7 +89,7 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
   -C, --crlf                 Use CRLF for EOL sequence
   -c, --sh-exec <command>    Executes the given command via /bin/sh
   -e, --exec <command>       Executes the given command
-      --lua-exec <filename>  Executes the given Lua script (not supported: no Lua)
+      --lua-exec <filename>  Executes the given Lua script (needs enchufe[lua])
   -g hop1[,hop2,...]         Loose source routing hop points (8 max)
   -G <n>                     Loose source routing hop pointer (4, 8, 12, ...)
   -m, --max-conns <n>        Maximum <n> simultaneous connections
@@ -135,6 +137,7 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
       --client-labels        -l -k: each client's lines on stdout after [its address]
       --full-lines           --chat: a <userN> prefix on every line, not every read
       --host-sees-room       --broker, --chat: stdout gets what the room delivers
+      --py-exec <handler>    Runs handle(conn) of a Python file, or module:function
 
 See the ncat(1) manpage for full options, descriptions and usage examples
 """
