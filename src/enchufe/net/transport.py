@@ -224,6 +224,10 @@ class SocketTransport:
     def is_closing(self) -> bool:
         return self._closing
 
+    def can_write(self) -> bool:
+        """False once :meth:`write_eof` or :meth:`close` was called: a write would fail."""
+        return not (self._eof_wanted or self._closing)
+
     def close(self) -> None:
         """Stop reading, send what is buffered, then close. Idempotent."""
         if self._closing:

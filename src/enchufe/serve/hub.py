@@ -63,6 +63,7 @@ class ClientTransport(Protocol):
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def is_closing(self) -> bool: ...
+    def can_write(self) -> bool: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -90,9 +91,10 @@ class Client(StreamProtocol):
         self._idle_timer: TimerHandle | None = None
 
     def send(self, data: bytes) -> bool:
-        """Queue ``data`` for this client; False if it had to be dropped for lagging."""
+        """Queue ``data`` for this client; False if it had to be dropped for lagging, or
+        if it can take nothing more (closing, or half-closed at the end of the input)."""
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or not transport.can_write():
             return False
         if transport.write_buffer_size + len(data) > self.hub.max_backlog:
             self.hub.drop(self, "too far behind")
