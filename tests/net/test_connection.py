@@ -172,6 +172,21 @@ def test_a_zero_timeout_takes_what_has_already_arrived(pair: tuple[Connection, s
     assert conn.recv(timeout=0) == b"ready"
 
 
+def test_can_recv_looks_without_consuming(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    assert not conn.can_recv(timeout=0)
+    peer.sendall(b"request")
+    assert conn.can_recv(timeout=5)
+    assert conn.buffered == len(b"request")
+    peer.shutdown(socket.SHUT_WR)
+    assert conn.recv() == b"request"
+    assert conn.can_recv(timeout=0)  # the end of file: a read returns at once
+    assert conn.buffered == 0
+    assert not conn.closed
+    conn.close()
+    assert conn.closed
+
+
 def test_deadlines_are_arguments_not_socket_state(pair: tuple[Connection, socket.socket]) -> None:
     """A call's deadline never becomes the socket's timeout: no settimeout (an
     ioctl(FIONBIO) each) per call, and nothing that another thread's call could see."""

@@ -78,6 +78,7 @@ class Connection:
         self.max_size = max_size
         self._buffer = bytearray()
         self._eof = False
+        self._closed = False
 
     # -- reads -------------------------------------------------------------------------
 
@@ -143,6 +144,26 @@ class Connection:
         """Return one line, ending at ``\\n``: :meth:`recv_until` with ``b"\\n"``."""
         return self.recv_until(b"\n", keepends=keepends, max_size=max_size, timeout=timeout)
 
+    def can_recv(self, *, timeout: Timeout = ...) -> bool:
+        """Whether a read would return at once: bytes are buffered, or the peer has
+        closed (then :attr:`buffered` is 0). Waits up to ``timeout`` for one of them;
+        ``timeout=0`` only looks. What arrives stays buffered for the next read.
+
+        Raises:
+            ConnectionLost: the peer reset the connection.
+        """
+        if not self._buffer and not self._eof:
+            try:
+                self._fill(self._deadline(timeout), DEFAULT_RECV_SIZE)
+            except ReceiveTimeout:
+                return False
+        return bool(self._buffer) or self._eof
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet: the next read returns them first."""
+        return len(self._buffer)
+
     def __iter__(self) -> Iterator[bytes]:
         """Yield chunks as they arrive until end of file."""
         while chunk := self.recv():
@@ -168,7 +189,13 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
+        self._closed = True
         self.stream.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def __enter__(self) -> Connection:
         return self

@@ -22,8 +22,9 @@ writing, sleeping. The engine owns everything around it:
   It works from any thread, a handler included.
 
 Policies are constructor arguments and apply before a handler thread starts: a
-connection limit (``max_connections``) and access control (``access``); idle
-timeouts are to come.
+connection limit (``max_connections``) and access control (``access``), the same as
+:class:`~enchufe.serve.pool.RequestServer`'s (:mod:`enchufe.serve.policy` holds what
+both do).
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
@@ -43,7 +42,17 @@ from enchufe.errors import NetworkError
 from enchufe.net.acceptor import ACCEPT_BACKOFF, OUT_OF_RESOURCES
 from enchufe.net.connection import Connection
 from enchufe.net.listen import Listener, close_all, open_listeners
-from enchufe.net.stream import SocketStream
+from enchufe.serve.policy import (
+    DEFAULT_CLOSE_TIMEOUT,
+    Access,
+    ErrorHook,
+    RefusalHook,
+    join_until,
+    print_error,
+    refusal,
+    shut_down,
+    warn_left_running,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,24 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["Handler", "Server", "serve"]
 
 Handler = Callable[[Connection], None]
-
-#: Seconds :meth:`Server.close` waits for threads once their connections are shut down.
-DEFAULT_CLOSE_TIMEOUT = 5.0
-ErrorHook = Callable[[Connection, Exception], None]
-
-
-def _print_error(conn: Connection, exc: Exception) -> None:
-    import traceback
-
-    print(f"enchufe: serving {conn.peer} failed:", file=sys.stderr)
-    traceback.print_exception(exc, file=sys.stderr)
-
-
-def _join(thread: threading.Thread, deadline: float | None) -> None:
-    """Join ``thread`` until ``deadline`` (``time.monotonic()``; ``None``: no limit)."""
-    if thread is threading.current_thread():
-        return  # close() from a handler (or on_error in the accept loop) ends as it returns
-    thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 class Server:
@@ -102,11 +93,11 @@ class Server:
         listeners: Sequence[Listener],
         handler: Handler,
         *,
-        on_error: ErrorHook = _print_error,
+        on_error: ErrorHook = print_error,
         name: str = "enchufe",
         max_connections: int | None = None,
-        access: Callable[[Address | None], bool] | None = None,
-        on_refused: Callable[[Address | None, str], None] | None = None,
+        access: Access | None = None,
+        on_refused: RefusalHook | None = None,
     ) -> None:
         if any(listener.is_datagram for listener in listeners):
             raise ValueError("Server serves stream listeners; datagram peers need a datagram server")
@@ -222,27 +213,18 @@ class Server:
         self._stop_accepting(deadline)
         close_all(self.listeners)
         for thread in self.threads():
-            _join(thread, grace_end)
+            join_until(thread, grace_end)
         for conn in self.connections():
-            if isinstance(conn.stream, SocketStream):
-                with contextlib.suppress(OSError):
-                    conn.stream.sock.shutdown(socket.SHUT_RDWR)
+            shut_down(conn)
         with self._lock:
             # Finishing threads are past the handler but still alive: join them too, or
             # close() would return while they still run.
             threads = [*self._active, *self._finishing]
         for thread in threads:
-            _join(thread, deadline)
+            join_until(thread, deadline)
         self._wake_read.close()
         self._wake_write.close()
-        me = threading.current_thread()
-        left = [thread.name for thread in (self._acceptor, *threads) if thread not in (None, me) and thread.is_alive()]
-        if left:
-            warnings.warn(
-                f"Server.close() left threads running after {timeout} s: {', '.join(left)}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        warn_left_running("Server", [self._acceptor, *threads], timeout)
 
     def __enter__(self) -> Server:
         return self
@@ -293,7 +275,7 @@ class Server:
         with contextlib.suppress(OSError):  # already closed, or full: either way it wakes
             self._wake_write.send(b"x")
         if self._acceptor is not None:
-            _join(self._acceptor, deadline)
+            join_until(self._acceptor, deadline)
         elif self._caller is not None and self._caller is not threading.current_thread():
             self._stopped.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
@@ -333,14 +315,9 @@ class Server:
 
     def _refusal(self, conn: Connection) -> str | None:
         """Why ``conn`` must not be served, or None: admission comes before any thread."""
-        if self.access is not None and not self.access(conn.peer):
-            return "not allowed"
-        if self.max_connections is not None:
-            with self._lock:
-                active = len(self._active)
-            if active >= self.max_connections:
-                return f"connection limit reached ({self.max_connections})"
-        return None
+        with self._lock:
+            active = len(self._active)
+        return refusal(conn.peer, active, access=self.access, max_connections=self.max_connections)
 
     def _handle(self, conn: Connection) -> None:
         try:
