@@ -35,7 +35,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
 from enchufe.address import Address, parse_address
 from enchufe.errors import NetworkError
@@ -47,9 +46,9 @@ from enchufe.serve.policy import (
     Access,
     ErrorHook,
     RefusalHook,
+    ServerPolicies,
     join_until,
     print_error,
-    refusal,
     shut_down,
     warn_left_running,
 )
@@ -63,7 +62,7 @@ __all__ = ["Handler", "Server", "serve"]
 Handler = Callable[[Connection], None]
 
 
-class Server:
+class Server(ServerPolicies):
     """Serve connections arriving on ``listeners`` with ``handler``.
 
     Args:
@@ -99,15 +98,15 @@ class Server:
         access: Access | None = None,
         on_refused: RefusalHook | None = None,
     ) -> None:
-        if any(listener.is_datagram for listener in listeners):
-            raise ValueError("Server serves stream listeners; datagram peers need a datagram server")
-        self.listeners = list(listeners)
+        super().__init__(
+            listeners,
+            on_error=on_error,
+            name=name,
+            max_connections=max_connections,
+            access=access,
+            on_refused=on_refused,
+        )
         self.handler = handler
-        self.on_error = on_error
-        self.name = name
-        self.max_connections = max_connections
-        self.access = access
-        self.on_refused = on_refused
         self._lock = threading.Lock()
         self._active: dict[threading.Thread, Connection] = {}
         #: Handler threads past their last line, not yet gone: close() joins them too.
@@ -125,11 +124,6 @@ class Server:
         #: The thread that called serve_forever(); close() waits for its loop to end.
         self._caller: threading.Thread | None = None
         self._closed = False
-
-    @property
-    def addresses(self) -> list[Address]:
-        """Where the server listens (with the real port when it was 0)."""
-        return [listener.address for listener in self.listeners]
 
     def threads(self) -> list[threading.Thread]:
         """The handler threads running now."""
@@ -226,14 +220,6 @@ class Server:
         self._wake_write.close()
         warn_left_running("Server", [self._acceptor, *threads], timeout)
 
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     # -- internals ---------------------------------------------------------------------
 
     def _claim(self) -> selectors.BaseSelector:
@@ -288,7 +274,9 @@ class Server:
                 # a pause the loop would spin. Wait for resources (or for shutdown).
                 self._stopping.wait(ACCEPT_BACKOFF)
             return  # otherwise the peer gave up between the wake-up and accept()
-        reason = self._refusal(conn)
+        with self._lock:
+            active = len(self._active)
+        reason = self._refusal(conn.peer, active)
         if reason is not None:
             conn.close()
             if self.on_refused is not None:
@@ -312,12 +300,6 @@ class Server:
             finally:
                 conn.close()
             self._stopping.wait(ACCEPT_BACKOFF)
-
-    def _refusal(self, conn: Connection) -> str | None:
-        """Why ``conn`` must not be served, or None: admission comes before any thread."""
-        with self._lock:
-            active = len(self._active)
-        return refusal(conn.peer, active, access=self.access, max_connections=self.max_connections)
 
     def _handle(self, conn: Connection) -> None:
         try:

@@ -21,17 +21,24 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import TracebackType
 
 from enchufe.address import Address
 from enchufe.net.connection import Connection
+from enchufe.net.listen import Listener
 from enchufe.net.stream import SocketStream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Self
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "Access",
     "ErrorHook",
     "RefusalHook",
+    "ServerPolicies",
     "join_until",
     "print_error",
     "refusal",
@@ -45,6 +52,53 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 ErrorHook = Callable[[Connection, Exception], None]
 Access = Callable[[Address | None], bool]
 RefusalHook = Callable[[Address | None, str], None]
+
+
+class ServerPolicies:
+    """What both servers hold the same way: their stream listeners (owned, closed by
+    ``close()``), the policy arguments, the addresses, and the context manager.
+
+    Subclasses define ``close(*, grace, timeout)``; leaving the ``with`` block calls it.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[Listener],
+        *,
+        on_error: ErrorHook,
+        name: str,
+        max_connections: int | None,
+        access: Access | None,
+        on_refused: RefusalHook | None,
+    ) -> None:
+        if any(listener.is_datagram for listener in listeners):
+            raise ValueError(f"{type(self).__name__} serves stream listeners; datagram peers need a datagram server")
+        self.listeners = list(listeners)
+        self.on_error = on_error
+        self.name = name
+        self.max_connections = max_connections
+        self.access = access
+        self.on_refused = on_refused
+
+    @property
+    def addresses(self) -> list[Address]:
+        """Where the server listens (with the real port when it was 0)."""
+        return [listener.address for listener in self.listeners]
+
+    def close(self, *, grace: float = 0.0, timeout: float | None = DEFAULT_CLOSE_TIMEOUT) -> None:
+        raise NotImplementedError
+
+    def _refusal(self, peer: Address | None, active: int) -> str | None:
+        """Why a connection from ``peer`` must not be served while ``active`` are, or None."""
+        return refusal(peer, active, access=self.access, max_connections=self.max_connections)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def print_error(conn: Connection, exc: Exception) -> None:

@@ -55,7 +55,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
 from enchufe.address import Address
 from enchufe.errors import NetworkError
@@ -69,9 +68,9 @@ from enchufe.serve.policy import (
     Access,
     ErrorHook,
     RefusalHook,
+    ServerPolicies,
     join_until,
     print_error,
-    refusal,
     shut_down,
     warn_left_running,
 )
@@ -90,7 +89,7 @@ DEFAULT_WORKERS = 8
 RequestHandler = Callable[[Connection], None]
 
 
-class RequestServer:
+class RequestServer(ServerPolicies):
     """Serve each request of each connection on ``listeners`` with ``handler`` in a
     bounded pool of worker threads; see the module docstring.
 
@@ -128,18 +127,19 @@ class RequestServer:
         access: Access | None = None,
         on_refused: RefusalHook | None = None,
     ) -> None:
-        if any(listener.is_datagram for listener in listeners):
-            raise ValueError("RequestServer serves stream listeners; datagram peers need a datagram server")
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
-        self.listeners = list(listeners)
+        super().__init__(
+            listeners,
+            on_error=on_error,
+            name=name,
+            max_connections=max_connections,
+            access=access,
+            on_refused=on_refused,
+        )
         self.handler = handler
         self.workers = workers
         self.idle_timeout = idle_timeout
-        self.on_error = on_error
-        self.name = name
-        self.max_connections = max_connections
-        self.access = access
         self._loop = EventLoop()
         self._acceptor = Acceptor(
             self._loop, self.listeners, on_accept=self._accepted, admit=self._admit, on_refused=on_refused
@@ -162,11 +162,6 @@ class RequestServer:
         self._loop_running = False
         self._loop_thread: threading.Thread | None = None
         self._worker_threads: list[threading.Thread] = []
-
-    @property
-    def addresses(self) -> list[Address]:
-        """Where the server listens (with the real port when it was 0)."""
-        return [listener.address for listener in self.listeners]
 
     def connections(self) -> list[Connection]:
         """Every open connection: idle, waiting for a worker, or being served."""
@@ -234,10 +229,16 @@ class RequestServer:
         with self._condition:
             first, self._closing = not self._closing, True
             self._started = True  # a closed server never starts
-            if not first:
-                if me not in self._in_flight.values():  # a handler would wait for itself
-                    self._wait_for(self._closed.is_set, deadline)
-                return
+            handler_calling = me in self._in_flight.values()
+            if not first and not handler_calling:  # a handler would wait for itself
+                self._wait_for(self._closed.is_set, deadline)
+        if not first:
+            # The first close() may have come from a handler, whose worker it could not
+            # join: join it here.
+            for thread in (self._loop_thread, *self._worker_threads):
+                if thread is not None and not handler_calling:
+                    join_until(thread, deadline)
+            return
         self._on_loop(self._stop_serving, deadline)
         with self._condition:
             self._wait_for(lambda: all(thread is me for thread in self._in_flight.values()), grace_end)
@@ -267,14 +268,6 @@ class RequestServer:
             self._closed.set()
             self._condition.notify_all()
         warn_left_running("RequestServer", [self._loop_thread, *self._worker_threads], timeout)
-
-    def __enter__(self) -> RequestServer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- starting and stopping (any thread) ----------------------------------------------
 
@@ -340,7 +333,7 @@ class RequestServer:
     def _admit(self, peer: Address | None) -> str | None:
         with self._condition:
             active = len(self._connections)
-        return refusal(peer, active, access=self.access, max_connections=self.max_connections)
+        return self._refusal(peer, active)
 
     def _accepted(self, sock: socket.socket, peer: Address | None) -> None:
         local = address_from_sockaddr(sock.family, sock.getsockname())
