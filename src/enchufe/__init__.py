@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from enchufe.net.resolve import Resolver, SystemResolver
     from enchufe.net.stream import SocketStream, Stream
     from enchufe.serve.engine import Server, serve
+    from enchufe.serve.pool import RequestServer
 
 _EXPORTS = {
     "Address": "enchufe.address",
@@ -75,6 +76,7 @@ _EXPORTS = {
     "SocketStream": "enchufe.net.stream",
     "Stream": "enchufe.net.stream",
     "Server": "enchufe.serve.engine",
+    "RequestServer": "enchufe.serve.pool",
     "serve": "enchufe.serve.engine",
 }
 
@@ -97,6 +99,7 @@ __all__ = [
     "ReceiveTimeout",
     "Relay",
     "RelayResult",
+    "RequestServer",
     "ResolveError",
     "Resolver",
     "Server",

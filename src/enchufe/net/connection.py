@@ -78,6 +78,7 @@ class Connection:
         self.max_size = max_size
         self._buffer = bytearray()
         self._eof = False
+        self._closed = False
 
     # -- reads -------------------------------------------------------------------------
 
@@ -143,6 +144,26 @@ class Connection:
         """Return one line, ending at ``\\n``: :meth:`recv_until` with ``b"\\n"``."""
         return self.recv_until(b"\n", keepends=keepends, max_size=max_size, timeout=timeout)
 
+    def can_recv(self, *, timeout: Timeout = ...) -> bool:
+        """Whether a read would return at once: bytes are buffered, or the peer has
+        closed (then :attr:`buffered` is 0). Waits up to ``timeout`` for one of them;
+        ``timeout=0`` only looks. What arrives stays buffered for the next read.
+
+        Raises:
+            ConnectionLost: the peer reset the connection.
+        """
+        if not self._buffer and not self._eof:
+            try:
+                self._fill(self._deadline(timeout), DEFAULT_RECV_SIZE)
+            except ReceiveTimeout:
+                return False
+        return bool(self._buffer) or self._eof
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet: the next read returns them first."""
+        return len(self._buffer)
+
     def __iter__(self) -> Iterator[bytes]:
         """Yield chunks as they arrive until end of file."""
         while chunk := self.recv():
@@ -153,9 +174,7 @@ class Connection:
     def send_all(self, data: bytes, *, timeout: Timeout = ...) -> None:
         """Send every byte of ``data``; a peer that stops reading raises ``TimedOut``
         once the deadline passes instead of blocking forever."""
-        deadline = self._deadline(timeout)
-        self.stream.timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self.stream.send_all(data)
+        self.stream.send_all(data, timeout=self.timeout if timeout is ... else timeout)
 
     def send_line(self, line: bytes | str, *, newline: bytes = b"\n", timeout: Timeout = ...) -> None:
         """Send ``line`` followed by ``newline``; text is encoded as UTF-8."""
@@ -170,7 +189,13 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
+        self._closed = True
         self.stream.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def __enter__(self) -> Connection:
         return self
@@ -193,16 +218,15 @@ class Connection:
         """Receive one chunk into the buffer, or raise at the deadline or end of file."""
         if self._eof:
             raise UnexpectedEOF(f"connection closed while waiting for {need}", partial=bytes(self._buffer))
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise ReceiveTimeout(f"timed out waiting for {need}", partial=bytes(self._buffer))
-        self.stream.timeout = remaining
+        # Past the deadline the stream still takes what has already arrived, without
+        # waiting: so timeout=0 reads what is there.
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         # A stream's recv() allocates all it is asked for before anything arrives, so a
         # large count (recv_exactly(2**40)) would be a MemoryError: ask for one chunk at
         # most. A datagram is asked for whole, since recv() discards what does not fit.
         size = max_bytes if self.stream.is_datagram else min(max_bytes, DEFAULT_RECV_SIZE)
         try:
-            chunk = self.stream.recv(max(size, 1))
+            chunk = self.stream.recv(max(size, 1), timeout=remaining)
         except TimedOut:
             raise ReceiveTimeout(f"timed out waiting for {need}", partial=bytes(self._buffer)) from None
         if not chunk and self.stream.is_datagram:
