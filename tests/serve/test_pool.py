@@ -332,3 +332,29 @@ def test_serve_forever_runs_the_loop_in_the_calling_thread() -> None:
         server.close()
         thread.join(TIMEOUT)
         assert not thread.is_alive()
+
+
+def test_a_request_waiting_for_a_busy_pool_is_not_idle() -> None:
+    """One worker, held: a client whose request waits in line longer than the idle
+    timeout is served once the worker is free; a quiet one is closed meanwhile."""
+    inside = threading.Event()
+    release = threading.Event()
+
+    def handler(conn: Connection) -> None:
+        line = conn.recv_line()
+        if line == b"hold\n":
+            inside.set()
+            assert release.wait(TIMEOUT)
+        conn.send_all(line)
+
+    with running(handler, workers=1, idle_timeout=0.3) as server, client(server) as busy:
+        with client(server) as waiting, client(server) as quiet:
+            busy.send_all(b"hold\n")
+            assert inside.wait(TIMEOUT)
+            waiting.send_all(b"in line\n")
+            try:
+                assert closed_by_server(quiet)  # the idle timeout has passed for both
+            finally:
+                release.set()
+            assert busy.recv_line() == b"hold\n"
+            assert waiting.recv_line() == b"in line\n"
