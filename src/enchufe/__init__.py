@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from enchufe.net.relay import Relay, RelayResult
     from enchufe.net.resolve import Resolver, SystemResolver
     from enchufe.net.stream import SocketStream, Stream
+    from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Server, serve
     from enchufe.serve.pool import RequestServer
 
@@ -76,6 +77,7 @@ _EXPORTS = {
     "SocketStream": "enchufe.net.stream",
     "Stream": "enchufe.net.stream",
     "Server": "enchufe.serve.engine",
+    "DatagramServer": "enchufe.serve.datagram_server",
     "RequestServer": "enchufe.serve.pool",
     "serve": "enchufe.serve.engine",
 }
@@ -88,6 +90,7 @@ __all__ = [
     "ConnectTimeout",
     "Connection",
     "ConnectionLost",
+    "DatagramServer",
     "EnchufeError",
     "FdStream",
     "IdleTimeout",

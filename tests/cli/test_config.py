@@ -465,7 +465,6 @@ def test_huge_time_is_a_usage_error() -> None:
         (["-m", "3", "localhost"], "Invalid option combination: `--max-conns' with connect."),
         (["--nsock-engine", "foo", "localhost"], "Unknown or non-available engine: foo."),
         (["-l", "-k", "--sctp"], "-k, --broker and --chat are not supported yet over SCTP."),
-        (["-l", "-k", "-u", "-e", "/bin/cat"], "-k with -e is not supported yet over UDP."),
         (["-l", "--client-labels"], "--client-labels works in -l -k only (not with --broker or --chat)."),
         (["-k", "--client-labels", "localhost"], "--client-labels works in -l -k only (not with --broker or --chat)."),
         (["--broker", "-k", "--client-labels"], "--client-labels works in -l -k only (not with --broker or --chat)."),

@@ -266,8 +266,6 @@ def _build(
         raise UsageError("Invalid option combination: `--chat' with connect.")
     if (given("-k") or broker) and listen and transport == "sctp":
         raise UsageError("-k, --broker and --chat are not supported yet over SCTP.")
-    if (given("-k") or broker) and listen and transport == "datagram" and exec_option is not None:
-        raise UsageError(f"-k with {exec_option} is not supported yet over UDP.")
     if given("--client-labels") and (broker or not (listen and given("-k"))):
         raise UsageError("--client-labels works in -l -k only (not with --broker or --chat).")
     if given("--client-labels") and exec_option is not None:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
     from enchufe.net.relay import RelayResult
-    from enchufe.serve.engine import Handler
+    from enchufe.serve.datagram_server import DatagramServer
+    from enchufe.serve.engine import Handler, Server
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
@@ -375,11 +376,10 @@ def _exec_each(
 ) -> int:
     """-l -k -e/-c/--lua-exec: one program per connection, as inetd does, each relayed
     in its own thread (a blocking relay between two descriptors is what a thread is
-    for); --py-exec: its handler in that thread. -m caps the sessions running at once;
-    every session writes to the same -o/-x logs. A signal closes every connection and
-    ends them."""
-    from enchufe.serve.engine import Server
-
+    for); --py-exec: its handler in that thread. Over UDP a connection is a peer's
+    session, which -i ends after that long without a datagram. -m caps the sessions
+    running at once; every session writes to the same -o/-x logs. A signal closes
+    every connection and ends them."""
     messages = env.messages
     someone_came = threading.Event()
 
@@ -391,15 +391,35 @@ def _exec_each(
     def failed(conn: Connection, exc: Exception) -> None:
         messages.info(f"{_describe(conn.peer)}: {exc}.")  # one session failed; the server goes on
 
-    server = Server(
-        listeners,
-        handle,
-        on_error=failed,
-        name="exec",
-        max_connections=max_clients,
-        access=access,
-        on_refused=lambda peer, reason: messages.info(f"New connection denied: {reason}"),
-    )
+    def refused(peer: Address | None, reason: str) -> None:
+        messages.info(f"New connection denied: {reason}")
+
+    server: Server | DatagramServer
+    if config.transport == "datagram":
+        from enchufe.serve.datagram_server import DatagramServer
+
+        server = DatagramServer(
+            listeners,
+            handle,
+            on_error=failed,
+            name="exec",
+            max_connections=max_clients,
+            access=access,
+            on_refused=refused,
+            idle_timeout=config.idle_timeout,
+        )
+    else:
+        from enchufe.serve.engine import Server
+
+        server = Server(
+            listeners,
+            handle,
+            on_error=failed,
+            name="exec",
+            max_connections=max_clients,
+            access=access,
+            on_refused=refused,
+        )
     with server:
         server.start()
         if config.accept_timeout is not None:

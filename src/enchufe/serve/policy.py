@@ -58,8 +58,11 @@ class ServerPolicies:
     """What both servers hold the same way: their stream listeners (owned, closed by
     ``close()``), the policy arguments, the addresses, and the context manager.
 
-    Subclasses define ``close(*, grace, timeout)``; leaving the ``with`` block calls it.
+    Subclasses define ``close(*, grace, timeout)``; leaving the ``with`` block calls it,
+    and say which listeners they serve (``serves_datagrams``).
     """
+
+    serves_datagrams = False
 
     def __init__(
         self,
@@ -71,8 +74,9 @@ class ServerPolicies:
         access: Access | None,
         on_refused: RefusalHook | None,
     ) -> None:
-        if any(listener.is_datagram for listener in listeners):
-            raise ValueError(f"{type(self).__name__} serves stream listeners; datagram peers need a datagram server")
+        if any(listener.is_datagram != self.serves_datagrams for listener in listeners):
+            kind = "datagram" if self.serves_datagrams else "stream (DatagramServer serves datagrams)"
+            raise ValueError(f"{type(self).__name__} serves {kind} listeners only")
         self.listeners = list(listeners)
         self.on_error = on_error
         self.name = name
