@@ -1,13 +1,17 @@
 """Idle connections held by a keep-open listener: memory per connection, and whether it
-still serves one more client. enchufe and ncat in the same run.
+still serves one more client. enchufe and ncat in the same run, and the library's
+RequestServer (``enchufe-request``: a line-echo handler in a worker pool).
 
 For each tool: start ``TOOL -l -k -m LIMIT 127.0.0.1 PORT``, open N connections from
 this process one at a time (each waits until the server has accepted it: the command
 keeps ncat's listen backlog of 10), then read the server's proportional set size (PSS,
 ``/proc/PID/smaps_rollup``) and thread count, and check that one more client gets
 what the server's stdin says. Memory per connection is (PSS after - PSS before) / N.
+``enchufe-request`` is a small program of this file (``--serve-request PORT``): each
+client makes one request (a line, echoed) once connected, so it is accepted, served
+once and parked, and "one more served" is one more client's echo.
 
-    python3 benchmarks/idle_connections.py [-n 10000] [--only enchufe,ncat]
+    python3 benchmarks/idle_connections.py [-n 10000] [--only enchufe,ncat,enchufe-request]
 
 Needs an open-file limit above N in this shell (``ulimit -n``).
 """
@@ -15,6 +19,7 @@ Needs an open-file limit above N in this shell (``ulimit -n``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -28,7 +33,36 @@ from pathlib import Path
 TOOLS = {
     "enchufe": [sys.executable, "-m", "enchufe"],
     "ncat": ["ncat"],
+    "enchufe-request": [sys.executable, __file__, "--serve-request"],
 }
+
+
+def serve_request(port: int) -> None:
+    """A RequestServer echoing one line per request, until terminated."""
+    import signal
+
+    import enchufe
+
+    def echo_line(conn: enchufe.Connection) -> None:
+        conn.send_all(conn.recv_line())
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    listeners = enchufe.open_listeners(enchufe.InetAddress("127.0.0.1", port), backlog=1024)
+    with enchufe.RequestServer(listeners, echo_line) as server:
+        print(f"Listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):  # SIGTERM: the with block closes everything
+            server.serve_forever()
+
+
+def round_trip(sock: socket.socket) -> bool:
+    sock.sendall(b"ping\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(100)
+        if not chunk:
+            return False
+        data += chunk
+    return data == b"ping\n"
 
 
 def pss_kib(pid: int) -> int:
@@ -82,6 +116,9 @@ class Lines:
 def measure(tool: str, count: int) -> dict[str, object]:
     port = free_port()
     argv = [*TOOLS[tool], "-v", "-l", "-k", "-m", str(count + 10), "127.0.0.1", str(port)]
+    request_style = tool == "enchufe-request"
+    if request_style:
+        argv = [*TOOLS[tool], str(port)]
     server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     clients: list[socket.socket] = []
     result: dict[str, object] = {"tool": tool, "asked": count}
@@ -100,6 +137,11 @@ def measure(tool: str, count: int) -> dict[str, object]:
             except OSError as exc:
                 failure = f"connection {index + 1}: {exc}"
                 break
+            if request_style:
+                if not round_trip(clients[-1]):
+                    failure = f"connection {index + 1} not served (server status {server.poll()})"
+                    break
+                continue
             # One at a time: both keep a listen backlog of 10, and a burst beyond it
             # costs each extra client a 1 s SYN retry.
             if not lines.wait_for_accept(time.monotonic() + 10):
@@ -119,6 +161,9 @@ def measure(tool: str, count: int) -> dict[str, object]:
                 threads=threads(server.pid),
             )
             with socket.create_connection(("127.0.0.1", port), timeout=5) as one_more:
+                if request_style:
+                    result["one_more_served"] = round_trip(one_more)
+                    return result
                 lines.wait_for_accept(time.monotonic() + 10)  # a client that joins later misses earlier input
                 assert server.stdin is not None
                 server.stdin.write(b"still serving\n")
@@ -149,8 +194,12 @@ def measure(tool: str, count: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10000, help="idle connections to open (default 10000)")
-    parser.add_argument("--only", default="enchufe,ncat", help="comma-separated tools")
+    parser.add_argument("--only", default="enchufe,ncat,enchufe-request", help="comma-separated tools")
+    parser.add_argument("--serve-request", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_request:
+        serve_request(args.serve_request)
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < args.n + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.n + 100), hard))

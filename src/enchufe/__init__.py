@@ -39,7 +39,9 @@ if TYPE_CHECKING:
     from enchufe.net.relay import Relay, RelayResult
     from enchufe.net.resolve import Resolver, SystemResolver
     from enchufe.net.stream import SocketStream, Stream
+    from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Server, serve
+    from enchufe.serve.pool import RequestServer
 
 _EXPORTS = {
     "Address": "enchufe.address",
@@ -75,6 +77,8 @@ _EXPORTS = {
     "SocketStream": "enchufe.net.stream",
     "Stream": "enchufe.net.stream",
     "Server": "enchufe.serve.engine",
+    "DatagramServer": "enchufe.serve.datagram_server",
+    "RequestServer": "enchufe.serve.pool",
     "serve": "enchufe.serve.engine",
 }
 
@@ -86,6 +90,7 @@ __all__ = [
     "ConnectTimeout",
     "Connection",
     "ConnectionLost",
+    "DatagramServer",
     "EnchufeError",
     "FdStream",
     "IdleTimeout",
@@ -97,6 +102,7 @@ __all__ = [
     "ReceiveTimeout",
     "Relay",
     "RelayResult",
+    "RequestServer",
     "ResolveError",
     "Resolver",
     "Server",

@@ -14,7 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enchufe.cli.config import DEFAULT_PORT, Config, UsageError, parse_args
-from enchufe.cli.options import LONG_OPTIONS, NOT_YET, SHORT_OPTIONS
+from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
+from enchufe.cli.options import (
+    ENCHUFE_OPTIONS,
+    LONG_IDENTITY,
+    LONG_OPTIONS,
+    NCAT_LONG_OPTIONS,
+    NOT_YET,
+    SHORT_OPTIONS,
+)
 from enchufe.errors import EnchufeError
 
 
@@ -457,9 +465,12 @@ def test_huge_time_is_a_usage_error() -> None:
         (["-m", "3", "localhost"], "Invalid option combination: `--max-conns' with connect."),
         (["--nsock-engine", "foo", "localhost"], "Unknown or non-available engine: foo."),
         (["-l", "-k", "--sctp"], "-k, --broker and --chat are not supported yet over SCTP."),
-        (["-l", "-k", "-u", "-e", "/bin/cat"], "-k with -e is not supported yet over UDP."),
-        (["-l", "-k", "-o", "log"], "-o is not supported yet with -k, --broker or --chat."),
-        (["--broker", "-i", "1"], "-i is not supported yet with -k, --broker or --chat."),
+        (["-l", "--client-labels"], "--client-labels works in -l -k only (not with --broker or --chat)."),
+        (["-k", "--client-labels", "localhost"], "--client-labels works in -l -k only (not with --broker or --chat)."),
+        (["--broker", "-k", "--client-labels"], "--client-labels works in -l -k only (not with --broker or --chat)."),
+        (["-l", "-k", "-e", "/bin/cat", "--client-labels"], "Invalid option combination: --client-labels and -e."),
+        (["--broker", "--full-lines"], "--full-lines works with --chat only."),
+        (["-l", "-k", "--host-sees-room"], "--host-sees-room works with --broker or --chat only."),
         (["--chat", "localhost"], "Invalid option combination: `--chat' with connect."),
         (["--chat"], "You must specify a host to connect to."),
         (["-l", "-m", "x"], "Invalid number of maximum connections: x"),
@@ -467,6 +478,53 @@ def test_huge_time_is_a_usage_error() -> None:
 )
 def test_invalid_combinations(argv: list[str], expected: str) -> None:
     assert message(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-l", "-k", "-C", "-t", "-o", "log", "-x", "hex", "-i", "1", "-d", "1", "-q", "2", "--send-only"],
+        ["--broker", "--recv-only", "-i", "1", "-q", "-1", "-w", "3"],
+        ["-l", "--chat", "-C", "-t", "-o", "log", "-d", "500ms", "-q", "0"],
+    ],
+)
+def test_every_per_connection_option_works_with_many_clients(argv: list[str]) -> None:
+    assert parse_args(argv).listen is True
+
+
+def test_the_options_of_our_own() -> None:
+    assert parse_args(["-l", "-k", "--client-labels"]).client_labels is True
+    config = parse_args(["-l", "--chat", "--full-lines", "--host-sees-room"])
+    assert (config.chat_lines, config.host_sees_room) == (True, True)
+    assert parse_args(["--broker", "--ho"]).host_sees_room is True  # abbreviations work
+    assert parse_args(["-l", "-w", "2"]).accept_timeout == 2.0
+    assert parse_args(["-w", "2", "localhost"]).accept_timeout is None  # connect mode: the connect timeout
+
+
+def _resolve(argv: list[str], long_options: list[str]) -> str:
+    """What getopt makes of ``argv`` with ``long_options``: the option's name or the error."""
+    try:
+        return " ".join(name for name, _ in gnu_getopt(argv, SHORT_OPTIONS, long_options, identity=LONG_IDENTITY))
+    except GetoptError as exc:
+        return f"error: {exc}"
+
+
+def test_every_abbreviation_of_an_ncat_option_means_what_it_meant_before_our_options() -> None:
+    """Our options come after ncat's and their names start nowhere an ncat option is the
+    only match: an abbreviation resolves to the same option as with ncat's table alone,
+    and one that is ambiguous there is ambiguous here, our names at the end of the list."""
+    assert LONG_OPTIONS[: len(NCAT_LONG_OPTIONS)] == NCAT_LONG_OPTIONS
+    for option in NCAT_LONG_OPTIONS:
+        name = option.rstrip("=")
+        for length in range(1, len(name) + 1):
+            argv = [f"--{name[:length]}=x" if option.endswith("=") else f"--{name[:length]}"]
+            before, after = _resolve(argv, NCAT_LONG_OPTIONS), _resolve(argv, LONG_OPTIONS)
+            if before.startswith("error: ") and "ambiguous" in before:
+                assert after.startswith(before), (argv, before, after)
+                ours = after[len(before) :].split()
+                assert all(word.strip("'").removeprefix("--") in ENCHUFE_OPTIONS for word in ours), after
+            else:
+                assert after == before, (argv, before, after)
 
 
 def test_keep_open_in_tcp_connect_mode() -> None:
@@ -542,9 +600,12 @@ def test_long_aliases_of_the_exec_options() -> None:
     assert parse_args(["--sh-exec", "echo $HOME", "localhost"]).exec_argv == ("/bin/sh", "-c", "echo $HOME")
 
 
-@pytest.mark.parametrize("argv", [["--lua-exec", "x"], ["--lua", "x"], ["--lua-exec=x", "localhost"]])
-def test_lua_exec_is_refused(argv: list[str]) -> None:
-    assert message(argv) == "--lua-exec is not supported: enchufe has no Lua interpreter; use -e or -c."
+@pytest.mark.parametrize(
+    "argv", [["--lua-exec", "x", "localhost"], ["--lua", "x", "localhost"], ["--lua-exec=x", "localhost"]]
+)
+def test_lua_exec_loads_its_script_while_parsing(argv: list[str]) -> None:
+    pytest.importorskip("lupa")
+    assert message(argv) == "Error loading the Lua script: cannot open x: No such file or directory."
 
 
 # --- -h and --version act when they are read, as in ncat -------------------------------------

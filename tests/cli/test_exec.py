@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
+import shlex
+import shutil
 import socket
 import threading
 
 import pytest
 
-from support.cli_e2e import STEP_TIMEOUT, TcpServer, assert_clean_stderr, connect, recv_until_eof
-from support.procs import enchufe, run_enchufe
+from support.cli_e2e import (
+    STEP_TIMEOUT,
+    TcpServer,
+    assert_clean_stderr,
+    connect,
+    recv_until_eof,
+    stop_listener,
+    two_clients_and_a_third_refused,
+)
+from support.procs import ENCHUFE, enchufe, run, run_enchufe
 
 
 def test_what_the_program_writes_after_the_peer_half_closes_still_arrives() -> None:
@@ -88,15 +97,44 @@ def test_bulk_data_through_a_program_in_both_directions() -> None:
     assert digest.digest() == hashlib.sha256(payload).digest()
 
 
+ONLY_ONE_OF_NCATS = "Only one of --exec, --sh-exec, and --lua-exec is allowed."
+ONLY_ONE_OF_ALL = "Only one of --exec, --sh-exec, --lua-exec, and --py-exec is allowed."
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-e", "/bin/true", "-c", "true", "localhost"], "Only one of --exec, --sh-exec, and --lua-exec is allowed."),
+        (["-e", "/bin/true", "-c", "true", "localhost"], ONLY_ONE_OF_NCATS),
         (["-z", "-e", "/bin/true", "localhost"], "Command execution can't be done along with option -z."),
         (["--broker", "-e", "/bin/true"], "Invalid option combination: --broker and -e."),
+        (["--broker", "-c", "true"], "Invalid option combination: --broker and -e."),  # ncat's words
+        # --lua-exec and --py-exec: checked before the script is read (x.lua, h.py do not exist).
+        (
+            ["--lua-exec", "x.lua", "-e", "/bin/true", "localhost"],
+            "Only one of --exec, --sh-exec, and --lua-exec is allowed.",
+        ),
+        (
+            ["-c", "true", "--lua-exec", "x.lua", "localhost"],
+            "Only one of --exec, --sh-exec, and --lua-exec is allowed.",
+        ),
+        (["-z", "--lua-exec", "x.lua", "localhost"], "Command execution can't be done along with option -z."),
+        (["--broker", "--lua-exec", "x.lua"], "Invalid option combination: --broker and -e."),
+        # Beyond ncat: the list of its message grows only when --py-exec is among them.
+        (
+            ["--py-exec", "h.py", "-e", "/bin/true", "localhost"],
+            "Only one of --exec, --sh-exec, --lua-exec, and --py-exec is allowed.",
+        ),
+        (
+            ["-c", "true", "--py-exec", "h.py", "localhost"],
+            "Only one of --exec, --sh-exec, --lua-exec, and --py-exec is allowed.",
+        ),
+        (["-z", "--py-exec", "h.py", "localhost"], "Command execution can't be done along with option -z."),
+        (["--broker", "--py-exec", "h.py"], "Invalid option combination: --broker and --py-exec."),
+        (["-C", "--py-exec", "h.py", "localhost"], "-C has no effect with --py-exec: the handler has the connection."),
+        (["-l", "-o", "log", "--py-exec", "h.py"], "-o has no effect with --py-exec: the handler has the connection."),
     ],
 )
-def test_exec_option_combinations_ncat_refuses(args: list[str], message: str) -> None:
+def test_exec_option_combinations_refused(args: list[str], message: str) -> None:
     result = run_enchufe(*args)
     assert result.returncode == 2
     assert result.stderr.decode() == f"enchufe: {message} QUITTING.\n"
@@ -105,13 +143,7 @@ def test_exec_option_combinations_ncat_refuses(args: list[str], message: str) ->
 def test_keep_open_runs_one_program_per_connection_at_once() -> None:
     """inetd's way: each client its own program, at the same time; -m caps them."""
     with enchufe("-l", "-k", "-m", "2", "-v", "127.0.0.1", "0", "-c", 'read line; echo "$line $$"; cat') as cmd:
-        port = cmd.listening_port()
-        with connect(port) as a, connect(port) as b:
-            cmd.wait_for_line("Connection from")
-            cmd.wait_for_line("Connection from")
-            with connect(port) as third:
-                cmd.wait_for_line(r"New connection denied: connection limit reached \(2\)")
-                assert third.recv(10) == b""
+        with two_clients_and_a_third_refused(cmd) as (a, b):
             a.sendall(b"a\n")
             b.sendall(b"b\n")
             line_a, line_b = a.recv(100).split(), b.recv(100).split()
@@ -121,6 +153,50 @@ def test_keep_open_runs_one_program_per_connection_at_once() -> None:
             assert recv_until_eof(b) == b""  # b's program ended with b's input
             a.sendall(b"still mine\n")
             assert a.recv(100) == b"still mine\n"
-        cmd.popen.send_signal(signal.SIGTERM)
-        assert cmd.wait() == 128 + signal.SIGTERM
+        stop_listener(cmd)
+
+
+# --- bad input: a program that cannot start or ends at once; no /bin/sh -----------------
+
+
+def test_a_program_that_does_not_exist_costs_each_client_one_line_and_the_server_goes_on() -> None:
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0", "-e", "/nonexistent/program") as cmd:
+        port = cmd.listening_port()
+        for _ in range(2):
+            with connect(port) as client:
+                assert recv_until_eof(client) == b""  # closed at once, nothing sent
+            cmd.wait_for_line("^exec: No such file or directory$")
+        stop_listener(cmd)
+
+
+def test_a_program_that_exits_at_once_ends_only_its_session() -> None:
+    """The first client sends nothing: its program's read fails and it exits at once;
+    the next client is served by a program of its own."""
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0", "-c", 'read line && echo "got $line"') as cmd:
+        port = cmd.listening_port()
+        with connect(port) as silent:
+            silent.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(silent) == b""
+        with connect(port) as client:
+            client.sendall(b"a line\n")
+            assert recv_until_eof(client) == b"got a line\n"
+        stop_listener(cmd)
+
+
+def test_a_program_that_exits_at_once_ends_a_single_session_with_status_0() -> None:
+    with enchufe("-l", "-v", "127.0.0.1", "0", "-e", "/bin/true") as cmd:
+        with connect(cmd.listening_port()) as client:
+            assert recv_until_eof(client) == b""
+        assert cmd.wait() == 0
     assert_clean_stderr(cmd.stderr)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root")
+@pytest.mark.parametrize("keep_open", [[], ["-k"]], ids=["single", "-k"])
+def test_sh_exec_without_a_usable_bin_sh_fails_before_listening(keep_open: list[str]) -> None:
+    """As ncat, in listen mode: /bin/sh is checked first. A private mount namespace
+    hides it (bound over by /dev/null, which cannot be executed)."""
+    command = shlex.join([*ENCHUFE, "-l", *keep_open, "-v", "127.0.0.1", "0", "-c", "true"])
+    result = run(["unshare", "-m", "/bin/bash", "-c", f"mount --bind /dev/null /bin/sh && exec {command}"])
+    assert result.returncode == 2
+    assert result.stderr == b"enchufe: /bin/sh is not executable, so `-c' won't work. QUITTING.\n"

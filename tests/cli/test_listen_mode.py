@@ -204,7 +204,7 @@ def test_signal_ends_the_listener_with_128_plus_the_signal(signum: signal.Signal
             if client is not None:
                 cmd.wait_for_line("Connection from")
             cmd.popen.send_signal(signum)
-            assert cmd.wait() == 128 + signum
+            assert cmd.wait() == 128 + signum, cmd.stderr_lines
         finally:
             if client is not None:
                 client.close()

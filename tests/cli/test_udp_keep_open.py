@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from support.cli_e2e import STEP_TIMEOUT, stop_listener
-from support.procs import enchufe
+from support.procs import Process, enchufe
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_a_silent_peer_is_forgotten_after_the_idle_timeout_and_frees_its_place(p
         cmd.wait_for_line(f"Connection from {name(a)}.")
         b.sendto(b"refused\n", server)
         cmd.wait_for_line(r"^enchufe: New connection denied: connection limit reached \(1\)$")
-        cmd.wait_for_line(f"^enchufe: Disconnected {name(a)}: idle for 500 ms.$")
+        cmd.wait_for_line(rf"^enchufe: Disconnected {name(a)}: Idle timeout expired \(500 ms\)\.$")
         b.sendto(b"b\n", server)
         cmd.wait_for_line(f"Connection from {name(b)}.")
         assert cmd.read_stdout(4) == b"a\nb\n"  # the refused datagram never reached stdout
@@ -185,3 +185,51 @@ def test_unix_datagram_peers_are_clients_too(tmp_path: Path) -> None:
                 client.close()
         stop_listener(cmd)
     assert not os.path.exists(path)
+
+
+def test_one_program_per_peer_as_inetd_does_for_udp(peers: list[socket.socket]) -> None:
+    """``-u -l -k -e``: each peer gets a program of its own, with its own NCAT_* view."""
+    script = 'echo "$NCAT_PROTO $NCAT_REMOTE_ADDR:$NCAT_REMOTE_PORT"; while read -r l; do echo "$l" | tr a-z A-Z; done'
+    a, b, _ = peers
+    with enchufe("-u", "-l", "-k", "-v", "127.0.0.1", "0", "-c", script) as cmd:
+        server = ("127.0.0.1", cmd.listening_port())
+        a.sendto(b"hello from a\n", server)
+        assert a.recv(100) == f"UDP {name(a)}\n".encode()
+        assert a.recv(100) == b"HELLO FROM A\n"
+        b.sendto(b"and b\n", server)
+        assert b.recv(100) == f"UDP {name(b)}\n".encode()
+        assert b.recv(100) == b"AND B\n"
+        a.sendto(b"a again\n", server)  # the same program as before
+        assert a.recv(100) == b"A AGAIN\n"
+        stop_listener(cmd)
+    assert cmd.stderr.count("Connection from") == 2
+
+
+def test_udp_programs_are_capped_by_max_conns_and_end_when_idle(peers: list[socket.socket]) -> None:
+    a, b, _ = peers
+    with enchufe("-u", "-l", "-k", "-m", "1", "-i", "300ms", "-v", "127.0.0.1", "0", "-e", "/bin/cat") as cmd:
+        server = ("127.0.0.1", cmd.listening_port())
+        a.sendto(b"first\n", server)
+        assert a.recv(100) == b"first\n"
+        b.sendto(b"refused\n", server)
+        cmd.wait_for_line(r"^enchufe: New connection denied: connection limit reached \(1\)$")
+        cmd.wait_for_line(rf"^enchufe: {name(a)}: Idle timeout expired \(300 ms\)\.$")  # a's program is gone
+        for _ in range(10):  # a's session may still be closing: try until b is admitted
+            b.sendto(b"b now\n", server)
+            if cmd.wait_for_line(r"^enchufe: (Connection from|New connection denied)").group(1) == "Connection from":
+                break
+        assert b.recv(100) == b"b now\n"
+        stop_listener(cmd)
+
+
+@pytest.mark.interop
+def test_ncat_as_the_client_of_a_udp_exec_server() -> None:
+    """ncat's own suite: "--keep-open --exec (udp)"."""
+    with enchufe("-u", "-l", "-k", "-v", "127.0.0.1", "0", "-e", "/bin/cat") as cmd:
+        port = str(cmd.listening_port())
+        with Process(["ncat", "-u", "127.0.0.1", port]) as first, Process(["ncat", "-u", "127.0.0.1", port]) as second:
+            first.write(b"one\n")
+            second.write(b"two\n")
+            assert first.read_stdout(4) == b"one\n"
+            assert second.read_stdout(4) == b"two\n"
+        stop_listener(cmd)

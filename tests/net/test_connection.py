@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from enchufe.errors import ReceiveLimitExceeded, ReceiveTimeout, TimedOut, UnexpectedEOF
+from enchufe.errors import ConnectionLost, ReceiveLimitExceeded, ReceiveTimeout, TimedOut, UnexpectedEOF
 from enchufe.net.connection import DEFAULT_MAX_SIZE, Connection
 from enchufe.net.stream import SocketStream
 
@@ -164,6 +164,85 @@ def test_send_to_a_peer_that_does_not_read_times_out(pair: tuple[Connection, soc
         conn.send_all(b"x" * (64 << 20), timeout=0.2)
 
 
+def test_a_zero_timeout_takes_what_has_already_arrived(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    with pytest.raises(ReceiveTimeout):
+        conn.recv(timeout=0)
+    peer.sendall(b"ready")  # a socket pair delivers before sendall returns
+    assert conn.recv(timeout=0) == b"ready"
+
+
+def test_can_recv_looks_without_consuming(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    assert not conn.can_recv(timeout=0)
+    peer.sendall(b"request")
+    assert conn.can_recv(timeout=5)
+    assert conn.buffered == len(b"request")
+    peer.shutdown(socket.SHUT_WR)
+    assert conn.recv() == b"request"
+    assert conn.can_recv(timeout=0)  # the end of file: a read returns at once
+    assert conn.buffered == 0
+    assert not conn.closed
+    conn.close()
+    assert conn.closed
+
+
+def test_deadlines_are_arguments_not_socket_state(pair: tuple[Connection, socket.socket]) -> None:
+    """A call's deadline never becomes the socket's timeout: no settimeout (an
+    ioctl(FIONBIO) each) per call, and nothing that another thread's call could see."""
+    conn, peer = pair
+    assert isinstance(conn.stream, SocketStream)
+    peer.sendall(b"abc")
+    assert conn.recv(timeout=5) == b"abc"
+    conn.send_all(b"x", timeout=5)
+    with pytest.raises(ReceiveTimeout):
+        conn.recv_line(timeout=0.01)
+    assert conn.stream.sock.gettimeout() is None
+
+
+def test_a_reader_and_a_writer_keep_their_own_deadlines(pair: tuple[Connection, socket.socket]) -> None:
+    """One thread sends without a deadline while another reads with a 1 ms one: each
+    read ends on its own deadline, however the sends go."""
+    conn, peer = pair
+    stop = threading.Event()
+    endings: list[str] = []
+    waits: list[float] = []
+
+    def drain() -> None:
+        while peer.recv(1 << 16):
+            pass
+
+    def send() -> None:
+        while not stop.is_set():
+            conn.send_all(b"x" * 4096)
+        conn.send_eof()
+
+    def read() -> None:
+        for _ in range(200):
+            started = time.monotonic()
+            try:
+                endings.append("data" if conn.recv(timeout=0.001) else "end of file")
+            except ReceiveTimeout:
+                endings.append("timeout")
+            waits.append(time.monotonic() - started)
+            if endings[-1] != "timeout":
+                return
+
+    helpers = [threading.Thread(target=drain), threading.Thread(target=send)]
+    for thread in helpers:
+        thread.start()
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(10)
+    stop.set()
+    peer.shutdown(socket.SHUT_WR)  # a read that lost its deadline would wait for this
+    reader.join()
+    for thread in helpers:
+        thread.join()
+    assert endings == ["timeout"] * 200
+    assert max(waits) < 1.0  # a correctness bound (1000 times the deadline), not a benchmark
+
+
 def test_empty_delimiter_is_rejected(pair: tuple[Connection, socket.socket]) -> None:
     conn, _ = pair
     with pytest.raises(ValueError):
@@ -239,3 +318,46 @@ def test_huge_counts_are_read_in_chunks_not_allocated(pair: tuple[Connection, so
     with pytest.raises(UnexpectedEOF) as caught:
         conn.recv_exactly(1 << 40, timeout=5)
     assert caught.value.partial == b"defg"
+
+
+def tcp_pair() -> tuple[Connection, socket.socket]:
+    """A Connection and the raw socket at the other end of a TCP connection on loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        theirs = socket.create_connection(listener.getsockname(), timeout=5)
+        ours, _ = listener.accept()
+    return Connection(SocketStream(ours)), theirs
+
+
+def reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a reset (RST) instead of an orderly end of file."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    sock.close()
+
+
+def test_blocking_reads_and_sends_turn_a_reset_into_connection_lost() -> None:
+    conn, peer = tcp_pair()
+    with conn:
+        peer.sendall(b"ping")
+        assert conn.recv() == b"ping"
+        reset(peer)
+        with pytest.raises(ConnectionLost):
+            conn.recv()
+        with pytest.raises(ConnectionLost):
+            for _ in range(100):  # the first sends may still be accepted by the kernel
+                conn.send_all(b"x" * 65536)
+
+
+def test_blocking_sends_from_two_threads_never_interleave(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    size = 4 << 20  # far beyond the socket buffers: each send_all blocks many times
+    senders = [threading.Thread(target=conn.send_all, args=(byte * size,)) for byte in (b"a", b"b")]
+    for sender in senders:
+        sender.start()
+    received = bytearray()
+    peer.settimeout(10)
+    while len(received) < 2 * size:
+        received += peer.recv(1 << 20)
+    for sender in senders:
+        sender.join(10)
+    first, second = received[:size], received[size:]
+    assert {bytes(first), bytes(second)} == {b"a" * size, b"b" * size}

@@ -150,6 +150,29 @@ def test_abort_drops_the_buffer(rig: Rig) -> None:
     assert ("lost", None) in [rig.protocol.next() for _ in range(2)]
 
 
+def test_the_descriptor_stays_taken_until_connection_lost_is_delivered() -> None:
+    """Whoever keys clients by descriptor number (chat's <userN>) must never see a new
+    connection with the number of one it has not been told is lost."""
+    seen: list[tuple[int, int]] = []
+
+    class Watcher(StreamProtocol):
+        def connection_lost(self, exc: NetworkError | None) -> None:
+            probe = socket.socket()  # takes the lowest free descriptor number
+            seen.append((fd, probe.fileno()))
+            probe.close()
+
+    ours, peer = socket.socketpair()
+    fd = ours.fileno()
+    with EventLoop() as loop, peer:
+        transport = SocketTransport(loop, ours, Watcher())
+        transport.abort()
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert len(seen) == 1 and seen[0][1] != fd  # still taken when the protocol hears of it
+        assert ours.fileno() == -1  # and closed right after
+        assert peer.recv(1) == b""
+
+
 def test_paused_reading_leaves_data_in_the_kernel(rig: Rig) -> None:
     rig.call(rig.transport.pause_reading)
     rig.peer.sendall(b"waiting")

@@ -411,3 +411,30 @@ def test_any_sequence_of_calls_never_raises_unexpectedly(calls: list[tuple[str, 
                 continue
             assert all(recipient in room.members for recipient, _ in deliveries)
             assert action == "join" or all(recipient != user for recipient, _ in deliveries)
+
+
+# --- the observer: the host's output watching the room (--host-sees-room) ----------------
+
+
+def test_the_observer_hears_every_announcement_and_message_and_is_never_named() -> None:
+    room = Room(CHAT, observer=0)
+    first = announce_join(4, "nobody")
+    assert room.join(4, PEER) == [(0, first), (4, first)]
+    assert room.message(4, b"hi\n") == [(0, b"<user4> hi\n")]  # alone in the room, still heard
+    assert room.message(0, b"from the host\n") == [(4, b"<user0> from the host\n")]  # not its own
+    assert room.leave(4) == [(0, b"<announce> <user4> is disconnected.\n")]
+
+
+def test_the_observer_sees_broker_bytes_unchanged_and_whole_lines_in_line_mode() -> None:
+    broker = Room(BROKER, observer=0)
+    broker.join(4, PEER)
+    assert broker.message(4, b"raw\x07") == [(0, b"raw\x07")]
+    lines = Room(CHAT_LINES, observer=0)
+    lines.join(4, PEER)
+    assert lines.message(4, b"one\ntw") == [(0, b"<user4> one\n")]
+    assert lines.leave(4) == [(0, b"<user4> tw\n"), (0, b"<announce> <user4> is disconnected.\n")]
+
+
+def test_the_observer_number_cannot_join() -> None:
+    with pytest.raises(ValueError, match="cannot join"):
+        Room(observer=0).join(0, PEER)

@@ -86,6 +86,16 @@ def test_a_client_that_half_closes_leaves_after_its_output_is_flushed(rig: Rig) 
     assert recv_exactly(b, 8) == b"still on"
 
 
+def test_a_broadcast_skips_a_client_whose_output_is_half_closed(rig: Rig) -> None:
+    """After the end of the host's input every client is half-closed; a later message
+    (a chat departure) reaches nobody and breaks nothing."""
+    (a, client_a), (b, _) = rig.connect(), rig.connect()
+    rig.call(lambda: client_a.transport.write_eof())  # type: ignore[union-attr]
+    assert a.recv(10) == b""
+    assert rig.call(lambda: rig.hub.broadcast(b"to whoever can hear")) == 1
+    assert recv_exactly(b, 19) == b"to whoever can hear"
+
+
 def test_a_stalled_client_delays_nobody_and_memory_stays_bounded() -> None:
     """50 MB to two clients, one of which never reads: the reader gets all of it, in
     order, and the stalled one is dropped once it is max_backlog behind."""
@@ -150,3 +160,18 @@ def test_a_client_that_vanishes_leaves_the_hub(rig: Rig) -> None:
     event = rig.next()
     assert event[:2] == ("leave", client_a.id)
     assert event[2] is None or isinstance(event[2], NetworkError)
+
+
+def test_an_idle_client_is_cut_off_alone() -> None:
+    made = Rig(idle_timeout=0.2, on_idle=lambda client: made.events.put(("idle", client.id)))
+    try:
+        a, client_a = made.connect()
+        assert made.next() == ("idle", client_a.id)
+        assert made.next() == ("leave", client_a.id, None)
+        assert a.recv(1) == b""
+        b, client_b = made.connect()  # the hub goes on; b's own timer starts now
+        b.sendall(b"here")
+        assert made.next() == ("data", client_b.id, b"here")
+        assert made.call(lambda: len(made.hub)) == 1
+    finally:
+        made.close()

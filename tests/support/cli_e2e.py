@@ -6,9 +6,11 @@ sends and receives step by step, each step bounded by :data:`STEP_TIMEOUT`.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import signal
 import socket
+from collections.abc import Iterator
 from types import TracebackType
 
 from support.procs import QUIET_PERIOD, Process
@@ -99,3 +101,17 @@ def stop_listener(cmd: Process) -> None:
     cmd.popen.send_signal(signal.SIGTERM)
     assert cmd.wait() == 128 + signal.SIGTERM
     assert_clean_stderr(cmd.stderr)
+
+
+@contextlib.contextmanager
+def two_clients_and_a_third_refused(cmd: Process) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two clients of ``-l -k -m 2 -v``, both announced, once a third has been refused
+    by the limit (and closed at once)."""
+    port = cmd.listening_port()
+    with connect(port) as a, connect(port) as b:
+        cmd.wait_for_line("Connection from")
+        cmd.wait_for_line("Connection from")
+        with connect(port) as third:
+            cmd.wait_for_line(r"New connection denied: connection limit reached \(2\)")
+            assert third.recv(10) == b""
+        yield a, b

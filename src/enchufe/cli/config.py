@@ -21,6 +21,7 @@ from enchufe.timespec import parse_duration, unit_of
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from enchufe.net.sockets import Transport
+    from enchufe.serve.engine import Handler
 
 __all__ = ["DEFAULT_PORT", "Config", "UsageError", "parse_args"]
 
@@ -28,9 +29,11 @@ DEFAULT_PORT = 31337
 _INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
 _NSOCK_ENGINES = frozenset({"epoll", "poll", "select"})
 _MAX_HOPS = 8  # room in an IPv4 header's options
-#: Options the multi-client listener does not carry out yet: refused, never ignored.
 _ACCESS_OPTIONS = frozenset({"--allow", "--deny", "--allowfile", "--denyfile"})
-_NOT_YET_WITH_KEEP_OPEN = ("-C", "-t", "-o", "-x", "-i", "-d", "-q", "--send-only", "--recv-only")
+#: Each runs something for the connection; at most one may be given.
+_EXEC_OPTIONS = ("-e", "-c", "--lua-exec", "--py-exec")
+#: What the relay does, which a --py-exec handler does itself.
+_RELAY_OPTIONS = ("-C", "-t", "-o", "-x", "-i", "-d", "-q", "--send-only", "--recv-only", "--no-shutdown")
 
 
 class UsageError(EnchufeError):
@@ -61,16 +64,26 @@ class Config:
     source_host: str | None = None
     source_port: int = 0
     connect_timeout: float = 10.0
+    #: -w in listen mode: the first client must come within it (ncat ignores -w there).
+    accept_timeout: float | None = None
     idle_timeout: float | None = None
     delay: float | None = None
     quit_after_eof: float | None = None
     keep_open: bool = False
-    #: -e/-c: the program run for the connection, stdin and stdout its data.
+    #: -e/-c/--lua-exec: the program run for the connection, stdin and stdout its data.
     exec_argv: tuple[str, ...] | None = None
+    #: --py-exec: the handler called with the connection, loaded at start.
+    py_handler: Handler | None = None
     #: ncat's --broker (every client's data to the others) and --chat (the same,
     #: framed with <userN> prefixes and announcements); both imply many clients.
     broker: bool = False
     chat: bool = False
+    #: enchufe's own: --client-labels (-l -k: "[peer] " before each client line on
+    #: stdout), --full-lines (chat: a prefix per line), --host-sees-room (broker, chat:
+    #: stdout receives what the room delivers).
+    client_labels: bool = False
+    chat_lines: bool = False
+    host_sees_room: bool = False
     verbosity: int = 0
     crlf: bool = False
     telnet: bool = False
@@ -160,8 +173,6 @@ def _parse_value(name: str, value: str) -> object:
     """Check one option's value as ncat does when it reads it."""
     if name in NOT_YET:
         raise UsageError(f"{name} is not supported yet.")
-    if name == "--lua-exec":
-        raise UsageError("--lua-exec is not supported: enchufe has no Lua interpreter; use -e or -c.")
     if name in {"-w", "-i"}:
         return _parse_time(value, f"{name} timeout")
     if name == "-d":
@@ -234,24 +245,35 @@ def _build(
         raise UsageError("Specifying source port when using Unix domain sockets doesn't make sense.")
     if given("-k") and not listen and transport != "stream":
         raise UsageError("Invalid option combination: `--keep-open' with non-TCP protocol.")
-    exec_option = _last(values, "-e", "-c") if given("-e") or given("-c") else None
-    if given("-e") and given("-c"):
-        raise UsageError("Only one of --exec, --sh-exec, and --lua-exec is allowed.")
+    exec_options = [name for name in _EXEC_OPTIONS if given(name)]
+    if len(exec_options) > 1:
+        # ncat's words for its own three; the list grows only when --py-exec is among them.
+        listed = "--exec, --sh-exec, --lua-exec, and --py-exec" if given("--py-exec") else None
+        raise UsageError(f"Only one of {listed or '--exec, --sh-exec, and --lua-exec'} is allowed.")
+    exec_option = exec_options[0] if exec_options else None
     if exec_option is not None and given("-z"):
         raise UsageError("Command execution can't be done along with option -z.")
     if exec_option is not None and broker:
-        raise UsageError(f"Invalid option combination: --broker and {exec_option}.")
+        # ncat names -e whichever of its exec options was given.
+        raise UsageError(f"Invalid option combination: --broker and {'--py-exec' if given('--py-exec') else '-e'}.")
+    if exec_option == "-c" and listen and not os.access("/bin/sh", os.X_OK):
+        raise UsageError("/bin/sh is not executable, so `-c' won't work.")  # ncat checks in listen mode only
+    if given("--py-exec"):
+        for option in _RELAY_OPTIONS:
+            if given(option):
+                raise UsageError(f"{option} has no effect with --py-exec: the handler has the connection.")
     if chat and not listen and operands:
         raise UsageError("Invalid option combination: `--chat' with connect.")
-    if (given("-k") or broker) and listen:
-        if transport == "sctp":
-            raise UsageError("-k, --broker and --chat are not supported yet over SCTP.")
-        if transport == "datagram" and exec_option is not None:
-            raise UsageError(f"-k with {exec_option} is not supported yet over UDP.")
-        for option in _NOT_YET_WITH_KEEP_OPEN:
-            # Over UDP, -i is the time after which a silent peer is forgotten.
-            if given(option) and not (option == "-i" and transport == "datagram"):
-                raise UsageError(f"{option} is not supported yet with -k, --broker or --chat.")
+    if (given("-k") or broker) and listen and transport == "sctp":
+        raise UsageError("-k, --broker and --chat are not supported yet over SCTP.")
+    if given("--client-labels") and (broker or not (listen and given("-k"))):
+        raise UsageError("--client-labels works in -l -k only (not with --broker or --chat).")
+    if given("--client-labels") and exec_option is not None:
+        raise UsageError(f"Invalid option combination: --client-labels and {exec_option}.")
+    if given("--full-lines") and not (chat and listen):
+        raise UsageError("--full-lines works with --chat only.")
+    if given("--host-sees-room") and not (broker and listen):
+        raise UsageError("--host-sees-room works with --broker or --chat only.")
     if access and not listen:
         raise UsageError("Invalid option combination: allow/deny with connect.")
     if access and transport == "sctp":
@@ -293,13 +315,18 @@ def _build(
         source_host=text("-s") if given("-s") else None,
         source_port=source_port,
         connect_timeout=number("-w") if given("-w") else 10.0,
+        accept_timeout=number("-w") if given("-w") and listen else None,
         idle_timeout=number("-i") if given("-i") else None,
         delay=number("-d") if given("-d") else None,
         quit_after_eof=number("-q") if given("-q") else None,
         keep_open=given("-k"),
-        exec_argv=_exec_argv(exec_option, text(exec_option)) if exec_option is not None else None,
+        exec_argv=_exec_argv(exec_option, text(exec_option)) if exec_option not in (None, "--py-exec") else None,
+        py_handler=_py_handler(text("--py-exec")) if given("--py-exec") else None,
         broker=broker and listen,
         chat=chat and listen,
+        client_labels=given("--client-labels"),
+        chat_lines=given("--full-lines"),
+        host_sees_room=given("--host-sees-room"),
         verbosity=verbosity,
         crlf=given("-C"),
         telnet=given("-t"),
@@ -319,15 +346,33 @@ def _build(
 
 
 def _exec_argv(option: str, command: str) -> tuple[str, ...]:
-    """-e splits as ncat's cmdline_split does (no shell); -c hands the text to /bin/sh."""
+    """-e splits as ncat's cmdline_split does (no shell); -c hands the text to /bin/sh;
+    --lua-exec runs enchufe's Lua runner, once the script is known to load."""
     if option == "-c":
         return ("/bin/sh", "-c", command)
+    if option == "--lua-exec":
+        from enchufe.cli import lua_exec
+
+        problem = lua_exec.script_problem(command)
+        if problem is not None:
+            raise UsageError(f"{problem}.")
+        return lua_exec.runner_argv(command)
     from enchufe.execspec import split_command
 
     argv = tuple(split_command(command))
     if not argv:
         raise UsageError("Nothing to execute: the -e command is empty.")  # ncat fails later: exec: Bad address
     return argv
+
+
+def _py_handler(spec: str) -> Handler:
+    """Load --py-exec's handler now: a bad one costs no connection."""
+    from enchufe.serve.pyexec import load_handler
+
+    try:
+        return load_handler(spec)
+    except ImportError as exc:
+        raise UsageError(f"Error loading the Python handler: {exc}.") from None
 
 
 def _last(values: dict[str, object], *names: str) -> str:

@@ -18,7 +18,7 @@ from enchufe.cli import status
 from enchufe.cli.config import Config
 from enchufe.cli.output import Messages, SessionLog
 from enchufe.cli.signals import SignalHandlers
-from enchufe.errors import NetworkError, TimedOut
+from enchufe.errors import ConnectTimeout, NetworkError, TimedOut
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import SystemResolver
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
     from enchufe.net.relay import RelayResult
+    from enchufe.serve.datagram_server import DatagramServer
+    from enchufe.serve.engine import Handler, Server
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
@@ -152,6 +154,8 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         if config.zero_io:
             return _zero_io(config, conn, messages, started)
         result = _relay(config, conn, env, logs, listening=False)
+    if config.py_handler is not None:
+        return status.SUCCESS  # the handler moved the data: there is no relay's count to tell
     messages.info(
         f"{result.bytes_sent} bytes sent, {result.bytes_received} bytes received "
         f"in {time.monotonic() - started:.2f} seconds."
@@ -186,10 +190,15 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
         if config.keep_open or config.broker:
-            return _keep_open(config, env, listeners, access)
+            return _keep_open(config, env, listeners, access, logs)
+        deadline = None if config.accept_timeout is None else time.monotonic() + config.accept_timeout
         while True:
-            with env.signals.interruptible():
-                listener = wait_for_peer(listeners, wake_fd=env.signals.wake_fd)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                with env.signals.interruptible():
+                    listener = wait_for_peer(listeners, timeout=remaining, wake_fd=env.signals.wake_fd)
+            except TimedOut:
+                raise ConnectTimeout(f"no client within {config.accept_timeout} s") from None
             # A denied client does not use up a single-shot listener (ncat's does, and
             # then runs on with nothing listening). A UDP peer is judged by its first
             # datagram, which is dropped if it is denied.
@@ -250,16 +259,21 @@ def _every_address_of(name: str) -> list[str]:
 
 
 def _keep_open(
-    config: Config, env: Environment, listeners: list[Listener], access: Callable[[Address | None], bool] | None
+    config: Config,
+    env: Environment,
+    listeners: list[Listener],
+    access: Callable[[Address | None], bool] | None,
+    logs: list[SessionLog],
 ) -> int:
     """-l -k, --broker, --chat: every client at once on one event loop
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
     A signal stops the loop; the clients are cut off, and the signal then ends the
-    command (128+signal) as it leaves its handlers."""
+    command (128+signal) as it leaves its handlers. -q ends it with status 0, -w
+    (no client in time) with TIMEOUT."""
     max_clients = 100 if config.max_conns is None else config.max_conns
     _make_room_for(max_clients)
-    if config.exec_argv is not None:
-        return _exec_each(config, env, listeners, access, max_clients)
+    if config.exec_argv is not None or config.py_handler is not None:
+        return _exec_each(config, env, listeners, access, max_clients, logs)
     from enchufe.net.loop import EventLoop
     from enchufe.serve.keep_open import KeepOpen
 
@@ -267,9 +281,10 @@ def _keep_open(
 
     room = None
     if config.broker:
-        from enchufe.proto.chat import BROKER, CHAT, Room
+        from enchufe.proto.chat import BROKER, CHAT, CHAT_LINES, Room
 
-        room = Room(CHAT if config.chat else BROKER)
+        mode = (CHAT_LINES if config.chat_lines else CHAT) if config.chat else BROKER
+        room = Room(mode, observer=0 if config.host_sees_room else None)  # the host is ncat's <user0>
 
     def joined(peer: Address | None) -> None:
         messages.info(f"Connection from {_describe(peer)}.")
@@ -279,6 +294,18 @@ def _keep_open(
 
     def dropped(peer: Address | None, reason: str) -> None:
         messages.info(f"Disconnected {_describe(peer)}: {reason}.")
+
+    def idle(peer: Address | None) -> None:
+        assert config.idle_timeout is not None
+        dropped(peer, f"Idle timeout expired ({round(config.idle_timeout * 1000)} ms)")
+
+    outbound, inbound = _filters(config, logs)
+    new_responder = None
+    if config.telnet:
+        from enchufe.proto.telnet import TelnetResponder
+
+        def new_responder() -> Callable[[bytes], bytes]:
+            return TelnetResponder().receive_data
 
     with EventLoop() as loop:
         server = KeepOpen(
@@ -293,7 +320,17 @@ def _keep_open(
             on_join=joined,
             on_refused=refused,
             on_drop=dropped,
-            idle_timeout=config.idle_timeout if config.transport == "datagram" else None,
+            send=not config.recv_only,
+            receive=not config.send_only,
+            outbound=outbound,
+            inbound=inbound,
+            new_responder=new_responder,
+            delay=config.delay,
+            idle_timeout=config.idle_timeout,
+            on_idle=idle,
+            quit_after_input=_quit_after_input(config, listening=True, to_a_program=False),
+            accept_timeout=config.accept_timeout,
+            label=_client_label if config.client_labels else None,
         )
         env.signals.on_signal = loop.stop
         _wake_on_signals(loop, env)
@@ -304,7 +341,15 @@ def _keep_open(
         finally:
             env.signals.on_signal = None
             server.close()
-    return status.SUCCESS  # only a signal stops the loop, and leaving its handlers raises it
+    if server.ended == "accept timeout":
+        raise ConnectTimeout(f"no client within {config.accept_timeout} s")
+    return status.SUCCESS  # -q, or a signal, which leaving its handlers raises
+
+
+def _client_label(peer: Address | None, number: int) -> bytes:
+    """--client-labels: the peer's address; a Unix client that bound no name, by number."""
+    text = f"[{peer}] " if peer is not None else f"[unix client {number}] "
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _wake_on_signals(loop: EventLoop, env: Environment) -> None:
@@ -327,32 +372,61 @@ def _exec_each(
     listeners: list[Listener],
     access: Callable[[Address | None], bool] | None,
     max_clients: int,
+    logs: list[SessionLog],
 ) -> int:
-    """-l -k -e/-c: one program per connection, as inetd does, each relayed in its own
-    thread (a blocking relay between two descriptors is what a thread is for); -m caps
-    the programs running at once. A signal closes every connection and ends them."""
-    from enchufe.serve.engine import Server
-
+    """-l -k -e/-c/--lua-exec: one program per connection, as inetd does, each relayed
+    in its own thread (a blocking relay between two descriptors is what a thread is
+    for); --py-exec: its handler in that thread. Over UDP a connection is a peer's
+    session, which -i ends after that long without a datagram. -m caps the sessions
+    running at once; every session writes to the same -o/-x logs. A signal closes
+    every connection and ends them."""
     messages = env.messages
+    someone_came = threading.Event()
 
     def handle(conn: Connection) -> None:
+        someone_came.set()
         messages.info(f"Connection from {_describe(conn.peer)}.")
-        _relay(config, conn, env, [], listening=True, interruptible=False)
+        _relay(config, conn, env, logs, listening=True, interruptible=False)
 
     def failed(conn: Connection, exc: Exception) -> None:
         messages.info(f"{_describe(conn.peer)}: {exc}.")  # one session failed; the server goes on
 
-    server = Server(
-        listeners,
-        handle,
-        on_error=failed,
-        name="exec",
-        max_connections=max_clients,
-        access=access,
-        on_refused=lambda peer, reason: messages.info(f"New connection denied: {reason}"),
-    )
+    def refused(peer: Address | None, reason: str) -> None:
+        messages.info(f"New connection denied: {reason}")
+
+    server: Server | DatagramServer
+    if config.transport == "datagram":
+        from enchufe.serve.datagram_server import DatagramServer
+
+        server = DatagramServer(
+            listeners,
+            handle,
+            on_error=failed,
+            name="exec",
+            max_connections=max_clients,
+            access=access,
+            on_refused=refused,
+            idle_timeout=config.idle_timeout,
+        )
+    else:
+        from enchufe.serve.engine import Server
+
+        server = Server(
+            listeners,
+            handle,
+            on_error=failed,
+            name="exec",
+            max_connections=max_clients,
+            access=access,
+            on_refused=refused,
+        )
     with server:
         server.start()
+        if config.accept_timeout is not None:
+            with env.signals.interruptible():  # a signal interrupts the wait of a lock
+                came = someone_came.wait(config.accept_timeout)
+            if not came:
+                raise ConnectTimeout(f"no client within {config.accept_timeout} s")
         _wait_for_a_signal(env)
 
 
@@ -410,6 +484,9 @@ def _relay(
     from enchufe.net.fdstream import FdStream
     from enchufe.net.relay import Relay, RelayResult
 
+    if config.py_handler is not None:
+        _run_handler(config.py_handler, conn, env, interruptible=interruptible)
+        return RelayResult(0, 0, "handler-returned")
     child = None
     if config.exec_argv is not None:
         from enchufe.net.process import ChildProcess
@@ -422,22 +499,7 @@ def _relay(
         local = child.stream
     else:
         local = FdStream(env.stdin_fd, env.stdout_fd)
-    outbound: list[Callable[[bytes], bytes]] = []
-    inbound: list[Callable[[bytes], bytes]] = []
-    if config.crlf:
-        from enchufe.proto.crlf import CrlfTranslator
-
-        outbound.append(CrlfTranslator().translate)
-    for log in logs:
-        outbound.append(log.record)
-        inbound.append(log.record)
-    quit_after = config.quit_after_eof
-    if quit_after is not None and quit_after < 0:
-        quit_after = None
-    elif quit_after is None and (config.send_only or (config.transport != "stream" and not listening)):
-        quit_after = 0.0  # ncat: UDP and SCTP clients quit at stdin EOF (SCTP has no half-close)
-    elif quit_after is None and child is not None:
-        quit_after = 0.0  # the program's end of output ends the session, as in ncat
+    outbound, inbound = _filters(config, logs)
     answer = None
     if config.telnet:
         from enchufe.proto.telnet import TelnetResponder
@@ -449,13 +511,13 @@ def _relay(
         send=not config.recv_only,
         receive=not config.send_only,
         half_close=not config.no_shutdown,
-        quit_after_local_eof=quit_after,
+        quit_after_local_eof=_quit_after_input(config, listening=listening, to_a_program=child is not None),
         keep_open=config.keep_open and not listening,  # -k: connect mode's keep-open only
         idle_timeout=config.idle_timeout,
         delay=config.delay,
         drain_wait=_drain_wait(env, child is not None),
-        outbound=_chain(outbound),
-        inbound=_chain(inbound),
+        outbound=outbound,
+        inbound=inbound,
         answer=answer,
     )
     try:
@@ -470,6 +532,58 @@ def _relay(
     env.messages.debug(f"Relay ended: {result.ending}.")
     env.messages.debug(f"Threads running: {', '.join(t.name for t in threading.enumerate())}.")
     return result
+
+
+def _filters(
+    config: Config, logs: list[SessionLog]
+) -> tuple[Callable[[bytes], bytes] | None, Callable[[bytes], bytes] | None]:
+    """What the local input goes through on its way out (-C, then the -o/-x logs) and
+    what the peers' data goes through as it arrives (the logs)."""
+    outbound: list[Callable[[bytes], bytes]] = []
+    inbound: list[Callable[[bytes], bytes]] = []
+    if config.crlf:
+        from enchufe.proto.crlf import CrlfTranslator
+
+        outbound.append(CrlfTranslator().translate)
+    for log in logs:
+        outbound.append(log.record)
+        inbound.append(log.record)
+    return _chain(outbound), _chain(inbound)
+
+
+def _quit_after_input(config: Config, *, listening: bool, to_a_program: bool) -> float | None:
+    """Seconds from the end of the local input to the end of the session (-q), or None."""
+    quit_after = config.quit_after_eof
+    if quit_after is not None:
+        return None if quit_after < 0 else quit_after
+    if config.send_only or (config.transport != "stream" and not listening):
+        return 0.0  # ncat: --send-only quits at stdin EOF; so do UDP and SCTP clients (no half-close)
+    if to_a_program:
+        return 0.0  # the program's end of output ends the session, as in ncat
+    return None
+
+
+def _run_handler(handler: Handler, conn: Connection, env: Environment, *, interruptible: bool) -> None:
+    """--py-exec: the handler has the connection until it returns. An exception it
+    raises ends its session only: one line on stderr (with -vv, the traceback), and a
+    network error, the peer's doing, one -v line. In the main thread (without -k) a
+    network error is the command's, with ncat's message and status, and a signal
+    interrupts the handler as Ctrl-C interrupts any Python program."""
+    from enchufe.serve.pyexec import describe_failure
+
+    try:
+        with env.signals.interruptible() if interruptible else contextlib.nullcontext():
+            handler(conn)
+    except NetworkError as exc:
+        if interruptible:
+            raise
+        env.messages.info(f"{_describe(conn.peer)}: {exc}.")
+    except Exception as exc:  # noqa: BLE001 - the handler's own code: reported, and the server goes on
+        env.messages.error(f"--py-exec handler failed for {_describe(conn.peer)}: {describe_failure(exc)}")
+        if env.messages.verbosity >= 2:
+            import traceback
+
+            env.messages.debug("".join(traceback.format_exception(exc)).rstrip("\n"))
 
 
 def _drain_wait(env: Environment, to_a_program: bool) -> float | None:

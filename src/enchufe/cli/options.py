@@ -4,18 +4,32 @@ The short-option string and the long-option list follow ncat's ``getopt_long`` t
 (7.96+), so that the same command line means the same thing to both tools. Options
 that enchufe recognises but does not implement yet are listed in :data:`NOT_YET`:
 they are refused with a clear message, never ignored.
+
+enchufe's own options (:data:`ENCHUFE_OPTIONS`) come after ncat's, and their names
+share no prefix that abbreviates an ncat option on its own (``--ch`` is still
+``--chat``): every abbreviation ncat accepts means the same option here, and one that
+ncat finds ambiguous stays ambiguous (its list of possibilities ends with ours).
 """
 
 from __future__ import annotations
 
-__all__ = ["LONG_IDENTITY", "LONG_OPTIONS", "LONG_TO_SHORT", "NOT_YET", "SHORT_OPTIONS", "USAGE"]
+__all__ = [
+    "ENCHUFE_OPTIONS",
+    "LONG_IDENTITY",
+    "LONG_OPTIONS",
+    "LONG_TO_SHORT",
+    "NCAT_LONG_OPTIONS",
+    "NOT_YET",
+    "SHORT_OPTIONS",
+    "USAGE",
+]
 
 #: getopt's short-option string: a letter, followed by ``:`` when it takes a value.
 SHORT_OPTIONS = "46UCc:e:g:G:i:km:hp:d:lo:x:ts:uvw:nzq:"
 
-#: Long options, in ncat's table order (glibc takes the first of equivalent
+#: ncat's long options, in its table's order (glibc takes the first of equivalent
 #: abbreviations); ``=`` marks those that take a value (getopt's convention).
-LONG_OPTIONS = [
+NCAT_LONG_OPTIONS = [
     "4", "6", "unixsock", "vsock", "crlf", "g=", "G=", "exec=", "sh-exec=", "lua-exec=",
     "max-conns=", "help", "delay=", "listen", "output=", "hex-dump=", "append-output",
     "idle-timeout=", "keep-open", "recv-only", "source-port=", "source=", "send-only",
@@ -23,7 +37,16 @@ LONG_OPTIONS = [
     "telnet", "udp", "sctp", "version", "verbose", "wait=", "nodns", "proxy=", "proxy-type=",
     "proxy-auth=", "proxy-dns=", "nsock-engine=", "test", "ssl", "ssl-cert=", "ssl-key=",
     "ssl-verify", "ssl-trustfile=", "ssl-ciphers=", "ssl-servername=", "ssl-alpn=",
+    # enchufe's own, after ncat's: so no abbreviation of an ncat option changes meaning.
+    "py-exec=",
 ]  # fmt: skip
+
+#: Options ncat does not have: a label per client line on stdout (nmap/nmap#2567),
+#: chat's prefix on every line, the host's output seeing the room (nmap/nmap#1794).
+ENCHUFE_OPTIONS = ["client-labels", "full-lines", "host-sees-room"]
+
+#: The table getopt reads: ncat's, then ours.
+LONG_OPTIONS = NCAT_LONG_OPTIONS + ENCHUFE_OPTIONS
 
 #: Long options that are another name for a short one.
 LONG_TO_SHORT = {
@@ -66,7 +89,7 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
   -C, --crlf                 Use CRLF for EOL sequence
   -c, --sh-exec <command>    Executes the given command via /bin/sh
   -e, --exec <command>       Executes the given command
-      --lua-exec <filename>  Executes the given Lua script (not supported: no Lua)
+      --lua-exec <filename>  Executes the given Lua script (needs enchufe[lua])
   -g hop1[,hop2,...]         Loose source routing hop points (8 max)
   -G <n>                     Loose source routing hop pointer (4, 8, 12, ...)
   -m, --max-conns <n>        Maximum <n> simultaneous connections
@@ -74,29 +97,29 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
   -d, --delay <time>         Wait between read/writes
   -o, --output <filename>    Dump session data to a file
   -x, --hex-dump <filename>  Dump session data as hex to a file
-  -i, --idle-timeout <time>  Idle read/write timeout
+  -i, --idle-timeout <time>  Idle read/write timeout (listen: per connection)
   -p, --source-port port     Specify source port to use
   -s, --source addr          Specify source address to use (doesn't affect -l)
   -l, --listen               Bind and listen for incoming connections
-  -k, --keep-open            Accept multiple connections in listen mode (listen: not supported yet)
+  -k, --keep-open            Accept multiple connections in listen mode
   -n, --nodns                Do not resolve hostnames via DNS
   -t, --telnet               Answer Telnet negotiations
   -u, --udp                  Use UDP instead of default TCP
       --sctp                 Use SCTP instead of default TCP
   -v, --verbose              Set verbosity level (can be used several times)
-  -w, --wait <time>          Connect timeout
+  -w, --wait <time>          Connect timeout (listen: wait for the first client)
   -z                         Zero-I/O mode, report connection status only
   -q <time>                  After EOF on stdin, wait <time> then quit (negative: never)
       --append-output        Append rather than clobber specified output files
       --send-only            Only send data, ignoring received; quit on EOF
       --recv-only            Only receive data, never send anything
       --no-shutdown          Continue half-duplex when receiving EOF on stdin
-      --allow                Allow only given hosts to connect (not supported yet)
-      --allowfile            A file of hosts allowed to connect (not supported yet)
-      --deny                 Deny given hosts from connecting (not supported yet)
-      --denyfile             A file of hosts denied from connecting (not supported yet)
-      --broker               Enable connection brokering mode (not supported yet)
-      --chat                 Start a simple chat server (not supported yet)
+      --allow                Allow only given hosts to connect
+      --allowfile            A file of hosts allowed to connect
+      --deny                 Deny given hosts from connecting
+      --denyfile             A file of hosts denied from connecting
+      --broker               Enable connection brokering mode
+      --chat                 Start a simple chat server
       --proxy <addr[:port]>  Specify address of host to proxy through (not supported yet)
       --proxy-type <type>    Specify proxy type ("http", "socks4", "socks5")
       --proxy-auth <auth>    Authenticate with HTTP or SOCKS proxy server
@@ -111,6 +134,10 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
       --ssl-alpn             ALPN protocol list to use
       --nsock-engine <name>  Accepted for compatibility (epoll, poll, select); no effect
       --version              Display enchufe's version information and exit
+      --client-labels        -l -k: each client's lines on stdout after [its address]
+      --full-lines           --chat: a <userN> prefix on every line, not every read
+      --host-sees-room       --broker, --chat: stdout gets what the room delivers
+      --py-exec <handler>    Runs handle(conn) of a Python file, or module:function
 
 See the ncat(1) manpage for full options, descriptions and usage examples
 """

@@ -102,6 +102,9 @@ class DatagramSession:
     def is_closing(self) -> bool:
         return self.closed
 
+    def can_write(self) -> bool:
+        return not self.closed
+
     def close(self) -> None:
         """End the session now (``on_close`` is told ``"closed"``)."""
         self._owner._end(self, "closed")

@@ -35,22 +35,21 @@ class FdStream:
     def __init__(self, read_fd: int, write_fd: int, *, owns_fds: bool = False) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
-        self.timeout: float | None = None
         self.is_datagram = False
         self._owns_fds = owns_fds
         self._closed = False
 
-    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes:
-        if self.timeout is not None:
-            self._wait(self.read_fd, select.POLLIN, time.monotonic() + self.timeout)
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: float | None = None) -> bytes:
+        if timeout is not None:
+            self._wait(self.read_fd, select.POLLIN, time.monotonic() + timeout)
         try:
             return os.read(self.read_fd, max_bytes)
         except OSError as exc:
             raise translate_os_error(exc, "recv") from exc
 
-    def send_all(self, data: bytes) -> None:
+    def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
         view = memoryview(data)
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while view:
                 if deadline is None:

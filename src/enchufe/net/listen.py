@@ -88,7 +88,6 @@ class Listener:
         # The peer is the address accept() gave: a peer that reset in the meantime makes
         # getpeername() fail, and the socket would be left to the garbage collector.
         try:
-            sock.settimeout(None)
             local = address_from_sockaddr(sock.family, sock.getsockname())
         except OSError as exc:
             sock.close()

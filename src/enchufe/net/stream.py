@@ -1,8 +1,10 @@
 """Streams: the small interface every byte pipe in enchufe implements.
 
 A :class:`Stream` is anything with ``recv`` (``b""`` means end of file), ``send_all``,
-``send_eof`` (half-close: "I will send no more, but keep reading"), ``close``,
-``fileno`` and a ``timeout`` that bounds each ``recv`` and ``send_all``. Sockets
+``send_eof`` (half-close: "I will send no more, but keep reading"), ``close`` and
+``fileno``. ``recv`` and ``send_all`` take their own ``timeout``: a deadline is an
+argument of each call, never state of the stream, so one thread reading and another
+sending never change each other's waits. Sockets
 (:class:`SocketStream`) and file descriptors such as stdin/stdout
 (:class:`enchufe.net.fdstream.FdStream`) implement it, so one relay, one set of
 helpers and one test double serve every mode.
@@ -16,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import socket
 import threading
+import time
 
 from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.errors import (
@@ -62,22 +66,21 @@ _UNSUPPORTED = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.ESOCK
 class Stream(Protocol):
     """A bidirectional byte stream with half-close.
 
-    ``timeout`` is in seconds and bounds each ``recv`` and ``send_all`` call on its
-    own; ``None`` blocks without limit. A call that runs out of time raises
-    :class:`enchufe.errors.TimedOut`.
+    The ``timeout`` of ``recv`` and ``send_all`` is in seconds and bounds that call
+    alone; ``None`` blocks without limit, ``0`` takes only what is possible at once. A
+    call that runs out of time raises :class:`enchufe.errors.TimedOut`.
     """
 
-    timeout: float | None
     #: True when each ``recv`` returns one datagram; then ``b""`` is an empty datagram,
     #: not end of file (datagrams have no end of file).
     is_datagram: bool
 
-    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes:
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: float | None = None) -> bytes:
         """Return at most ``max_bytes``: at least one byte, or ``b""`` at end of file
         (or, from a datagram stream, for an empty datagram)."""
         ...
 
-    def send_all(self, data: bytes) -> None:
+    def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
         """Send every byte of ``data`` (a datagram stream sends it as one datagram)."""
         ...
 
@@ -152,8 +155,14 @@ class SocketStream:
     datagram and ``send_eof`` has nothing to send.
 
     ``send_all`` may be called from several threads: each call's bytes go out
-    together, never interleaved with another call's.
+    together, never interleaved with another call's; one thread may ``recv`` while
+    others send.
 
+    The socket stays in blocking mode with no socket timeout, set once here. A call
+    with a ``timeout`` never changes that (no ``settimeout``, no ``ioctl(FIONBIO)``
+    per call, and nothing another thread's wait depends on): it tries the system call
+    with ``MSG_DONTWAIT`` and, when the kernel has nothing to give or take yet, waits
+    with ``poll`` for what is left of its own deadline.
 
     Args:
         sock: a connected socket; the stream owns it.
@@ -161,18 +170,13 @@ class SocketStream:
     """
 
     def __init__(self, sock: socket.socket, *, unlink_on_close: str | None = None) -> None:
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)  # once: every deadline from here on is a call's own
         self.sock = sock
         self.is_datagram = sock.type == socket.SOCK_DGRAM
-        self._send_lock = threading.Lock()
+        #: Held by each send_all, so that one call's bytes never interleave with another's.
+        self.send_lock = threading.Lock()
         self._unlink_on_close = unlink_on_close
-
-    @property
-    def timeout(self) -> float | None:
-        return self.sock.gettimeout()
-
-    @timeout.setter
-    def timeout(self, value: float | None) -> None:
-        self.sock.settimeout(value)
 
     @property
     def local_address(self) -> Address | None:
@@ -185,16 +189,33 @@ class SocketStream:
         except OSError as exc:
             raise translate_os_error(exc, "recv") from exc
 
-    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes:
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: float | None = None) -> bytes:
         try:
-            return self.sock.recv(max_bytes)
+            if timeout is None:
+                return self.sock.recv(max_bytes)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    return self.sock.recv(max_bytes, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    _wait(self.sock, select.POLLIN, deadline)
         except OSError as exc:
             raise translate_os_error(exc, "recv") from exc
 
-    def send_all(self, data: bytes) -> None:
+    def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
         try:
-            with self._send_lock:
-                self.sock.sendall(data)
+            with self.send_lock:
+                if timeout is None:
+                    self.sock.sendall(data)
+                    return
+                deadline = time.monotonic() + timeout
+                view = memoryview(data)
+                while True:
+                    with contextlib.suppress(BlockingIOError, InterruptedError):
+                        view = view[self.sock.send(view, socket.MSG_DONTWAIT) :]
+                    if not view:
+                        return
+                    _wait(self.sock, select.POLLOUT, deadline)
         except OSError as exc:
             raise translate_os_error(exc, "send") from exc
 
@@ -219,3 +240,11 @@ class SocketStream:
 
     def __repr__(self) -> str:
         return f"<SocketStream fd={self.sock.fileno()}>"
+
+
+def _wait(sock: socket.socket, event: int, deadline: float) -> None:
+    """Wait until ``sock`` is ready for ``event`` or raise ``TimedOut`` at ``deadline``."""
+    poller = select.poll()
+    poller.register(sock, event)
+    if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        raise TimedOut("Timed out")

@@ -18,7 +18,9 @@ A :class:`SocketTransport` owns one connected, non-blocking socket registered wi
   flushed; :meth:`~SocketTransport.close` stops reading, flushes, then closes;
   :meth:`~SocketTransport.abort` closes at once and drops the buffer. Exactly one
   ``connection_lost`` follows, on a later turn of the loop, with ``None`` or the
-  :class:`~enchufe.errors.NetworkError` that ended the connection.
+  :class:`~enchufe.errors.NetworkError` that ended the connection; the socket itself
+  is closed right after it (as asyncio does), so its descriptor number is not
+  reused while the protocol still counts the connection as alive.
 
 Every method runs on the loop's thread; other threads go through
 ``loop.call_soon_threadsafe``. ``OSError`` becomes an enchufe error through
@@ -222,6 +224,10 @@ class SocketTransport:
     def is_closing(self) -> bool:
         return self._closing
 
+    def can_write(self) -> bool:
+        """False once :meth:`write_eof` or :meth:`close` was called: a write would fail."""
+        return not (self._eof_wanted or self._closing)
+
     def close(self) -> None:
         """Stop reading, send what is buffered, then close. Idempotent."""
         if self._closing:
@@ -248,8 +254,16 @@ class SocketTransport:
         if self._buffer:
             self._buffer.clear()
             self.loop.remove_writer(self._fd)
-        self.sock.close()
-        self.loop.call_soon(self.protocol.connection_lost, exc)
+        self.loop.call_soon(self._lost, exc)
+
+    def _lost(self, exc: NetworkError | None) -> None:
+        # The socket is closed only once the protocol knows: until then its descriptor
+        # number cannot go to a new connection, and whatever the owner keys by that
+        # number (ncat's chat names clients by it) never sees two clients at once.
+        try:
+            self.protocol.connection_lost(exc)
+        finally:
+            self.sock.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "closing" if self._closing else "open"

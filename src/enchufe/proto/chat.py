@@ -53,6 +53,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from enchufe.proto.lines import LineBuffer
+
 __all__ = ["BROKER", "CHAT", "CHAT_LINES", "NCAT_READ_SIZE", "Room", "escape_bytes", "escape_text"]
 
 TYPE_CHECKING = False
@@ -121,16 +123,6 @@ def _prefix(user: int) -> bytes:
     return b"<user%d> " % user
 
 
-def _piece_end(buffer: bytes, start: int, limit: int) -> int:
-    """Where to cut an overlong line: at ``start + limit``, moved back to the start of a
-    UTF-8 character (at most 3 bytes) so that the cut does not split one."""
-    cut = start + limit
-    for candidate in range(cut, max(start, cut - 4), -1):
-        if buffer[candidate] & 0xC0 != 0x80:
-            return candidate
-    return cut
-
-
 class Room:
     """The members of a broker or chat session and the bytes each one receives.
 
@@ -139,6 +131,9 @@ class Room:
         max_line: in :data:`CHAT_LINES`, the most bytes of one line held back; a longer
             line goes out in pieces of at most this many bytes, each ended with a line
             feed.
+        observer: a number that receives what a member would, every announcement and
+            every message but its own, without being a member: no announcement names
+            it (the host's output watching the room, which ncat's does not).
 
     Raises:
         ValueError: an unknown mode, or ``max_line`` below 1.
@@ -147,16 +142,18 @@ class Room:
     increasing number; the caller sends them in the order given.
     """
 
-    def __init__(self, mode: str = CHAT, *, max_line: int = NCAT_READ_SIZE) -> None:
+    def __init__(self, mode: str = CHAT, *, max_line: int = NCAT_READ_SIZE, observer: int | None = None) -> None:
         if mode not in _MODES:
             raise ValueError(f"unknown room mode {mode!r}")
-        if max_line < 1:
-            raise ValueError(f"max_line must be at least 1, not {max_line}")
         self.mode = mode
-        self.max_line = max_line
+        self.observer = observer
         self._peers: dict[int, str] = {}
         # CHAT_LINES: each sender's unfinished line (at most max_line bytes)
-        self._partial: dict[int, bytes] = {}
+        self._lines = LineBuffer(max_line)
+
+    @property
+    def max_line(self) -> int:
+        return self._lines.max_line
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -171,17 +168,16 @@ class Room:
             peer: how the announcements name it (``127.0.0.1:56196``).
 
         Raises:
-            ValueError: the number is negative or already a member's.
+            ValueError: the number is negative, already a member's, or the observer's.
         """
-        if user < 0 or user in self._peers:
+        if user < 0 or user in self._peers or user == self.observer:
             raise ValueError(f"<user{user}> cannot join: the number is negative or taken")
         others = ", ".join(f"{self._peers[other]} as <user{other}>" for other in self.members) or "nobody"
         self._peers[user] = peer
         if self.mode == BROKER:
             return []
         text = f"<announce> {peer} is connected as <user{user}>.\n<announce> already connected: {others}.\n"
-        announcement = text.encode("utf-8", "surrogateescape")
-        return [(member, announcement) for member in self.members]
+        return self._to_all_but(None, text.encode("utf-8", "surrogateescape"))
 
     def leave(self, user: int) -> list[Delivery]:
         """A member leaves: its unfinished line (:data:`CHAT_LINES`), then the announcement.
@@ -194,8 +190,7 @@ class Room:
         deliveries = self.flush(user)
         del self._peers[user]
         if self.mode != BROKER:
-            announcement = b"<announce> <user%d> is disconnected.\n" % user
-            deliveries += [(member, announcement) for member in self.members]
+            deliveries += self._to_all_but(None, b"<announce> <user%d> is disconnected.\n" % user)
         return deliveries
 
     def message(self, sender: int, chunk: bytes) -> list[Delivery]:
@@ -218,10 +213,11 @@ class Room:
         elif self.mode == CHAT:
             data = _prefix(sender) + escape_bytes(chunk)
         else:
-            data = self._lines(sender, chunk)
+            prefix = _prefix(sender)
+            data = b"".join([prefix + escape_text(line) for line in self._lines.lines(sender, chunk)])
             if not data:
                 return []
-        return [(member, data) for member in self.members if member != sender]
+        return self._to_all_but(sender, data)
 
     def flush(self, sender: int) -> list[Delivery]:
         """The sender's input ended: send its unfinished line, ended with a line feed.
@@ -229,30 +225,13 @@ class Room:
         Only :data:`CHAT_LINES` holds lines back; :meth:`leave` flushes a member, and the
         caller flushes the host's ``<user0>`` when its standard input ends.
         """
-        partial = self._partial.pop(sender, b"")
-        if not partial:
+        rest = self._lines.flush(sender)
+        if not rest:
             return []
-        data = _prefix(sender) + escape_text(partial + b"\n")
-        return [(member, data) for member in self.members if member != sender]
+        return self._to_all_but(sender, _prefix(sender) + escape_text(rest))
 
-    def _lines(self, sender: int, chunk: bytes) -> bytes:
-        buffer = self._partial.pop(sender, b"") + chunk
-        prefix = _prefix(sender)
-        limit = self.max_line
-        framed: list[bytes] = []
-        start = 0
-        while True:
-            newline = buffer.find(b"\n", start, start + limit + 1)
-            if newline != -1:
-                end = newline + 1
-                line = buffer[start:end]
-            elif len(buffer) - start > limit:
-                end = _piece_end(buffer, start, limit)
-                line = buffer[start:end] + b"\n"
-            else:
-                break
-            framed.append(prefix + escape_text(line))
-            start = end
-        if start < len(buffer):
-            self._partial[sender] = buffer[start:]
-        return b"".join(framed)
+    def _to_all_but(self, sender: int | None, data: bytes) -> list[Delivery]:
+        recipients = [member for member in self.members if member != sender]
+        if self.observer is not None and self.observer != sender:
+            recipients = sorted([self.observer, *recipients])
+        return [(recipient, data) for recipient in recipients]

@@ -22,8 +22,9 @@ writing, sleeping. The engine owns everything around it:
   It works from any thread, a handler included.
 
 Policies are constructor arguments and apply before a handler thread starts: a
-connection limit (``max_connections``) and access control (``access``); idle
-timeouts are to come.
+connection limit (``max_connections``) and access control (``access``), the same as
+:class:`~enchufe.serve.pool.RequestServer`'s (:mod:`enchufe.serve.policy` holds what
+both do).
 """
 
 from __future__ import annotations
@@ -31,19 +32,26 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
 from enchufe.address import Address, parse_address
 from enchufe.errors import NetworkError
 from enchufe.net.acceptor import ACCEPT_BACKOFF, OUT_OF_RESOURCES
 from enchufe.net.connection import Connection
 from enchufe.net.listen import Listener, close_all, open_listeners
-from enchufe.net.stream import SocketStream
+from enchufe.serve.policy import (
+    DEFAULT_CLOSE_TIMEOUT,
+    Access,
+    ErrorHook,
+    RefusalHook,
+    ServerPolicies,
+    join_until,
+    print_error,
+    shut_down,
+    warn_left_running,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,26 +61,8 @@ __all__ = ["Handler", "Server", "serve"]
 
 Handler = Callable[[Connection], None]
 
-#: Seconds :meth:`Server.close` waits for threads once their connections are shut down.
-DEFAULT_CLOSE_TIMEOUT = 5.0
-ErrorHook = Callable[[Connection, Exception], None]
 
-
-def _print_error(conn: Connection, exc: Exception) -> None:
-    import traceback
-
-    print(f"enchufe: serving {conn.peer} failed:", file=sys.stderr)
-    traceback.print_exception(exc, file=sys.stderr)
-
-
-def _join(thread: threading.Thread, deadline: float | None) -> None:
-    """Join ``thread`` until ``deadline`` (``time.monotonic()``; ``None``: no limit)."""
-    if thread is threading.current_thread():
-        return  # close() from a handler (or on_error in the accept loop) ends as it returns
-    thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
-
-class Server:
+class Server(ServerPolicies):
     """Serve connections arriving on ``listeners`` with ``handler``.
 
     Args:
@@ -102,21 +92,21 @@ class Server:
         listeners: Sequence[Listener],
         handler: Handler,
         *,
-        on_error: ErrorHook = _print_error,
+        on_error: ErrorHook = print_error,
         name: str = "enchufe",
         max_connections: int | None = None,
-        access: Callable[[Address | None], bool] | None = None,
-        on_refused: Callable[[Address | None, str], None] | None = None,
+        access: Access | None = None,
+        on_refused: RefusalHook | None = None,
     ) -> None:
-        if any(listener.is_datagram for listener in listeners):
-            raise ValueError("Server serves stream listeners; datagram peers need a datagram server")
-        self.listeners = list(listeners)
+        super().__init__(
+            listeners,
+            on_error=on_error,
+            name=name,
+            max_connections=max_connections,
+            access=access,
+            on_refused=on_refused,
+        )
         self.handler = handler
-        self.on_error = on_error
-        self.name = name
-        self.max_connections = max_connections
-        self.access = access
-        self.on_refused = on_refused
         self._lock = threading.Lock()
         self._active: dict[threading.Thread, Connection] = {}
         #: Handler threads past their last line, not yet gone: close() joins them too.
@@ -134,11 +124,6 @@ class Server:
         #: The thread that called serve_forever(); close() waits for its loop to end.
         self._caller: threading.Thread | None = None
         self._closed = False
-
-    @property
-    def addresses(self) -> list[Address]:
-        """Where the server listens (with the real port when it was 0)."""
-        return [listener.address for listener in self.listeners]
 
     def threads(self) -> list[threading.Thread]:
         """The handler threads running now."""
@@ -222,35 +207,18 @@ class Server:
         self._stop_accepting(deadline)
         close_all(self.listeners)
         for thread in self.threads():
-            _join(thread, grace_end)
+            join_until(thread, grace_end)
         for conn in self.connections():
-            if isinstance(conn.stream, SocketStream):
-                with contextlib.suppress(OSError):
-                    conn.stream.sock.shutdown(socket.SHUT_RDWR)
+            shut_down(conn)
         with self._lock:
             # Finishing threads are past the handler but still alive: join them too, or
             # close() would return while they still run.
             threads = [*self._active, *self._finishing]
         for thread in threads:
-            _join(thread, deadline)
+            join_until(thread, deadline)
         self._wake_read.close()
         self._wake_write.close()
-        me = threading.current_thread()
-        left = [thread.name for thread in (self._acceptor, *threads) if thread not in (None, me) and thread.is_alive()]
-        if left:
-            warnings.warn(
-                f"Server.close() left threads running after {timeout} s: {', '.join(left)}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        warn_left_running("Server", [self._acceptor, *threads], timeout)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -293,7 +261,7 @@ class Server:
         with contextlib.suppress(OSError):  # already closed, or full: either way it wakes
             self._wake_write.send(b"x")
         if self._acceptor is not None:
-            _join(self._acceptor, deadline)
+            join_until(self._acceptor, deadline)
         elif self._caller is not None and self._caller is not threading.current_thread():
             self._stopped.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
@@ -306,7 +274,9 @@ class Server:
                 # a pause the loop would spin. Wait for resources (or for shutdown).
                 self._stopping.wait(ACCEPT_BACKOFF)
             return  # otherwise the peer gave up between the wake-up and accept()
-        reason = self._refusal(conn)
+        with self._lock:
+            active = len(self._active)
+        reason = self._refusal(conn.peer, active)
         if reason is not None:
             conn.close()
             if self.on_refused is not None:
@@ -330,17 +300,6 @@ class Server:
             finally:
                 conn.close()
             self._stopping.wait(ACCEPT_BACKOFF)
-
-    def _refusal(self, conn: Connection) -> str | None:
-        """Why ``conn`` must not be served, or None: admission comes before any thread."""
-        if self.access is not None and not self.access(conn.peer):
-            return "not allowed"
-        if self.max_connections is not None:
-            with self._lock:
-                active = len(self._active)
-            if active >= self.max_connections:
-                return f"connection limit reached ({self.max_connections})"
-        return None
 
     def _handle(self, conn: Connection) -> None:
         try:

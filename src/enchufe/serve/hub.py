@@ -10,6 +10,10 @@ only guarantees the two properties that ncat lacks:
   that falls more than ``max_backlog`` bytes behind is disconnected (``on_drop``
   tells the owner, which says so with ``-v``). ncat sends to each client in turn,
   blocking, so one client that stops reading stops the room.
+- **An idle client is closed alone** (``idle_timeout``): one with no bytes moved to
+  or from it for that long is cut off (``on_idle``), the others carry on (ncat ends
+  the whole server, nmap/nmap#2638). Traffic only records the time; each client has
+  one timer, re-armed lazily when it fires early, so no byte costs a timer callback.
 - **Memory stays bounded** whatever clients do: at most ``max_backlog`` bytes (plus
   one message) per client, and the source of broadcasts is told when to wait:
   :meth:`Hub.has_room` is False while *every* client is above the transports'
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
 
     from enchufe.address import Address
     from enchufe.errors import NetworkError
-    from enchufe.net.loop import EventLoop
+    from enchufe.net.loop import EventLoop, TimerHandle
 else:
     Protocol = object  # a protocol only matters to type checkers; typing is slow to import
 
@@ -59,6 +63,7 @@ class ClientTransport(Protocol):
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def is_closing(self) -> bool: ...
+    def can_write(self) -> bool: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -73,6 +78,7 @@ class Client(StreamProtocol):
             any socket).
         peer: the client's address, when known.
         transport: its transport on the loop.
+        last_activity: the loop's time when a byte last moved to or from it.
     """
 
     def __init__(self, hub: Hub, client_id: int, peer: Address | None, number: int) -> None:
@@ -81,16 +87,21 @@ class Client(StreamProtocol):
         self.number = number
         self.peer = peer
         self.transport: ClientTransport | None = None
+        self.last_activity = hub.loop.time()
+        self._idle_timer: TimerHandle | None = None
 
     def send(self, data: bytes) -> bool:
-        """Queue ``data`` for this client; False if it had to be dropped for lagging."""
+        """Queue ``data`` for this client; False if it had to be dropped for lagging, or
+        if it can take nothing more (closing, or half-closed at the end of the input)."""
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or not transport.can_write():
             return False
         if transport.write_buffer_size + len(data) > self.hub.max_backlog:
             self.hub.drop(self, "too far behind")
             return False
         transport.write(data)
+        if self.hub.idle_timeout is not None:
+            self.last_activity = self.hub.loop.time()
         return True
 
     # -- what the transport reports ------------------------------------------------
@@ -99,6 +110,8 @@ class Client(StreamProtocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.hub.idle_timeout is not None:
+            self.last_activity = self.hub.loop.time()
         self.hub.on_data(self, data)
 
     def eof_received(self) -> None:
@@ -133,6 +146,10 @@ class Hub:
         high_water: each transport's high-water mark (see :mod:`enchufe.net.transport`).
         read_size: the most bytes one read from a client takes (ncat's chat framing
             depends on it: one prefix per read).
+        idle_timeout: seconds with no byte moved to or from a client after which it
+            is cut off; ``None``: never. For the clients of :meth:`add`; an attached
+            transport keeps its own time (a UDP peer's session expires by itself).
+        on_idle: ``on_idle(client)`` just before an idle client is cut off.
     """
 
     def __init__(
@@ -147,8 +164,12 @@ class Hub:
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         high_water: int = DEFAULT_HIGH_WATER,
         read_size: int = DEFAULT_RECV_SIZE,
+        idle_timeout: float | None = None,
+        on_idle: Callable[[Client], None] | None = None,
     ) -> None:
         self.loop = loop
+        self.idle_timeout = idle_timeout
+        self.on_idle = on_idle
         self.read_size = read_size
         self.on_data = on_data
         self.on_eof = on_eof or self._close_when_flushed
@@ -164,6 +185,7 @@ class Hub:
         """Take a connected socket into the hub; return its client."""
         client = self._new_client(peer, sock.fileno())
         SocketTransport(self.loop, sock, client, high_water=self.high_water, read_size=self.read_size)
+        self._arm_idle_timer(client)
         self._room_changed()
         return client
 
@@ -234,9 +256,29 @@ class Hub:
         if client.transport is not None:
             client.transport.close()
 
+    def _arm_idle_timer(self, client: Client) -> None:
+        if self.idle_timeout is not None:
+            when = client.last_activity + self.idle_timeout
+            client._idle_timer = self.loop.call_at(when, self._check_idle, client)
+
+    def _check_idle(self, client: Client) -> None:
+        assert self.idle_timeout is not None
+        if client.id not in self._clients:
+            return
+        if self.loop.time() - client.last_activity < self.idle_timeout:
+            self._arm_idle_timer(client)  # traffic since the timer was set: wait for the rest
+            return
+        transport = client.transport
+        if transport is not None and not transport.is_closing():
+            if self.on_idle is not None:
+                self.on_idle(client)
+            transport.abort()
+
     def _forget(self, client: Client, exc: NetworkError | None) -> None:
         if self._clients.pop(client.id, None) is None:
             return
+        if client._idle_timer is not None:
+            client._idle_timer.cancel()
         if self.on_leave is not None:
             self.on_leave(client, exc)
         self._room_changed()

@@ -24,7 +24,15 @@ datagram of at most 8 KiB to each peer, as in connect mode.
 End of stream, as ncat does it in this mode (``enchufe.proto.eof`` for the single
 session): a client that half-closes is closed once what was queued for it is sent;
 the end of the host's input half-closes every client (and every later one at once),
-and the server keeps running. The output is never closed: other clients may come.
+and the server keeps running, unless ``quit_after_input`` says when to end (ncat's
+``-q``). The output is never closed: other clients may come.
+
+The per-connection options of the single session apply here too, each where ncat
+applies it: ``outbound`` filters the host's input before it goes out (``-C``, then the
+``-o``/``-x`` logs), ``inbound`` sees what every client sends as it arrives (the logs);
+each client has its own Telnet responder (``-t``), its own read delay (``-d``: its
+reading is paused and resumed by a timer, the loop never sleeps) and its own idle
+timeout (``-i``, kept by the hub).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from enchufe.net.acceptor import Acceptor
 from enchufe.net.datagram import DatagramSessions
 from enchufe.net.stream import DATAGRAM_PAYLOAD_SIZE, DEFAULT_RECV_SIZE
 from enchufe.proto.chat import NCAT_READ_SIZE
+from enchufe.proto.lines import LineBuffer
 from enchufe.serve.hub import DEFAULT_MAX_BACKLOG, Client, Hub
 
 TYPE_CHECKING = False
@@ -50,7 +59,7 @@ if TYPE_CHECKING:
     from enchufe.errors import NetworkError
     from enchufe.net.datagram import DatagramSession
     from enchufe.net.listen import Listener
-    from enchufe.net.loop import EventLoop
+    from enchufe.net.loop import EventLoop, TimerHandle
     from enchufe.proto.chat import Room
 
 __all__ = ["KeepOpen"]
@@ -62,6 +71,10 @@ _HOST = 0
 #: Chunks waiting for the host's output before clients stop being read; reading
 #: resumes once the writer is down to a quarter of it.
 _OUTPUT_QUEUE = 32
+#: With labels, the most bytes of one client's line held back before it goes out.
+_MAX_LABELLED_LINE = 65536
+#: Seconds the end of ``quit_after_input`` waits for clients to take what is queued.
+_QUIT_FLUSH = 1.0
 
 
 class KeepOpen:
@@ -80,12 +93,33 @@ class KeepOpen:
             report: ``on_join(peer)``, ``on_leave(peer, error)``,
             ``on_refused(peer, reason)``, ``on_drop(peer, reason)``.
         max_backlog: bytes a client may fall behind before it is dropped.
-        idle_timeout: a UDP peer with no traffic for this many seconds is forgotten
-            (``on_drop`` says so); ``None``: never.
         room: ``--broker``/``--chat``: what clients and the input send goes to the
             other clients as the :class:`~enchufe.proto.chat.Room` says (members are
             numbered by their descriptors, the input is ``<user0>``), and nothing
-            reaches the output.
+            reaches the output, unless the room's observer is ``0``: then the output
+            receives what a member would.
+        send: read the host's input at all (``False``: ncat's ``--recv-only``).
+        receive: pass on what clients send (``False``: ncat's ``--send-only``; it is
+            still read, to see each client's end).
+        outbound: applied to each chunk of the host's input before it goes out.
+        inbound: applied to each chunk a client sends, as it arrives.
+        new_responder: called once per client; the function it returns takes what
+            that client sends and returns what to answer it (``-t``).
+        delay: seconds before the next read from the same source (``-d``).
+        idle_timeout: a client with no bytes moved for this long is cut off, a UDP
+            peer forgotten (``on_idle`` reports it); ``None``: never.
+        quit_after_input: seconds after the end of the input at which the server
+            ends (``None``: never); what is queued for the clients is sent first,
+            for at most a second.
+        accept_timeout: seconds within which the first client must come, or the
+            server ends with :attr:`ended` ``"accept timeout"``.
+        label: ``label(peer, number)`` gives the bytes put before each line a client
+            sends, on the output; a client's unfinished line waits for the rest (up
+            to 64 KiB), so lines of different clients never mix.
+
+    Attributes:
+        ended: why the server ended by itself (``"quit"``, ``"accept timeout"``), or
+            ``None`` while it runs and when only :meth:`close` ends it.
     """
 
     def __init__(
@@ -103,11 +137,35 @@ class KeepOpen:
         on_refused: Callable[[Address | None, str], None] | None = None,
         on_drop: Callable[[Address | None, str], None] | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
-        idle_timeout: float | None = None,
         room: Room | None = None,
+        send: bool = True,
+        receive: bool = True,
+        outbound: Callable[[bytes], bytes] | None = None,
+        inbound: Callable[[bytes], bytes] | None = None,
+        new_responder: Callable[[], Callable[[bytes], bytes]] | None = None,
+        delay: float | None = None,
+        idle_timeout: float | None = None,
+        on_idle: Callable[[Address | None], None] | None = None,
+        quit_after_input: float | None = None,
+        accept_timeout: float | None = None,
+        label: Callable[[Address | None, int], bytes] | None = None,
     ) -> None:
         self.loop = loop
         self.room = room
+        self.ended: str | None = None
+        self._send = send
+        self._receive = receive
+        self._outbound = outbound
+        self._inbound = inbound
+        self._new_responder = new_responder
+        self._responders: dict[int, Callable[[bytes], bytes]] = {}
+        self._delay = delay
+        self._delayed: set[int] = set()
+        self._quit_after_input = quit_after_input
+        self._accept_timeout = accept_timeout
+        self._accept_timer: TimerHandle | None = None
+        self._label = label
+        self._lines = LineBuffer(_MAX_LABELLED_LINE) if label is not None else None
         self._members: dict[int, Client] = {}
         datagram_listeners = [listener for listener in listeners if listener.is_datagram]
         if datagram_listeners:
@@ -124,12 +182,14 @@ class KeepOpen:
         self._output_fd = output_fd
         self.hub = Hub(
             loop,
-            on_data=self._to_output,
+            on_data=self._from_client,
             on_leave=self._left,
             on_drop=(lambda client, reason: on_drop(client.peer, reason)) if on_drop else None,
             on_room=self._update_room,
             max_backlog=max_backlog,
             read_size=DEFAULT_RECV_SIZE if room is None else NCAT_READ_SIZE,
+            idle_timeout=idle_timeout,
+            on_idle=(lambda client: on_idle(client.peer)) if on_idle else None,
         )
         self.acceptor = Acceptor(
             loop,
@@ -148,16 +208,20 @@ class KeepOpen:
         self._input_ended = False
         self._room = threading.Event()
         self._stop_read, self._stop_write = os.pipe()
-        self._output: queue.Queue[bytes | None] = queue.Queue(_OUTPUT_QUEUE)
+        # Unbounded as a Queue: clients stop being read once _OUTPUT_QUEUE chunks wait,
+        # and a room's announcements to the output stop with the acceptor.
+        self._output: queue.Queue[bytes | None] = queue.Queue()
         self._clients_paused = False
-        self._threads = [
-            threading.Thread(target=self._read_input, name="keep-open-input", daemon=True),
-            threading.Thread(target=self._write_output, name="keep-open-output", daemon=True),
-        ]
+        self._output_thread = threading.Thread(target=self._write_output, name="keep-open-output", daemon=True)
+        self._threads = [self._output_thread]
+        if send:
+            self._threads.append(threading.Thread(target=self._read_input, name="keep-open-input", daemon=True))
 
     def start(self) -> None:
-        """Start accepting and the two threads. From the loop's thread, or before it runs."""
+        """Start accepting and the threads. From the loop's thread, or before it runs."""
         self.acceptor.start()
+        if self._accept_timeout is not None:
+            self._accept_timer = self.loop.call_later(self._accept_timeout, self._end, "accept timeout")
         for listener in self._datagram_listeners:
             self._peers.append(
                 DatagramSessions(
@@ -186,6 +250,10 @@ class KeepOpen:
         self.hub.abort()
         for peers in self._peers:
             peers.close()
+        # One more turn of the loop: each aborted transport closes its socket once its
+        # client has heard of it.
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
         os.write(self._stop_write, b"x")
         self._room.set()
         with contextlib.suppress(queue.Full):
@@ -194,7 +262,7 @@ class KeepOpen:
         for thread in self._threads:
             thread.join(grace)
             ended = ended and not thread.is_alive()
-        if not self._threads[0].is_alive():
+        if not any(thread.is_alive() and thread is not self._output_thread for thread in self._threads):
             os.close(self._stop_read)
             os.close(self._stop_write)
         return ended
@@ -227,15 +295,19 @@ class KeepOpen:
 
     def _peer_left(self, session: DatagramSession, reason: str) -> None:
         client = self._sessions.pop(session)
-        if reason == "idle" and self.hub.on_drop is not None:
-            assert self._idle_timeout is not None
-            self.hub.on_drop(client, f"idle for {round(self._idle_timeout * 1000)} ms")
+        if reason == "idle" and self.hub.on_idle is not None:
+            self.hub.on_idle(client)
         client.connection_lost(None)
 
     def _welcome(self, client: Client) -> None:
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
+            self._accept_timer = None
         peer = client.peer
         if self.on_join is not None:
             self.on_join(peer)
+        if self._new_responder is not None:
+            self._responders[client.id] = self._new_responder()
         if self.room is not None:
             self._members[client.number] = client
             self._deliver(self.room.join(client.number, str(peer or "localhost")))
@@ -246,24 +318,60 @@ class KeepOpen:
             client.transport.write_eof()
 
     def _left(self, client: Client, error: NetworkError | None) -> None:
+        self._responders.pop(client.id, None)
+        self._delayed.discard(client.id)
+        if self._lines is not None and self._label is not None and (rest := self._lines.flush(client)):
+            self._to_output(self._label(client.peer, client.id) + rest)
         if self.room is not None and self._members.pop(client.number, None) is client:
             self._deliver(self.room.leave(client.number))
         if self.on_leave is not None:
             self.on_leave(client.peer, error)
+        if self.ended == "quit" and not len(self.hub):
+            self.loop.stop()
 
     def _deliver(self, deliveries: list[tuple[int, bytes]]) -> None:
+        assert self.room is not None
         for member, data in deliveries:
+            if member == self.room.observer:
+                self._to_output(data)
+                continue
             client = self._members.get(member)
             if client is not None:
                 client.send(data)
 
-    def _to_output(self, client: Client, data: bytes) -> None:
+    def _from_client(self, client: Client, data: bytes) -> None:
+        if self._delay is not None and client.transport is not None:
+            client.transport.pause_reading()  # the next read after the delay
+            self._delayed.add(client.id)
+            self.loop.call_later(self._delay, self._end_delay, client)
+        if not self._receive:
+            return  # --send-only: read only to see the client's end
+        if self._inbound is not None:
+            data = self._inbound(data)
+        responder = self._responders.get(client.id)
+        if responder is not None and (answer := responder(data)):
+            client.send(answer)
         if self.room is not None:
             self._deliver(self.room.message(client.number, data))
-            return
-        self._output.put_nowait(data)  # never full here: clients are paused before it is
-        if self._output.full():
+        elif self._lines is not None and self._label is not None:
+            label = self._label(client.peer, client.id)
+            if lines := self._lines.lines(client, data):
+                self._to_output(b"".join([label + line for line in lines]))
+        else:
+            self._to_output(data)
+
+    def _end_delay(self, client: Client) -> None:
+        self._delayed.discard(client.id)
+        transport = client.transport
+        if not self._clients_paused and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _to_output(self, data: bytes) -> None:
+        self._output.put_nowait(data)
+        if not self._clients_paused and self._output.qsize() >= _OUTPUT_QUEUE:
             self._clients_paused = True
+            if self.room is not None and self.room.observer is not None:
+                self.acceptor.stop()
             for each in self.hub:
                 if each.transport is not None:
                     each.transport.pause_reading()
@@ -272,11 +380,16 @@ class KeepOpen:
         if not self._clients_paused:
             return
         self._clients_paused = False
+        if self.room is not None and self.room.observer is not None and self.ended is None:
+            self.acceptor.start()
         for client in self.hub:
-            if client.transport is not None and not client.transport.is_closing():
-                client.transport.resume_reading()
+            transport = client.transport
+            if transport is not None and not transport.is_closing() and client.id not in self._delayed:
+                transport.resume_reading()
 
     def _broadcast(self, data: bytes) -> None:
+        if self._outbound is not None:
+            data = self._outbound(data)
         if self.room is None:
             self.hub.broadcast(data)
         else:
@@ -297,6 +410,25 @@ class KeepOpen:
             for client in self.hub:
                 if client.transport is not None and not client.transport.is_closing():
                     client.transport.write_eof()
+        if self._quit_after_input is not None:
+            self.loop.call_later(self._quit_after_input, self._quit)
+
+    def _quit(self) -> None:
+        """``-q``'s end: no more clients or reads; each client gets what is queued for
+        it (for at most a second), then the loop stops."""
+        self.ended = "quit"
+        self.acceptor.stop()
+        for peers in self._peers:
+            peers.close()  # a UDP peer has nothing waiting: its session ends now
+        if not len(self.hub):
+            self.loop.stop()
+            return
+        self.hub.close()
+        self.loop.call_later(_QUIT_FLUSH, self.loop.stop)
+
+    def _end(self, reason: str) -> None:
+        self.ended = reason
+        self.loop.stop()
 
     # -- the threads' side ---------------------------------------------------------------
 
@@ -304,6 +436,8 @@ class KeepOpen:
         poller = select.poll()
         poller.register(self._input_fd, select.POLLIN)
         poller.register(self._stop_read, select.POLLIN)
+        stop_only = select.poll()  # the wait of -d: only a stop ends it early
+        stop_only.register(self._stop_read, select.POLLIN)
         while True:
             self._room.wait()
             if any(fd == self._stop_read for fd, _ in poller.poll()):
@@ -317,6 +451,8 @@ class KeepOpen:
                 return
             self._room.clear()  # the loop sets it again once the chunk is out and there is room
             self.loop.call_soon_threadsafe(self._broadcast, data)
+            if self._delay is not None and stop_only.poll(self._delay * 1000):
+                return
 
     def _write_output(self) -> None:
         low = _OUTPUT_QUEUE // 4

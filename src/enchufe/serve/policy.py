@@ -1,0 +1,156 @@
+"""What every server in ``serve/`` applies the same way: admission, error reports, ending.
+
+The threaded :class:`~enchufe.serve.engine.Server` and the
+:class:`~enchufe.serve.pool.RequestServer` take the same policy arguments and keep the
+same promises; the code for them lives here, once:
+
+- **Admission** (:func:`refusal`): access first, then the connection limit, before any
+  thread or handler sees the connection.
+- **Errors** (:func:`print_error`): the default ``on_error``, a traceback on stderr.
+- **Ending** (:func:`shut_down`, :func:`join_until`, :func:`warn_left_running`): a
+  connection still open after the grace period is shut down so that blocked reads
+  return end of file; threads are joined until one deadline; a thread still running
+  then is named in a ``RuntimeWarning``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from enchufe.address import Address
+from enchufe.net.connection import Connection
+from enchufe.net.listen import Listener
+from enchufe.net.stream import SocketStream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "Access",
+    "ErrorHook",
+    "RefusalHook",
+    "ServerPolicies",
+    "join_until",
+    "print_error",
+    "refusal",
+    "shut_down",
+    "warn_left_running",
+]
+
+#: Seconds ``close()`` waits for threads once their connections are shut down.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+
+ErrorHook = Callable[[Connection, Exception], None]
+Access = Callable[[Address | None], bool]
+RefusalHook = Callable[[Address | None, str], None]
+
+
+class ServerPolicies:
+    """What both servers hold the same way: their stream listeners (owned, closed by
+    ``close()``), the policy arguments, the addresses, and the context manager.
+
+    Subclasses define ``close(*, grace, timeout)``; leaving the ``with`` block calls it,
+    and say which listeners they serve (``serves_datagrams``).
+    """
+
+    serves_datagrams = False
+
+    def __init__(
+        self,
+        listeners: Sequence[Listener],
+        *,
+        on_error: ErrorHook,
+        name: str,
+        max_connections: int | None,
+        access: Access | None,
+        on_refused: RefusalHook | None,
+    ) -> None:
+        if any(listener.is_datagram != self.serves_datagrams for listener in listeners):
+            kind = "datagram" if self.serves_datagrams else "stream (DatagramServer serves datagrams)"
+            raise ValueError(f"{type(self).__name__} serves {kind} listeners only")
+        self.listeners = list(listeners)
+        self.on_error = on_error
+        self.name = name
+        self.max_connections = max_connections
+        self.access = access
+        self.on_refused = on_refused
+
+    @property
+    def addresses(self) -> list[Address]:
+        """Where the server listens (with the real port when it was 0)."""
+        return [listener.address for listener in self.listeners]
+
+    def close(self, *, grace: float = 0.0, timeout: float | None = DEFAULT_CLOSE_TIMEOUT) -> None:
+        raise NotImplementedError
+
+    def _refusal(self, peer: Address | None, active: int) -> str | None:
+        """Why a connection from ``peer`` must not be served while ``active`` are, or None."""
+        return refusal(peer, active, access=self.access, max_connections=self.max_connections)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def print_error(conn: Connection, exc: Exception) -> None:
+    """The default ``on_error``: say which peer's handler failed, with the traceback."""
+    import traceback
+
+    print(f"enchufe: serving {conn.peer} failed:", file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)
+
+
+def refusal(peer: Address | None, active: int, *, access: Access | None, max_connections: int | None) -> str | None:
+    """Why a connection from ``peer`` must not be served while ``active`` are, or None."""
+    if access is not None and not access(peer):
+        return "not allowed"
+    if max_connections is not None and active >= max_connections:
+        return f"connection limit reached ({max_connections})"
+    return None
+
+
+def shut_down(conn: Connection) -> None:
+    """End ``conn`` under its handler: blocked reads return end of file, writes fail.
+
+    The handler still owns the connection and closes it; closing it here instead could
+    let the descriptor number be reused under a handler that still uses it.
+    """
+    if isinstance(conn.stream, SocketStream):
+        with contextlib.suppress(OSError):
+            conn.stream.sock.shutdown(socket.SHUT_RDWR)
+
+
+def join_until(thread: threading.Thread, deadline: float | None) -> None:
+    """Join ``thread`` until ``deadline`` (``time.monotonic()``; ``None``: no limit).
+
+    The calling thread itself is skipped: a ``close()`` from a handler (or from an
+    ``on_error`` hook) ends as that thread returns.
+    """
+    if thread is threading.current_thread():
+        return
+    thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
+def warn_left_running(owner: str, threads: list[threading.Thread | None], timeout: float | None) -> None:
+    """Warn, naming them, if any of ``threads`` but the caller's own still runs."""
+    me = threading.current_thread()
+    left = [thread.name for thread in threads if thread not in (None, me) and thread.is_alive()]
+    if left:
+        warnings.warn(
+            f"{owner}.close() left threads running after {timeout} s: {', '.join(left)}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
