@@ -1,7 +1,8 @@
 """The real ncat (7.93) as the client of each enchufe listen mode: bytes both ways and
 every exit status, over TCP and Unix stream sockets (and UDP where the mode has it).
 
-Modes: ``-l -k``, ``--broker``, ``--chat``, ``-l -e``, ``-l -k -e``. Single-shot
+Modes: ``-l -k``, ``--broker``, ``--chat``, and a program per connection with ``-l -c``
+and ``-l -k -c`` (``-e``'s path, the program being ``/bin/sh``). Single-shot
 ``-l`` (every transport, ``-u`` and ``-U`` included) is in test_ncat.py
 (``test_ncat_client_talks_to_enchufe_listener``). Readiness is an event: enchufe's
 ``Listening on`` and ``Connection from`` lines, data arriving, a stream ending.
@@ -58,13 +59,13 @@ def read_until(proc: Process, pattern: bytes, timeout: float = DEFAULT_TIMEOUT) 
     return data
 
 
-def end(clients: list[Process], *, unread: bytes = b"") -> None:
+def end(clients: list[Process]) -> None:
     """Close each client's stdin: ncat half-closes (a datagram client just quits), the
     server closes that client, and ncat exits 0 with nothing more on its stdout."""
     for client in clients:
         client.close_stdin()
         assert client.wait() == 0, client.stderr
-        assert client.stdout == unread
+        assert client.stdout == b""
 
 
 @pytest.mark.parametrize("transport", KEEP_OPEN)
