@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -155,6 +157,24 @@ def test_keep_open_runs_one_program_per_connection_at_once() -> None:
             a.sendall(b"still mine\n")
             assert a.recv(100) == b"still mine\n"
         stop_listener(cmd)
+
+
+@pytest.mark.parametrize("trap", ["", "trap '' TERM; "], ids=["plain", "ignoring-SIGTERM"])
+def test_a_signal_ends_the_programs_of_keep_open_and_the_command_at_once(trap: str) -> None:
+    """A program that never reads its input (nor ends with it) used to hold its
+    session's thread, and the command, after SIGTERM for as long as it ran; each is
+    now terminated (killed if it ignores that) and the command exits 143."""
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0", "-c", f"{trap}echo $$; exec sleep 30") as cmd:
+        with connect(cmd.listening_port()) as client:
+            pid = int(client.recv(100))
+            try:
+                cmd.popen.send_signal(signal.SIGTERM)
+                assert cmd.wait(timeout=STEP_TIMEOUT) == 128 + signal.SIGTERM
+                assert recv_until_eof(client) == b""
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert_clean_stderr(cmd.stderr)
 
 
 @pytest.mark.interop

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
+    from enchufe.net.process import ChildProcess
     from enchufe.net.relay import RelayResult
     from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Handler, Server
@@ -379,14 +380,15 @@ def _exec_each(
     for); --py-exec: its handler in that thread. Over UDP a connection is a peer's
     session, which -i ends after that long without a datagram. -m caps the sessions
     running at once; every session writes to the same -o/-x logs. A signal closes
-    every connection and ends them."""
+    every connection and ends every program (SIGTERM, then SIGKILL a second later)."""
     messages = env.messages
     someone_came = threading.Event()
+    programs = _Programs()
 
     def handle(conn: Connection) -> None:
         someone_came.set()
         messages.info(f"Connection from {_describe(conn.peer)}.")
-        _relay(config, conn, env, logs, listening=True, interruptible=False)
+        _relay(config, conn, env, logs, listening=True, interruptible=False, programs=programs)
 
     def failed(conn: Connection, exc: Exception) -> None:
         messages.info(f"{_describe(conn.peer)}: {exc}.")  # one session failed; the server goes on
@@ -421,13 +423,51 @@ def _exec_each(
             on_refused=refused,
         )
     with server:
-        server.start()
-        if config.accept_timeout is not None:
-            with env.signals.interruptible():  # a signal interrupts the wait of a lock
-                came = someone_came.wait(config.accept_timeout)
-            if not came:
-                raise ConnectTimeout(f"no client within {config.accept_timeout} s")
-        _wait_for_a_signal(env)
+        try:
+            server.start()
+            if config.accept_timeout is not None:
+                with env.signals.interruptible():  # a signal interrupts the wait of a lock
+                    came = someone_came.wait(config.accept_timeout)
+                if not came:
+                    raise ConnectTimeout(f"no client within {config.accept_timeout} s")
+            _wait_for_a_signal(env)
+        finally:
+            programs.end_all()
+
+
+class _Programs:
+    """The programs that the sessions of ``-k -e/-c/--lua-exec`` run, for the end of
+    the command to end them: a program that never reads its input (``sleep``, a
+    daemon) does not end when its connection does, and would hold its session's
+    thread, and the command, for as long as it runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[ChildProcess] = set()
+        self._ending = False
+
+    def started(self, child: ChildProcess) -> None:
+        """A session started ``child``; one started once the end has come is ended too."""
+        with self._lock:
+            self._running.add(child)
+            ending = self._ending
+        if ending:
+            child.terminate()
+
+    def finished(self, child: ChildProcess) -> None:
+        with self._lock:
+            self._running.discard(child)
+
+    def end_all(self, grace: float = 1.0) -> None:
+        """Terminate every program, and kill those still running ``grace`` seconds later."""
+        with self._lock:
+            self._ending = True
+            children = list(self._running)
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + grace
+        for child in children:
+            child.end(grace=max(0.0, deadline - time.monotonic()))
 
 
 def _make_room_for(clients: int) -> None:
@@ -479,6 +519,7 @@ def _relay(
     *,
     listening: bool,
     interruptible: bool = True,
+    programs: _Programs | None = None,
 ) -> RelayResult:
     # Imported here, not at the top: a command that fails to connect never needs them.
     from enchufe.net.fdstream import FdStream
@@ -499,34 +540,38 @@ def _relay(
         local = child.stream
     else:
         local = FdStream(env.stdin_fd, env.stdout_fd)
-    outbound, inbound = _filters(config, logs)
-    answer = None
-    if config.telnet:
-        from enchufe.proto.telnet import TelnetResponder
-
-        answer = TelnetResponder().receive_data
-    relay = Relay(
-        local,
-        conn.stream,
-        send=not config.recv_only,
-        receive=not config.send_only,
-        half_close=not config.no_shutdown,
-        quit_after_local_eof=_quit_after_input(config, listening=listening, to_a_program=child is not None),
-        keep_open=config.keep_open and not listening,  # -k: connect mode's keep-open only
-        idle_timeout=config.idle_timeout,
-        delay=config.delay,
-        drain_wait=_drain_wait(env, child is not None),
-        outbound=outbound,
-        inbound=inbound,
-        answer=answer,
-    )
     try:
+        if child is not None and programs is not None:
+            programs.started(child)
+        outbound, inbound = _filters(config, logs)
+        answer = None
+        if config.telnet:
+            from enchufe.proto.telnet import TelnetResponder
+
+            answer = TelnetResponder().receive_data
+        relay = Relay(
+            local,
+            conn.stream,
+            send=not config.recv_only,
+            receive=not config.send_only,
+            half_close=not config.no_shutdown,
+            quit_after_local_eof=_quit_after_input(config, listening=listening, to_a_program=child is not None),
+            keep_open=config.keep_open and not listening,  # -k: connect mode's keep-open only
+            idle_timeout=config.idle_timeout,
+            delay=config.delay,
+            drain_wait=_drain_wait(env, child is not None),
+            outbound=outbound,
+            inbound=inbound,
+            answer=answer,
+        )
         # Only the main thread waits for signals; a session in a thread of its own is
-        # ended by closing its connection.
+        # ended by closing its connection (and its program by _Programs.end_all).
         with env.signals.interruptible() if interruptible else contextlib.nullcontext():
             result = relay.run()
     finally:
         if child is not None:
+            if programs is not None:
+                programs.finished(child)
             child.close()
     # -vv: show that the relay ended for a reason and left no thread behind.
     env.messages.debug(f"Relay ended: {result.ending}.")
