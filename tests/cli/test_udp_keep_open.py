@@ -187,6 +187,36 @@ def test_unix_datagram_peers_are_clients_too(tmp_path: Path) -> None:
     assert not os.path.exists(path)
 
 
+def test_a_unix_datagram_peer_that_is_gone_ends_its_session_alone(tmp_path: Path) -> None:
+    """Sending to a Unix peer whose socket file is gone fails (ENOENT): that used to
+    raise out of the broadcast, a traceback on stderr, and the peers after it got
+    nothing. Now the session ends, and its place under -m is free for another."""
+    path = str(tmp_path / "server")
+    clients = {}
+    with enchufe("-U", "-u", "-l", "-k", "-m", "2", "-v", path) as cmd:
+        cmd.wait_for_line("Listening on")
+        try:
+            for who in ("gone", "stays", "comes"):
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                client.bind(str(tmp_path / who))
+                client.settimeout(STEP_TIMEOUT)
+                clients[who] = client
+            for who in ("gone", "stays"):
+                clients[who].sendto(who.encode() + b"\n", path)
+                cmd.wait_for_line(f"Connection from {tmp_path / who}.")
+            clients.pop("gone").close()
+            os.unlink(tmp_path / "gone")
+            cmd.write(b"to the others\n")
+            assert clients["stays"].recv(100) == b"to the others\n"
+            clients["comes"].sendto(b"comes\n", path)
+            cmd.wait_for_line(f"Connection from {tmp_path / 'comes'}.")
+            assert cmd.read_stdout(17) == b"gone\nstays\ncomes\n"
+        finally:
+            for client in clients.values():
+                client.close()
+        stop_listener(cmd)
+
+
 @pytest.mark.interop
 def test_ncat_clients_of_a_udp_keep_open_listener() -> None:
     with enchufe("-u", "-l", "-k", "-v", "127.0.0.1", "0") as cmd:

@@ -29,7 +29,6 @@ to take (its side of the pair full) is dropped, as the network would drop it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import socket
 import threading
@@ -37,7 +36,6 @@ import time
 from collections.abc import Callable, Sequence
 
 from enchufe.address import Address
-from enchufe.errors import NetworkError
 from enchufe.net.connection import Connection
 from enchufe.net.datagram import DatagramSession, DatagramSessions
 from enchufe.net.listen import Listener, close_all
@@ -249,8 +247,7 @@ class DatagramServer(ServerPolicies):
             peer.session.close()  # the handler closed its connection: the session ends
             return
         for start in range(0, len(data), DATAGRAM_PAYLOAD_SIZE):
-            with contextlib.suppress(NetworkError):  # a datagram the kernel refuses is lost
-                peer.session.write(data[start : start + DATAGRAM_PAYLOAD_SIZE])
+            peer.session.write(data[start : start + DATAGRAM_PAYLOAD_SIZE])  # refused: lost
 
     def _ended(self, session: DatagramSession, reason: str) -> None:
         peer = self._peers.pop(session, None)
