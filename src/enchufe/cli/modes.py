@@ -270,12 +270,14 @@ def _keep_open(
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
     A signal stops the loop; the clients are cut off, and the signal then ends the
     command (128+signal) as it leaves its handlers. -q ends it with status 0, -w
-    (no client in time) with TIMEOUT."""
+    (no client in time) with TIMEOUT, a failure of the host's own (a -o log that
+    cannot be written) with the single session's message and status."""
     max_clients = 100 if config.max_conns is None else config.max_conns
     _make_room_for(max_clients)
     if config.exec_argv is not None or config.py_handler is not None:
         return _exec_each(config, env, listeners, access, max_clients, logs)
     from enchufe.net.loop import EventLoop
+    from enchufe.net.stream import translate_os_error
     from enchufe.serve.keep_open import KeepOpen
 
     messages = env.messages
@@ -308,7 +310,16 @@ def _keep_open(
         def new_responder() -> Callable[[bytes], bytes]:
             return TelnetResponder().receive_data
 
-    with EventLoop() as loop:
+    failures: list[Exception] = []
+
+    def failed(exc: BaseException) -> None:
+        # What escapes a callback here is the host's own failure (its -o/-x log on a
+        # full disk), not a client's: the server ends, as a single session does.
+        if not failures and isinstance(exc, Exception):
+            failures.append(exc)
+        loop.stop()
+
+    with EventLoop(on_error=failed) as loop:
         server = KeepOpen(
             loop,
             listeners,
@@ -342,6 +353,11 @@ def _keep_open(
         finally:
             env.signals.on_signal = None
             server.close()
+    if failures:
+        error = failures[0]
+        if isinstance(error, OSError):
+            raise translate_os_error(error, "send") from error
+        raise error
     if server.ended == "accept timeout":
         raise ConnectTimeout(f"no client within {config.accept_timeout} s")
     return status.SUCCESS  # -q, or a signal, which leaving its handlers raises
