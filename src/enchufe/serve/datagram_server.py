@@ -86,7 +86,9 @@ class DatagramServer(ServerPolicies):
             with ``on_refused`` told ``"connection limit reached (N)"``.
         access: ``access(peer)`` False drops the peer's datagrams the same way
             (``"not allowed"``).
-        on_refused: ``on_refused(peer, reason)`` for each refused datagram.
+        on_refused: ``on_refused(peer, reason)`` for each refused datagram (the
+            reason is the system's, ``"Too many open files"``, when no descriptor is
+            left for a new peer).
         idle_timeout: seconds without a datagram either way after which a peer's
             session ends (its handler reads end of file); ``None``: never.
 
@@ -202,7 +204,13 @@ class DatagramServer(ServerPolicies):
         return self._refusal(peer, len(self._peers))
 
     def _open(self, local: Address, session: DatagramSession) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:  # out of descriptors: refused as over the limit, tried again at its next datagram
+            session.close()
+            if self.on_refused is not None:
+                self.on_refused(session.peer, exc.strerror or str(exc))
+            return
         ours.setblocking(False)
         conn = Connection(SocketStream(theirs), local=local, peer=session.peer)
         peer = _Peer(session, ours, conn)
