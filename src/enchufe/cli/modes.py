@@ -270,8 +270,8 @@ def _keep_open(
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
     A signal stops the loop; the clients are cut off, and the signal then ends the
     command (128+signal) as it leaves its handlers. -q ends it with status 0, -w
-    (no client in time) with TIMEOUT, a failure of the host's own (a -o log that
-    cannot be written) with the single session's message and status."""
+    (no client in time) with TIMEOUT, a failure of the host's own (a stdout or a -o
+    log that cannot be written) with the single session's message and status."""
     max_clients = 100 if config.max_conns is None else config.max_conns
     _make_room_for(max_clients)
     if config.exec_argv is not None or config.py_handler is not None:
@@ -353,6 +353,8 @@ def _keep_open(
         finally:
             env.signals.on_signal = None
             server.close()
+    if server.output_error is not None:
+        raise server.output_error
     if failures:
         error = failures[0]
         if isinstance(error, OSError):
