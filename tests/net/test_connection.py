@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from enchufe.errors import ReceiveLimitExceeded, ReceiveTimeout, TimedOut, UnexpectedEOF
+from enchufe.errors import ConnectionLost, ReceiveLimitExceeded, ReceiveTimeout, TimedOut, UnexpectedEOF
 from enchufe.net.connection import DEFAULT_MAX_SIZE, Connection
 from enchufe.net.stream import SocketStream
 
@@ -318,3 +318,46 @@ def test_huge_counts_are_read_in_chunks_not_allocated(pair: tuple[Connection, so
     with pytest.raises(UnexpectedEOF) as caught:
         conn.recv_exactly(1 << 40, timeout=5)
     assert caught.value.partial == b"defg"
+
+
+def tcp_pair() -> tuple[Connection, socket.socket]:
+    """A Connection and the raw socket at the other end of a TCP connection on loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        theirs = socket.create_connection(listener.getsockname(), timeout=5)
+        ours, _ = listener.accept()
+    return Connection(SocketStream(ours)), theirs
+
+
+def reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a reset (RST) instead of an orderly end of file."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    sock.close()
+
+
+def test_blocking_reads_and_sends_turn_a_reset_into_connection_lost() -> None:
+    conn, peer = tcp_pair()
+    with conn:
+        peer.sendall(b"ping")
+        assert conn.recv() == b"ping"
+        reset(peer)
+        with pytest.raises(ConnectionLost):
+            conn.recv()
+        with pytest.raises(ConnectionLost):
+            for _ in range(100):  # the first sends may still be accepted by the kernel
+                conn.send_all(b"x" * 65536)
+
+
+def test_blocking_sends_from_two_threads_never_interleave(pair: tuple[Connection, socket.socket]) -> None:
+    conn, peer = pair
+    size = 4 << 20  # far beyond the socket buffers: each send_all blocks many times
+    senders = [threading.Thread(target=conn.send_all, args=(byte * size,)) for byte in (b"a", b"b")]
+    for sender in senders:
+        sender.start()
+    received = bytearray()
+    peer.settimeout(10)
+    while len(received) < 2 * size:
+        received += peer.recv(1 << 20)
+    for sender in senders:
+        sender.join(10)
+    first, second = received[:size], received[size:]
+    assert {bytes(first), bytes(second)} == {b"a" * size, b"b" * size}

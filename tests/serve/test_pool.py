@@ -282,11 +282,13 @@ def test_a_request_that_finishes_within_the_grace_gets_its_reply() -> None:
 
     def slow(conn: Connection) -> None:
         line = conn.recv_line()
-        inside.set()
-        assert release.wait(TIMEOUT)
+        if line == b"in time\n":
+            inside.set()
+            assert release.wait(TIMEOUT)
         conn.send_all(line)
 
     with running(slow) as server, client(server) as conn, client(server) as idle:
+        assert round_trip(idle) == b"ping\n"  # accepted and parked, not still in the kernel's queue
         conn.send_all(b"in time\n")
         assert inside.wait(TIMEOUT)
         closing = threading.Thread(target=server.close, kwargs={"grace": TIMEOUT})
@@ -332,3 +334,29 @@ def test_serve_forever_runs_the_loop_in_the_calling_thread() -> None:
         server.close()
         thread.join(TIMEOUT)
         assert not thread.is_alive()
+
+
+def test_a_request_waiting_for_a_busy_pool_is_not_idle() -> None:
+    """One worker, held: a client whose request waits in line longer than the idle
+    timeout is served once the worker is free; a quiet one is closed meanwhile."""
+    inside = threading.Event()
+    release = threading.Event()
+
+    def handler(conn: Connection) -> None:
+        line = conn.recv_line()
+        if line == b"hold\n":
+            inside.set()
+            assert release.wait(TIMEOUT)
+        conn.send_all(line)
+
+    with running(handler, workers=1, idle_timeout=0.3) as server, client(server) as busy:
+        with client(server) as waiting, client(server) as quiet:
+            busy.send_all(b"hold\n")
+            assert inside.wait(TIMEOUT)
+            waiting.send_all(b"in line\n")
+            try:
+                assert closed_by_server(quiet)  # the idle timeout has passed for both
+            finally:
+                release.set()
+            assert busy.recv_line() == b"hold\n"
+            assert waiting.recv_line() == b"in line\n"

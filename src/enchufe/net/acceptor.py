@@ -88,6 +88,8 @@ class Acceptor:
             self.loop.remove_reader(listener.fileno())
 
     def _accept_burst(self, listener: Listener) -> None:
+        if not self._running:
+            return  # stopped earlier in this turn of the loop: its owner may have closed it
         while True:
             try:
                 sock, sockaddr = listener.sock.accept()

@@ -33,7 +33,7 @@ from types import EllipsisType, TracebackType
 
 from enchufe.address import Address
 from enchufe.errors import ReceiveLimitExceeded, ReceiveTimeout, TimedOut, UnexpectedEOF
-from enchufe.net.stream import DEFAULT_RECV_SIZE, Stream
+from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream, Stream, translate_os_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ class Connection:
         self.timeout = timeout
         self.max_size = max_size
         self._buffer = bytearray()
+        #: A byte stream over a socket, whose blocking calls recv and send_all make
+        #: directly (see recv); None for any other stream (a subclass may change them).
+        self._socket_stream = stream if type(stream) is SocketStream and not stream.is_datagram else None
         self._eof = False
         self._closed = False
 
@@ -84,12 +87,28 @@ class Connection:
 
     def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: Timeout = ...) -> bytes:
         """Return between 1 and ``max_bytes`` bytes, or ``b""`` at end of file."""
-        deadline = self._deadline(timeout)
-        while not self._buffer and not self._eof:
-            self._fill(deadline, max_bytes)
-        data = bytes(self._buffer[:max_bytes])
-        del self._buffer[:max_bytes]
-        return data
+        if self._buffer or max_bytes < 1:
+            return self._take(max_bytes)
+        # Nothing buffered: the chunk the stream returns is the answer as it is, without a
+        # copy into the buffer and out again. A blocking read is a request-reply server's
+        # every read, and each step here holds the GIL that the other connections' threads
+        # wait for (one step more per read halved the threaded echo server's rate).
+        seconds = self.timeout if timeout is ... else timeout
+        if seconds is None and self._socket_stream is not None:
+            if self._eof:
+                return b""
+            try:
+                chunk = self._socket_stream.sock.recv(min(max_bytes, DEFAULT_RECV_SIZE))
+            except OSError as exc:
+                raise translate_os_error(exc, "recv") from exc
+            if not chunk:
+                self._eof = True
+            return chunk
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not self._eof:
+            if chunk := self._receive(deadline, max_bytes, "data"):
+                return chunk
+        return b""
 
     def recv_exactly(self, count: int, *, timeout: Timeout = ...) -> bytes:
         """Return exactly ``count`` bytes.
@@ -174,7 +193,15 @@ class Connection:
     def send_all(self, data: bytes, *, timeout: Timeout = ...) -> None:
         """Send every byte of ``data``; a peer that stops reading raises ``TimedOut``
         once the deadline passes instead of blocking forever."""
-        self.stream.send_all(data, timeout=self.timeout if timeout is ... else timeout)
+        seconds = self.timeout if timeout is ... else timeout
+        if seconds is None and (stream := self._socket_stream) is not None:  # as few steps as recv's
+            try:
+                with stream.send_lock:
+                    stream.sock.sendall(data)
+            except OSError as exc:
+                raise translate_os_error(exc, "send") from exc
+            return
+        self.stream.send_all(data, timeout=seconds)
 
     def send_line(self, line: bytes | str, *, newline: bytes = b"\n", timeout: Timeout = ...) -> None:
         """Send ``line`` followed by ``newline``; text is encoded as UTF-8."""
@@ -218,6 +245,13 @@ class Connection:
         """Receive one chunk into the buffer, or raise at the deadline or end of file."""
         if self._eof:
             raise UnexpectedEOF(f"connection closed while waiting for {need}", partial=bytes(self._buffer))
+        self._buffer += self._receive(deadline, max_bytes, need)
+        if self._eof and need != "data":
+            raise UnexpectedEOF(f"connection closed while waiting for {need}", partial=bytes(self._buffer))
+
+    def _receive(self, deadline: float | None, max_bytes: int, need: str) -> bytes:
+        """Return one chunk from the stream (``b""`` with :attr:`_eof` set at end of file, or
+        for an empty datagram), or raise ``ReceiveTimeout`` at the deadline."""
         # Past the deadline the stream still takes what has already arrived, without
         # waiting: so timeout=0 reads what is there.
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -229,13 +263,9 @@ class Connection:
             chunk = self.stream.recv(max(size, 1), timeout=remaining)
         except TimedOut:
             raise ReceiveTimeout(f"timed out waiting for {need}", partial=bytes(self._buffer)) from None
-        if not chunk and self.stream.is_datagram:
-            return  # an empty datagram: nothing arrived, and datagrams have no end of file
-        if not chunk:
+        if not chunk and not self.stream.is_datagram:  # an empty datagram is no end of file
             self._eof = True
-            if need != "data":
-                raise UnexpectedEOF(f"connection closed while waiting for {need}", partial=bytes(self._buffer))
-        self._buffer += chunk
+        return chunk
 
     def _take(self, count: int) -> bytes:
         data = bytes(self._buffer[:count])

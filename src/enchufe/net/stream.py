@@ -174,7 +174,8 @@ class SocketStream:
             sock.settimeout(None)  # once: every deadline from here on is a call's own
         self.sock = sock
         self.is_datagram = sock.type == socket.SOCK_DGRAM
-        self._send_lock = threading.Lock()
+        #: Held by each send_all, so that one call's bytes never interleave with another's.
+        self.send_lock = threading.Lock()
         self._unlink_on_close = unlink_on_close
 
     @property
@@ -203,7 +204,7 @@ class SocketStream:
 
     def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
         try:
-            with self._send_lock:
+            with self.send_lock:
                 if timeout is None:
                     self.sock.sendall(data)
                     return

@@ -1,25 +1,31 @@
 """The request server: blocking handlers for one request at a time, and no thread per idle connection.
 
-A :class:`RequestServer` splits the work the way Tomcat's NIO connector does (a Poller
-and an Executor):
+A :class:`RequestServer` splits the work between one loop thread and a pool of workers
+that wait for requests themselves (the leader/follower shape, on one ``epoll``):
 
 - **The loop** (one thread, ``<name>-loop-<addresses>``): an
   :class:`~enchufe.net.loop.EventLoop` accepts through an
-  :class:`~enchufe.net.acceptor.Acceptor` and keeps every idle connection *parked*:
-  its socket is registered for reading, and nothing else of it is alive but a few
-  small objects. No thread waits for an idle client.
-- **The workers** (``workers`` threads, ``worker-1`` ... ``worker-N``): when a parked
-  connection becomes readable, the loop takes it off the selector and hands it to a
-  free worker, which calls ``handler(conn)``. The handler is ordinary blocking code:
-  it reads one request from ``conn`` (its first bytes have arrived), writes the reply,
-  and returns. The worker then gives the connection back to the loop, which parks it
-  again until the next request.
+  :class:`~enchufe.net.acceptor.Acceptor`, admits, and runs the idle timers. It hands
+  every new connection to the workers' poller and never touches it again but to close
+  it for idleness or at the end.
+- **The workers** (``workers`` threads, ``worker-1`` ... ``worker-N``) wait together on
+  one ``epoll`` where every connection between requests is *parked*, registered
+  one-shot (``EPOLLONESHOT``): nothing else of it is alive but a few small objects, and
+  no thread waits for an idle client. When a parked connection becomes readable, one
+  free worker (one only: the registration is one-shot) calls ``handler(conn)``. The
+  handler is ordinary blocking code: it reads one request from ``conn`` (its first
+  bytes have arrived), writes the reply, and returns. The worker re-arms the
+  registration and waits for the next ready connection, any connection's.
+
+  A request costs its handler's calls plus one ``epoll_wait`` and one ``epoll_ctl``,
+  with no hand-off between threads: no queue, no wake-up of the loop, no removing and
+  re-adding the socket.
 
 What a handler does with ``conn``:
 
 - **returns**: the connection is parked until the client sends again (or, if the
-  client already sent more than the handler read, a pipelined request, it goes back
-  in line at once);
+  client already sent more than the handler read, a pipelined request, the same worker
+  serves that at once: bytes already read cannot wake the poller);
 - **calls** ``conn.close()``: the connection ends;
 - **raises** an ``Exception``: ``on_error(conn, exc)`` is told (default: a traceback on
   stderr), the connection is closed, and the server goes on. A client that resets in
@@ -30,28 +36,35 @@ Policies, the same arguments as :class:`~enchufe.serve.engine.Server`'s (and the
 code, :mod:`enchufe.serve.policy`):
 
 - **Busy pool: backpressure, never an unbounded queue.** At most ``workers``
-  connections are handed to workers at once. A connection that becomes readable while
-  every worker is busy waits in line on the loop, off the selector, and is not read:
+  connections are served at once. A connection that becomes readable while every
+  worker is busy waits in the poller's ready list, in arrival order, and is not read:
   its bytes stay in the kernel, whose buffers fill and make the client wait (TCP flow
   control). The line holds connections, never data, at most one entry per
   connection, so it is bounded by ``max_connections``.
 - **Admission** before anything else: ``access`` and ``max_connections`` (parked,
   waiting and in-flight connections all count), with ``on_refused`` told why.
-- **Idle timeout**: a connection parked for ``idle_timeout`` seconds is closed by the
-  loop. The same number is each connection's default deadline
-  (:attr:`Connection.timeout`), so a handler's read also gives up on a client that
-  stalls mid-request.
+- **Idle timeout**: a connection parked for ``idle_timeout`` seconds with nothing sent
+  is closed by the loop (a worker only notes when each request ends; the loop's timer
+  looks again when the connection could be idle that long). One waiting in line for
+  a busy pool is not idle. The same number is each connection's
+  default deadline (:attr:`Connection.timeout`), so a handler's read also gives up on
+  a client that stalls mid-request.
 - **Closing**: :meth:`RequestServer.close` stops accepting and closes every idle
   connection at once, gives requests in progress ``grace`` seconds, then shuts their
   connections down (blocked reads return end of file), and joins every thread for
   ``timeout`` more seconds at most, naming the threads still running in a
-  ``RuntimeWarning``. Every descriptor it opened is closed when it returns.
+  ``RuntimeWarning``. Every descriptor it opened is closed when it returns (the
+  poller, once the last worker has left it: a handler still running past the
+  deadline keeps it until it returns).
+
+``RequestServer`` needs ``select.epoll`` (Linux).
 """
 
 from __future__ import annotations
 
-import collections
-import queue
+import contextlib
+import os
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -79,7 +92,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
-    from enchufe.net.loop import TimerHandle
 
 __all__ = ["DEFAULT_WORKERS", "RequestHandler", "RequestServer"]
 
@@ -87,6 +99,9 @@ __all__ = ["DEFAULT_WORKERS", "RequestHandler", "RequestServer"]
 DEFAULT_WORKERS = 8
 
 RequestHandler = Callable[[Connection], None]
+
+#: A connection waiting for its next request: one readiness, one worker.
+_ARMED = select.EPOLLIN | select.EPOLLONESHOT
 
 
 class RequestServer(ServerPolicies):
@@ -144,17 +159,23 @@ class RequestServer(ServerPolicies):
         self._acceptor = Acceptor(
             self._loop, self.listeners, on_accept=self._accepted, admit=self._admit, on_refused=on_refused
         )
-        # Never holds more than `workers` connections (the loop hands one on only while
-        # a worker is free), plus one stop marker per worker at the end.
-        self._queue: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
-        # -- the loop thread's own state
-        self._parked: dict[Connection, TimerHandle | None] = {}
-        self._waiting: collections.deque[Connection] = collections.deque()
-        self._busy = 0
+        # The workers' own wait: every connection between requests is registered here
+        # one-shot (EPOLLONESHOT), so each readiness goes to one worker and the
+        # connection is off the poller until that worker re-arms it.
+        self._poller = select.epoll()
+        # Readable (for every worker at once: it is not one-shot) once the workers must end.
+        self._stop_read, self._stop_write = os.pipe()
+        self._poller.register(self._stop_read, select.EPOLLIN)
         # -- shared, under the condition's lock
         self._condition = threading.Condition()
-        self._connections: set[Connection] = set()
+        #: Every open connection (parked, ready or in flight) and its descriptor, both ways:
+        #: a handler may close its connection, and the poller knows descriptors only.
+        self._connections: dict[Connection, int] = {}
+        self._by_fd: dict[int, Connection] = {}
         self._in_flight: dict[Connection, threading.Thread] = {}
+        #: When each connection's last request ended (only with an idle timeout).
+        self._idle_since: dict[Connection, float] = {}
+        self._workers_left = 0
         self._started = False
         self._closing = False
         #: Set once the first close() has released everything.
@@ -249,21 +270,21 @@ class RequestServer(ServerPolicies):
         with self._condition:
             self._wait_for(lambda: not self._loop_running, deadline)
             loop_ended = not self._loop_running
-        for _ in self._worker_threads:
-            self._queue.put(None)
+        os.write(self._stop_write, b"x")
         for thread in (self._loop_thread, *self._worker_threads):
             if thread is not None:
                 join_until(thread, deadline)
         with self._condition:
             # A handler that called close() is still using its connection: its worker
             # closes it when the handler returns.
-            mine = {conn for conn, thread in self._in_flight.items() if thread is me}
-            leftover = self._connections - mine
-            self._connections -= leftover
+            leftover = [conn for conn in self._connections if self._in_flight.get(conn) is not me]
+            for conn in leftover:
+                self._forget(conn)
         for conn in leftover:
             conn.close()
         if loop_ended:
             self._loop.close()
+        self._release_poller()  # if no worker ever ran: otherwise the last one out does
         with self._condition:
             self._closed.set()
             self._condition.notify_all()
@@ -280,6 +301,7 @@ class RequestServer(ServerPolicies):
                 raise RuntimeError("server already started")
             self._started = True
             self._loop_running = True
+            self._workers_left = self.workers
         try:
             for number in range(1, self.workers + 1):
                 worker = threading.Thread(target=self._work, name=f"worker-{number}")
@@ -288,6 +310,7 @@ class RequestServer(ServerPolicies):
         except BaseException:
             with self._condition:
                 self._loop_running = False
+                self._workers_left = len(self._worker_threads)
             raise
         self._acceptor.start()  # the loop is not running yet: its state is still ours
 
@@ -338,96 +361,126 @@ class RequestServer(ServerPolicies):
     def _accepted(self, sock: socket.socket, peer: Address | None) -> None:
         local = address_from_sockaddr(sock.family, sock.getsockname())
         conn = Connection(SocketStream(sock), local=local, peer=peer, timeout=self.idle_timeout)
+        fd = conn.stream.fileno()
         with self._condition:
-            self._connections.add(conn)
-        self._park(conn)
+            self._connections[conn] = fd
+            self._by_fd[fd] = conn
+            if self.idle_timeout is not None:
+                self._idle_since[conn] = self._loop.time()
+            try:
+                self._poller.register(fd, _ARMED)
+            except BaseException:
+                self._forget(conn)
+                raise  # the acceptor closes the socket
+        if self.idle_timeout is not None:
+            self._loop.call_later(self.idle_timeout, self._check_idle, conn)
 
-    def _park(self, conn: Connection) -> None:
-        timer = None if self.idle_timeout is None else self._loop.call_later(self.idle_timeout, self._expire, conn)
-        self._parked[conn] = timer
-        self._loop.add_reader(conn.stream.fileno(), self._readable, conn)
-
-    def _unpark(self, conn: Connection) -> None:
-        timer = self._parked.pop(conn)
-        if timer is not None:
-            timer.cancel()
-        self._loop.remove_reader(conn.stream.fileno())
-
-    def _readable(self, conn: Connection) -> None:
-        if conn not in self._parked:
-            return  # unparked earlier in this turn of the loop (closing, or its idle timer)
-        self._unpark(conn)
-        self._hand_on(conn)
-
-    def _expire(self, conn: Connection) -> None:
-        self._parked[conn] = None  # this timer has fired: nothing to cancel
-        self._unpark(conn)
-        self._end(conn)
-
-    def _hand_on(self, conn: Connection) -> None:
-        """Give ``conn`` to a free worker, or put it in line until one is free."""
-        if self._busy < self.workers:
-            self._busy += 1
-            self._queue.put(conn)
+    def _check_idle(self, conn: Connection) -> None:
+        """Close ``conn`` if it has been idle for ``idle_timeout``; otherwise look again
+        when it could be. (Workers only note the time a request ends: the timers stay the
+        loop's own.)"""
+        assert self.idle_timeout is not None
+        now = self._loop.time()
+        with self._condition:
+            if conn not in self._connections:
+                return  # gone already
+            waiting = conn in self._in_flight or _readable(conn)  # served, or in line for a worker
+            since = now if waiting else self._idle_since[conn]
+            expired = now - since >= self.idle_timeout
+            if expired:
+                self._forget(conn)
+        if expired:
+            conn.close()
         else:
-            self._waiting.append(conn)
-
-    def _returned(self, conn: Connection, keep: bool) -> None:
-        """A worker is done with ``conn``: park it, line it up again, or end it."""
-        self._busy -= 1
-        if not keep or self._closing:
-            self._end(conn)
-        elif conn.buffered:
-            self._hand_on(conn)  # the client sent the next request already
-        else:
-            self._park(conn)
-        while self._waiting and self._busy < self.workers:
-            self._hand_on(self._waiting.popleft())
+            self._loop.call_at(since + self.idle_timeout, self._check_idle, conn)
 
     def _stop_serving(self) -> None:
         self._acceptor.stop()
         close_all(self.listeners)
-        for conn in list(self._parked):
-            self._unpark(conn)
-            self._end(conn)
-        while self._waiting:
-            self._end(self._waiting.popleft())
-
-    def _end(self, conn: Connection) -> None:
         with self._condition:
-            self._connections.discard(conn)
-        conn.close()
+            # Idle connections, and those ready but waiting for a worker: none is served.
+            idle = [conn for conn in self._connections if conn not in self._in_flight]
+            for conn in idle:
+                self._forget(conn)
+        for conn in idle:
+            conn.close()
+
+    def _forget(self, conn: Connection) -> None:
+        """Take ``conn`` off the books and off the poller (the condition's lock held); the
+        caller closes it."""
+        fd = self._connections.pop(conn, None)
+        if fd is None:
+            return  # forgotten already: close() forgets the connections of stuck handlers
+        if self._by_fd.get(fd) is conn:  # else closed by its handler and the number reused
+            del self._by_fd[fd]
+        self._idle_since.pop(conn, None)
+        if not conn.closed:  # closing a socket takes it off the poller
+            with contextlib.suppress(OSError):  # never registered (a failed register)
+                self._poller.unregister(fd)
 
     # -- the workers' threads ------------------------------------------------------------
 
     def _work(self) -> None:
-        me = threading.current_thread()
-        while (conn := self._queue.get()) is not None:
+        try:
+            while self._serve_next():
+                pass
+        finally:
             with self._condition:
-                closing = self._closing
-                if not closing:
-                    self._in_flight[conn] = me
+                self._workers_left -= 1
+            self._release_poller()
+
+    def _release_poller(self) -> None:
+        """Close the poller and the stop pipe once closing and no worker waits on them."""
+        with self._condition:
+            if not self._closing or self._workers_left or self._poller.closed:
+                return
+            self._poller.close()
+            os.close(self._stop_read)
+            os.close(self._stop_write)
+
+    def _serve_next(self) -> bool:
+        """Wait for a ready connection and serve it; False once the workers must end."""
+        me = threading.current_thread()
+        for fd, _ in self._poller.poll(-1, 1):
+            if fd == self._stop_read:
+                return False
+            with self._condition:
+                conn = self._by_fd.get(fd)
+                # Not ours: a connection closed since (its descriptor maybe reused: then
+                # the check for data below finds none, and re-arms it), or being served.
+                if conn is None or conn in self._in_flight or self._closing:
+                    continue
+                self._in_flight[conn] = me
             keep = False
             try:
-                keep = not closing and self._serve(conn)
+                # A request already read (pipelined behind the one served) cannot wake
+                # the poller: it is served here at once.
+                while True:
+                    keep = False
+                    keep = self._serve(conn)
+                    if not (keep and conn.buffered and not self._closing):
+                        break
             finally:  # a BaseException ends this worker, never the connection's bookkeeping
                 with self._condition:
-                    self._in_flight.pop(conn, None)
-                    closing = self._closing
-                    if closing:
-                        self._connections.discard(conn)
+                    del self._in_flight[conn]
+                    keep = keep and not self._closing
+                    if keep:
+                        if self.idle_timeout is not None:
+                            self._idle_since[conn] = time.monotonic()
+                        self._poller.modify(fd, _ARMED)  # under the lock: close() forgets it at once
+                    else:
+                        self._forget(conn)
                     self._condition.notify_all()
-                if closing:
+                if not keep:
                     conn.close()
-                else:
-                    self._loop.call_soon_threadsafe(self._returned, conn, keep)
+        return True
 
     def _serve(self, conn: Connection) -> bool:
         """Serve one request of ``conn``; return whether to keep the connection."""
         try:
-            # The loop saw the socket readable: data, the client's close, or a reset.
+            # The poller saw the socket readable: data, the client's close, or a reset.
             if not conn.can_recv(timeout=0):
-                return True  # nothing after all (a spurious wake-up): back to the loop
+                return True  # nothing after all (a spurious wake-up): back to the poller
         except NetworkError:
             return False  # reset between requests: the client left
         if not conn.buffered:
@@ -438,3 +491,10 @@ class RequestServer(ServerPolicies):
             self.on_error(conn, exc)
             return False
         return not conn.closed
+
+
+def _readable(conn: Connection) -> bool:
+    """Whether ``conn`` has something to read (a request, or the client's end) right now."""
+    poller = select.poll()
+    poller.register(conn.stream.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
