@@ -23,7 +23,7 @@ from support.cli_e2e import (
     stop_listener,
     two_clients_and_a_third_refused,
 )
-from support.procs import ENCHUFE, enchufe, run, run_enchufe
+from support.procs import ENCHUFE, Process, enchufe, run, run_enchufe
 
 
 def test_what_the_program_writes_after_the_peer_half_closes_still_arrives() -> None:
@@ -156,6 +156,23 @@ def test_keep_open_runs_one_program_per_connection_at_once() -> None:
             assert recv_until_eof(b) == b""  # b's program ended with b's input
             a.sendall(b"still mine\n")
             assert a.recv(100) == b"still mine\n"
+        stop_listener(cmd)
+
+
+def test_max_conns_makes_room_for_every_program_it_allows() -> None:
+    """-m raises the open-file limit for what each client costs: a program's session
+    holds five descriptors (its connection, two pipes, the relay's wake-up pipe), not
+    one, and the clients past the first few failed with "exec: Too many open files"."""
+    clients = 8
+    script = 'ulimit -S -n 32; exec "$@"'  # what -m 8 would fit in, were a client one descriptor
+    argv = [*ENCHUFE, "-l", "-k", "-m", str(clients), "-v", "127.0.0.1", "0", "-c", "cat"]
+    with Process(["sh", "-c", script, "sh", *argv]) as cmd:
+        port = cmd.listening_port()
+        with contextlib.ExitStack() as stack:
+            for number in range(clients):
+                client = stack.enter_context(connect(port))
+                client.sendall(b"client %d\n" % number)
+                assert client.recv(100) == b"client %d\n" % number
         stop_listener(cmd)
 
 

@@ -273,7 +273,7 @@ def _keep_open(
     (no client in time) with TIMEOUT, a failure of the host's own (a stdout or a -o
     log that cannot be written) with the single session's message and status."""
     max_clients = 100 if config.max_conns is None else config.max_conns
-    _make_room_for(max_clients)
+    _make_room_for(max_clients, _descriptors_per_client(config))
     if config.exec_argv is not None or config.py_handler is not None:
         return _exec_each(config, env, listeners, access, max_clients, logs)
     from enchufe.net.loop import EventLoop
@@ -488,16 +488,28 @@ class _Programs:
             child.end(grace=max(0.0, deadline - time.monotonic()))
 
 
-def _make_room_for(clients: int) -> None:
+def _make_room_for(clients: int, per_client: int) -> None:
     """Raise the soft open-file limit (up to the hard one) when -m asks for more clients
-    than it allows; a client is one descriptor, and the process needs a few of its own."""
+    than it allows; a client costs ``per_client`` descriptors, and the process needs a
+    few of its own."""
     import resource
 
-    wanted = clients + _DESCRIPTORS_OF_OUR_OWN
+    wanted = clients * per_client + _DESCRIPTORS_OF_OUR_OWN
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+
+
+def _descriptors_per_client(config: Config) -> int:
+    """What one client of -k holds open: a hub's client, its socket (a UDP peer shares
+    the listener's); a handler's, its socket or a UDP peer's bridge (a pair); a
+    program's, that too, the program's two pipes and its relay's wake-up pipe."""
+    if config.exec_argv is not None:
+        return 6
+    if config.py_handler is not None:
+        return 2
+    return 1
 
 
 def _describe(peer: Address | None) -> str:
