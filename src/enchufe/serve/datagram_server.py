@@ -45,6 +45,7 @@ from enchufe.serve.policy import (
     DEFAULT_CLOSE_TIMEOUT,
     Access,
     ErrorHook,
+    HandlerThreads,
     RefusalHook,
     ServerPolicies,
     join_until,
@@ -62,13 +63,12 @@ _BRIDGE_READ = 1 << 20
 class _Peer:
     """One session: the loop's end of its bridge and the handler's connection."""
 
-    __slots__ = ("bridge", "conn", "session", "thread")
+    __slots__ = ("bridge", "conn", "session")
 
     def __init__(self, session: DatagramSession, bridge: socket.socket, conn: Connection) -> None:
         self.session = session
         self.bridge = bridge
         self.conn = conn
-        self.thread: threading.Thread | None = None
 
 
 class DatagramServer(ServerPolicies):
@@ -123,23 +123,18 @@ class DatagramServer(ServerPolicies):
         self._sessions: list[DatagramSessions] = []
         #: Every peer with a session, by session; only the loop's thread changes it.
         self._peers: dict[DatagramSession, _Peer] = {}
-        self._lock = threading.Lock()
-        #: Handler threads running, and those past their last line: close() joins both.
-        self._active: dict[threading.Thread, Connection] = {}
-        self._finishing: set[threading.Thread] = set()
+        self._handlers = HandlerThreads(handler, on_error)
         self._taking_peers = True
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def threads(self) -> list[threading.Thread]:
         """The handler threads running now."""
-        with self._lock:
-            return list(self._active)
+        return self._handlers.threads()
 
     def connections(self) -> list[Connection]:
         """The peers' connections being handled now."""
-        with self._lock:
-            return list(self._active.values())
+        return self._handlers.connections()
 
     def start(self) -> DatagramServer:
         """Receive in a background thread (the event loop's) and return at once.
@@ -184,8 +179,7 @@ class DatagramServer(ServerPolicies):
             join_until(thread, grace_end)
         for conn in self.connections():
             shut_down(conn)
-        with self._lock:
-            threads = [*self._active, *self._finishing]
+        threads = self._handlers.every_thread()
         for thread in threads:
             join_until(thread, deadline)
         if first:
@@ -216,22 +210,8 @@ class DatagramServer(ServerPolicies):
         peer = _Peer(session, ours, conn)
         self._peers[session] = peer
         self._loop.add_reader(ours.fileno(), self._reply, peer)
-        thread = threading.Thread(target=self._handle, args=(conn,), name=f"conn-{session.peer}")
-        peer.thread = thread
-        with self._lock:
-            self._active[thread] = conn
-            self._finishing = {finishing for finishing in self._finishing if finishing.is_alive()}
-        try:
-            thread.start()
-        except RuntimeError as exc:
-            with self._lock:
-                del self._active[thread]
-            exc.add_note(f"no thread could be started for {session.peer}; its session is ended unserved")
-            try:
-                self.on_error(conn, exc)
-            finally:
-                conn.close()
-                session.close()
+        if not self._handlers.start(conn):
+            session.close()
 
     def _received(self, session: DatagramSession, data: bytes) -> None:
         peer = self._peers.get(session)
@@ -274,16 +254,3 @@ class DatagramServer(ServerPolicies):
         self._peers.clear()
         self._loop.close()
         close_all(self.listeners)
-
-    # -- the handlers' side ---------------------------------------------------------------
-
-    def _handle(self, conn: Connection) -> None:
-        try:
-            self.handler(conn)
-        except Exception as exc:  # noqa: BLE001 - reported through the hook; the server goes on
-            self.on_error(conn, exc)
-        finally:
-            conn.close()
-            with self._lock:
-                self._active.pop(threading.current_thread(), None)
-                self._finishing.add(threading.current_thread())
