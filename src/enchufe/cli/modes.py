@@ -362,7 +362,7 @@ def _keep_open(
         raise error
     if server.ended == "accept timeout":
         raise ConnectTimeout(f"no client within {config.accept_timeout} s")
-    return status.SUCCESS  # -q, or a signal, which leaving its handlers raises
+    return status.SUCCESS  # -q, stdout's reader gone (as in a single session), or a signal (raised on leaving)
 
 
 def _client_label(peer: Address | None, number: int) -> bytes:

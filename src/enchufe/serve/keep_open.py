@@ -14,7 +14,8 @@
 - **an output thread** (``keep-open-output``) writes what clients send to the host's
   output through a bounded Queue: while it is full, the loop stops reading from the
   clients, and TCP slows them down; nothing is dropped. An output that refuses data
-  (a full disk) ends the server (:attr:`KeepOpen.output_error`), as ncat's.
+  (a full disk) ends the server (:attr:`KeepOpen.output_error`), and so does an output
+  whose reader went away (``enchufe -l -k | head``), as they end ncat's.
 
 UDP peers are clients too (``-u -l -k``): each datagram listener's socket is shared by
 all its peers, which :class:`~enchufe.net.datagram.DatagramSessions` tells apart by
@@ -121,11 +122,10 @@ class KeepOpen:
 
     Attributes:
         ended: why the server ended by itself (``"quit"``, ``"accept timeout"``,
-            ``"output failed"``), or ``None`` while it runs and when only
-            :meth:`close` ends it.
+            ``"output failed"``, ``"output closed"``: the output's reader went away),
+            or ``None`` while it runs and when only :meth:`close` ends it.
         output_error: the :class:`~enchufe.errors.OutputFailed` that ended it, when
-            writing to the output failed (a full disk; a reader that went away is no
-            failure: the clients' data then goes nowhere, and the server goes on).
+            writing to the output failed (a full disk).
     """
 
     def __init__(
@@ -472,8 +472,9 @@ class KeepOpen:
             try:
                 while view:
                     view = view[os.write(self._output_fd, view) :]
-            except BrokenPipeError:
-                pass  # a reader that went away: what clients send has nowhere to go
+            except BrokenPipeError:  # the reader went away: what clients send has nowhere to go
+                self.loop.call_soon_threadsafe(self._end, "output closed")
+                return
             except OSError as exc:  # a full disk: the server ends, as a single session does
                 self.loop.call_soon_threadsafe(
                     self._output_failed, OutputFailed(exc.strerror or str(exc), errno=exc.errno)
