@@ -39,6 +39,8 @@ __all__ = ["Environment", "run_connect", "run_listen"]
 #: Descriptors the command itself holds beside its clients' (stdio, listeners, the
 #: loop's selector and wake-up pipe, the signal pipe, the input thread's stop pipe).
 _DESCRIPTORS_OF_OUR_OWN = 32
+#: Seconds a handler that ignores its closed connection gets before the command exits.
+_ABANDON_AFTER = 1.0
 #: ncat's -z over UDP: how long silence must last to call the port open.
 _UDP_PROBE_WAIT = 2.0
 
@@ -427,6 +429,7 @@ def _exec_each(
             access=access,
             on_refused=refused,
             idle_timeout=config.idle_timeout,
+            daemon_threads=True,
         )
     else:
         from enchufe.serve.engine import Server
@@ -439,18 +442,32 @@ def _exec_each(
             max_connections=max_clients,
             access=access,
             on_refused=refused,
+            daemon_threads=True,
         )
-    with server:
-        try:
-            server.start()
-            if config.accept_timeout is not None:
-                with env.signals.interruptible():  # a signal interrupts the wait of a lock
-                    came = someone_came.wait(config.accept_timeout)
-                if not came:
-                    raise ConnectTimeout(f"no client within {config.accept_timeout} s")
-            _wait_for_a_signal(env)
-        finally:
-            programs.end_all()
+    try:
+        server.start()
+        if config.accept_timeout is not None:
+            with env.signals.interruptible():  # a signal interrupts the wait of a lock
+                came = someone_came.wait(config.accept_timeout)
+            if not came:
+                raise ConnectTimeout(f"no client within {config.accept_timeout} s")
+        _wait_for_a_signal(env)
+    finally:
+        programs.end_all()
+        _close_abandoning(server, messages)
+
+
+def _close_abandoning(server: Server | DatagramServer, messages: Messages) -> None:
+    """Close the sessions' server; a --py-exec handler that ignores its closed
+    connection (a sleep, a loop) cannot be stopped from outside: after a second it is
+    left behind (its thread is a daemon, which does not hold the exit up), said with -v."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as left:
+        warnings.simplefilter("always", RuntimeWarning)
+        server.close(timeout=_ABANDON_AFTER)
+    for warning in left:
+        messages.info(f"{warning.message}.")
 
 
 class _Programs:

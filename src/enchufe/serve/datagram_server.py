@@ -91,6 +91,8 @@ class DatagramServer(ServerPolicies):
             left for a new peer).
         idle_timeout: seconds without a datagram either way after which a peer's
             session ends (its handler reads end of file); ``None``: never.
+        daemon_threads: handler threads do not keep the process alive (socketserver's
+            option): a handler still running when the program exits is abandoned.
 
     Use it as a context manager, or call :meth:`start` and later :meth:`close`.
     """
@@ -108,6 +110,7 @@ class DatagramServer(ServerPolicies):
         access: Access | None = None,
         on_refused: RefusalHook | None = None,
         idle_timeout: float | None = None,
+        daemon_threads: bool = False,
     ) -> None:
         super().__init__(
             listeners,
@@ -123,7 +126,7 @@ class DatagramServer(ServerPolicies):
         self._sessions: list[DatagramSessions] = []
         #: Every peer with a session, by session; only the loop's thread changes it.
         self._peers: dict[DatagramSession, _Peer] = {}
-        self._handlers = HandlerThreads(handler, on_error)
+        self._handlers = HandlerThreads(handler, on_error, daemon=daemon_threads)
         self._taking_peers = True
         self._thread: threading.Thread | None = None
         self._closed = False

@@ -82,6 +82,8 @@ class Server(ServerPolicies):
         access: ``access(peer)`` False refuses the peer the same way (``"not allowed"``),
             e.g. :meth:`enchufe.acl.AccessList.permits` on its host.
         on_refused: ``on_refused(peer, reason)`` after a refused connection is closed.
+        daemon_threads: handler threads do not keep the process alive (socketserver's
+            option): a handler still running when the program exits is abandoned.
 
     Use it as a context manager, or call :meth:`start` / :meth:`serve_forever` and
     later :meth:`close`. A server runs once: it cannot start again after
@@ -98,6 +100,7 @@ class Server(ServerPolicies):
         max_connections: int | None = None,
         access: Access | None = None,
         on_refused: RefusalHook | None = None,
+        daemon_threads: bool = False,
     ) -> None:
         super().__init__(
             listeners,
@@ -109,7 +112,7 @@ class Server(ServerPolicies):
         )
         self.handler = handler
         self._lock = threading.Lock()
-        self._handlers = HandlerThreads(handler, on_error)
+        self._handlers = HandlerThreads(handler, on_error, daemon=daemon_threads)
         self._stopping = threading.Event()
         #: Set when the accept loop has ended, in whichever thread ran it.
         self._stopped = threading.Event()

@@ -118,9 +118,10 @@ class HandlerThreads:
     for a ``close()`` to join.
     """
 
-    def __init__(self, handler: Callable[[Connection], None], on_error: ErrorHook) -> None:
+    def __init__(self, handler: Callable[[Connection], None], on_error: ErrorHook, *, daemon: bool = False) -> None:
         self.handler = handler
         self.on_error = on_error
+        self.daemon = daemon
         self._lock = threading.Lock()
         self._active: dict[threading.Thread, Connection] = {}
         self._finishing: set[threading.Thread] = set()
@@ -149,22 +150,24 @@ class HandlerThreads:
         """Start the handler for ``conn``; False if no thread could be started
         ("can't start new thread": a pids or memory limit), in which case ``on_error``
         is told and the connection closed unserved, at once rather than left waiting."""
-        thread = threading.Thread(target=self._run, args=(conn,), name=f"conn-{conn.peer}")
+        thread = threading.Thread(target=self._run, args=(conn,), name=f"conn-{conn.peer}", daemon=self.daemon)
+        # Started under the lock: a close() in another thread never sees (and joins) a
+        # thread not started yet; the new thread takes the lock only as it ends.
         with self._lock:
-            self._active[thread] = conn
             self._finishing = {finishing for finishing in self._finishing if finishing.is_alive()}
-        try:
-            thread.start()
-        except RuntimeError as exc:
-            with self._lock:
-                del self._active[thread]
-            exc.add_note(f"no thread could be started for {conn.peer}; its connection is closed unserved")
             try:
-                self.on_error(conn, exc)
-            finally:
-                conn.close()
-            return False
-        return True
+                thread.start()
+            except RuntimeError as exc:
+                failure = exc
+            else:
+                self._active[thread] = conn
+                return True
+        failure.add_note(f"no thread could be started for {conn.peer}; its connection is closed unserved")
+        try:
+            self.on_error(conn, failure)
+        finally:
+            conn.close()
+        return False
 
     def _run(self, conn: Connection) -> None:
         try:
