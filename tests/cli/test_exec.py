@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import shutil
+import signal
 import socket
 import threading
 
@@ -20,7 +22,7 @@ from support.cli_e2e import (
     stop_listener,
     two_clients_and_a_third_refused,
 )
-from support.procs import ENCHUFE, enchufe, run, run_enchufe
+from support.procs import ENCHUFE, Process, enchufe, run, run_enchufe
 
 
 def test_what_the_program_writes_after_the_peer_half_closes_still_arrives() -> None:
@@ -154,6 +156,41 @@ def test_keep_open_runs_one_program_per_connection_at_once() -> None:
             a.sendall(b"still mine\n")
             assert a.recv(100) == b"still mine\n"
         stop_listener(cmd)
+
+
+def test_max_conns_makes_room_for_every_program_it_allows() -> None:
+    """-m raises the open-file limit for what each client costs: a program's session
+    holds five descriptors (its connection, two pipes, the relay's wake-up pipe), not
+    one, and the clients past the first few failed with "exec: Too many open files"."""
+    clients = 8
+    script = 'ulimit -S -n 32; exec "$@"'  # what -m 8 would fit in, were a client one descriptor
+    argv = [*ENCHUFE, "-l", "-k", "-m", str(clients), "-v", "127.0.0.1", "0", "-c", "cat"]
+    with Process(["sh", "-c", script, "sh", *argv]) as cmd:
+        port = cmd.listening_port()
+        with contextlib.ExitStack() as stack:
+            for number in range(clients):
+                client = stack.enter_context(connect(port))
+                client.sendall(b"client %d\n" % number)
+                assert client.recv(100) == b"client %d\n" % number
+        stop_listener(cmd)
+
+
+@pytest.mark.parametrize("trap", ["", "trap '' TERM; "], ids=["plain", "ignoring-SIGTERM"])
+def test_a_signal_ends_the_programs_of_keep_open_and_the_command_at_once(trap: str) -> None:
+    """A program that never reads its input (nor ends with it) used to hold its
+    session's thread, and the command, after SIGTERM for as long as it ran; each is
+    now terminated (killed if it ignores that) and the command exits 143."""
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0", "-c", f"{trap}echo $$; exec sleep 30") as cmd:
+        with connect(cmd.listening_port()) as client:
+            pid = int(client.recv(100))
+            try:
+                cmd.popen.send_signal(signal.SIGTERM)
+                assert cmd.wait(timeout=STEP_TIMEOUT) == 128 + signal.SIGTERM
+                assert recv_until_eof(client) == b""
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert_clean_stderr(cmd.stderr)
 
 
 # --- bad input: a program that cannot start or ends at once; no /bin/sh -----------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli_e2e import STEP_TIMEOUT, connect, recv_exactly, recv_until_eof, stop_listener
+from support.cli_e2e import STEP_TIMEOUT, assert_clean_stderr, connect, recv_exactly, recv_until_eof, stop_listener
 from support.procs import ENCHUFE, Process, enchufe
 
 
@@ -86,6 +86,20 @@ def test_the_end_of_stdin_half_closes_every_client_and_the_server_goes_on() -> N
             late.sendall(b"late")
             assert cmd.read_stdout(4) == b"late"
         stop_listener(cmd)
+
+
+def test_a_stdout_whose_reader_went_away_ends_the_server_as_it_ends_a_single_session() -> None:
+    """``enchufe -l -k P | head -n 5``: once head has gone, the clients' data has
+    nowhere to go. The output thread used to drop it in silence and the server ran on,
+    so the pipeline never ended; ncat -k ends there too."""
+    read_end, write_end = os.pipe()
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0", stdout=write_end) as cmd:
+        os.close(write_end)
+        os.close(read_end)
+        with connect(cmd.listening_port()) as client:
+            client.sendall(b"for nobody\n")
+            assert cmd.wait() == 0
+    assert_clean_stderr(cmd.stderr)
 
 
 def test_a_client_that_stops_reading_is_dropped_and_delays_nobody(tmp_path: Path) -> None:

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from support.cli_e2e import STEP_TIMEOUT, connect, readable_within, recv_exactly, recv_until_eof, stop_listener
+from support.cli_e2e import (
+    STEP_TIMEOUT,
+    assert_clean_stderr,
+    connect,
+    readable_within,
+    recv_exactly,
+    recv_until_eof,
+    stop_listener,
+)
 from support.procs import Process, enchufe
 
 #: The modes, as the options that start each one.
@@ -154,6 +162,18 @@ def test_a_client_reset_mid_transfer_is_logged_and_the_server_goes_on(tmp_path: 
             assert recv_exactly(steady, 13) == b"still serving"
         stop_listener(cmd)
     assert log.read_bytes() == b"half a message and the reststill serving"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_log_that_cannot_be_written_ends_the_server_as_it_ends_a_single_session(mode: str) -> None:
+    """-o on a full disk: a single session ends with one line and status 1; -k used
+    to print a traceback for every chunk a client sent, and lose the chunk."""
+    with enchufe(*MODES[mode], "-o", "/dev/full", "-v", "127.0.0.1", "0") as cmd:
+        with join(cmd, mode, cmd.listening_port()) as client:
+            client.sendall(b"nowhere to log\n")
+            assert cmd.wait() == 1
+    assert cmd.stderr_lines[-1] == "enchufe: No space left on device."
+    assert_clean_stderr(cmd.stderr)
 
 
 # --- -t: a Telnet responder per client -----------------------------------------------------

@@ -55,9 +55,10 @@ def test_closed_stdout_sends_nothing_back_to_the_peer() -> None:
     assert cmd.stderr == "write: Bad file descriptor"
 
 
-@pytest.mark.parametrize("mode", ["connect", "listen"])
+@pytest.mark.parametrize("mode", ["connect", "listen", "keep-open"])
 def test_an_output_that_refuses_data_is_ncats_write_error(mode: str) -> None:
-    """stdout on a full disk: ncat's die("write") line and status 2, in both modes."""
+    """stdout on a full disk: ncat's die("write") line and status 2, in every mode (-k
+    used to drop every client's data in silence and serve on)."""
     with open("/dev/full", "wb") as full:
         if mode == "connect":
             with TcpServer() as server, enchufe("127.0.0.1", str(server.port), stdout=full) as cmd:
@@ -65,7 +66,8 @@ def test_an_output_that_refuses_data_is_ncats_write_error(mode: str) -> None:
                     peer.sendall(b"nowhere to go\n")
                     assert cmd.wait() == 2
         else:
-            with enchufe("-l", "-v", "127.0.0.1", "0", stdout=full) as cmd:
+            keep_open = ["-k"] if mode == "keep-open" else []
+            with enchufe("-l", *keep_open, "-v", "127.0.0.1", "0", stdout=full) as cmd:
                 port = cmd.listening_port()
                 with socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT) as client:
                     client.sendall(b"nowhere to go\n")

@@ -118,6 +118,22 @@ def test_a_signal_interrupts_a_handler_in_the_main_thread(tmp_path: Path) -> Non
             stop_listener(cmd)
 
 
+def test_a_handler_that_ignores_its_connection_does_not_hold_up_the_exit(tmp_path: Path) -> None:
+    """With -k, a signal closes every connection; a handler that pays no attention (it
+    sleeps) cannot be stopped from outside: the command leaves it behind after a second,
+    says so with -v, and exits 128+15 — no Python warning, no wait for the sleep."""
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text("import time\n\ndef handle(conn):\n    time.sleep(60)\n")
+    with enchufe("-l", "-k", "-v", "127.0.0.1", "0", "--py-exec", str(sleeper)) as cmd:
+        with connect(cmd.listening_port()):
+            cmd.wait_for_line("Connection from")
+            cmd.popen.send_signal(signal.SIGTERM)
+            assert cmd.wait(timeout=10) == 128 + signal.SIGTERM
+    assert_clean_stderr(cmd.stderr)
+    assert "RuntimeWarning" not in cmd.stderr
+    assert cmd.stderr_lines[-1].startswith("enchufe: Server.close() left threads running after 1.0 s: conn-127.0.0.1:")
+
+
 def test_connect_mode_the_handler_talks_to_the_server(handler_file: str) -> None:
     with TcpServer() as server, enchufe("127.0.0.1", str(server.port), "--py-exec", handler_file, stdin=b"") as cmd:
         with server.accept() as peer:

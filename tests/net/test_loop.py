@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -161,3 +162,23 @@ def test_a_closed_loop_does_not_run() -> None:
     loop.close()
     with pytest.raises(RuntimeError, match="closed"):
         loop.run_forever()
+
+
+def test_a_wake_up_after_close_writes_to_no_descriptor() -> None:
+    """A thread that outlives the loop (keep-open's output thread, writing to a stdout
+    that blocked past close) calls call_soon_threadsafe or stop: the wake-up used to be
+    written to the closed pipe's number, by then another file's."""
+    loop = EventLoop()
+    wake_number = loop._wake_write
+    loop.close()
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, wake_number)  # the number goes to a new file, as the next open() would give it
+    try:
+        loop.call_soon_threadsafe(print, "never")
+        loop.stop()
+        os.set_blocking(read_end, False)
+        with pytest.raises(BlockingIOError):
+            os.read(read_end, 1)
+    finally:
+        for fd in {read_end, write_end, wake_number}:
+            os.close(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import resource
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -153,6 +154,29 @@ def test_admission_refuses_beyond_the_limit_and_denied_peers(peers: list[socket.
         assert refused.get(timeout=TIMEOUT) == (InetAddress(*b.getsockname()), "connection limit reached (1)")
         a.sendto(b"still", address)
         assert a.recv(100) == b"STILL"
+
+
+def test_out_of_descriptors_a_new_peer_is_refused_and_served_once_they_are_back(
+    peers: list[socket.socket], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """EMFILE for a new peer's bridge used to raise on the loop (a traceback on
+    stderr) and leave a session that no handler served, its peer unheard for good."""
+    refused: queue.Queue[tuple[object, str]] = queue.Queue()
+    server, address = udp_server(upper, on_refused=lambda peer, reason: refused.put((peer, reason)))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with server:
+        a = peers[0]
+        try:
+            lowest_free = os.open(os.devnull, os.O_RDONLY)
+            os.close(lowest_free)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no descriptor left
+            a.sendto(b"first", address)
+            assert refused.get(timeout=TIMEOUT) == (InetAddress(*a.getsockname()), "Too many open files")
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        a.sendto(b"again", address)
+        assert a.recv(100) == b"AGAIN"
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_handler_that_raises_is_reported_and_the_server_goes_on(peers: list[socket.socket]) -> None:

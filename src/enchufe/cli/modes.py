@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
+    from enchufe.net.process import ChildProcess
     from enchufe.net.relay import RelayResult
     from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Handler, Server
@@ -38,6 +39,8 @@ __all__ = ["Environment", "run_connect", "run_listen"]
 #: Descriptors the command itself holds beside its clients' (stdio, listeners, the
 #: loop's selector and wake-up pipe, the signal pipe, the input thread's stop pipe).
 _DESCRIPTORS_OF_OUR_OWN = 32
+#: Seconds a handler that ignores its closed connection gets before the command exits.
+_ABANDON_AFTER = 1.0
 #: ncat's -z over UDP: how long silence must last to call the port open.
 _UDP_PROBE_WAIT = 2.0
 
@@ -269,12 +272,14 @@ def _keep_open(
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
     A signal stops the loop; the clients are cut off, and the signal then ends the
     command (128+signal) as it leaves its handlers. -q ends it with status 0, -w
-    (no client in time) with TIMEOUT."""
+    (no client in time) with TIMEOUT, a failure of the host's own (a stdout or a -o
+    log that cannot be written) with the single session's message and status."""
     max_clients = 100 if config.max_conns is None else config.max_conns
-    _make_room_for(max_clients)
+    _make_room_for(max_clients, _descriptors_per_client(config))
     if config.exec_argv is not None or config.py_handler is not None:
         return _exec_each(config, env, listeners, access, max_clients, logs)
     from enchufe.net.loop import EventLoop
+    from enchufe.net.stream import translate_os_error
     from enchufe.serve.keep_open import KeepOpen
 
     messages = env.messages
@@ -307,7 +312,16 @@ def _keep_open(
         def new_responder() -> Callable[[bytes], bytes]:
             return TelnetResponder().receive_data
 
-    with EventLoop() as loop:
+    failures: list[Exception] = []
+
+    def failed(exc: BaseException) -> None:
+        # What escapes a callback here is the host's own failure (its -o/-x log on a
+        # full disk), not a client's: the server ends, as a single session does.
+        if not failures and isinstance(exc, Exception):
+            failures.append(exc)
+        loop.stop()
+
+    with EventLoop(on_error=failed) as loop:
         server = KeepOpen(
             loop,
             listeners,
@@ -341,9 +355,16 @@ def _keep_open(
         finally:
             env.signals.on_signal = None
             server.close()
+    if server.output_error is not None:
+        raise server.output_error
+    if failures:
+        error = failures[0]
+        if isinstance(error, OSError):
+            raise translate_os_error(error, "send") from error
+        raise error
     if server.ended == "accept timeout":
         raise ConnectTimeout(f"no client within {config.accept_timeout} s")
-    return status.SUCCESS  # -q, or a signal, which leaving its handlers raises
+    return status.SUCCESS  # -q, stdout's reader gone (as in a single session), or a signal (raised on leaving)
 
 
 def _client_label(peer: Address | None, number: int) -> bytes:
@@ -379,14 +400,15 @@ def _exec_each(
     for); --py-exec: its handler in that thread. Over UDP a connection is a peer's
     session, which -i ends after that long without a datagram. -m caps the sessions
     running at once; every session writes to the same -o/-x logs. A signal closes
-    every connection and ends them."""
+    every connection and ends every program (SIGTERM, then SIGKILL a second later)."""
     messages = env.messages
     someone_came = threading.Event()
+    programs = _Programs()
 
     def handle(conn: Connection) -> None:
         someone_came.set()
         messages.info(f"Connection from {_describe(conn.peer)}.")
-        _relay(config, conn, env, logs, listening=True, interruptible=False)
+        _relay(config, conn, env, logs, listening=True, interruptible=False, programs=programs)
 
     def failed(conn: Connection, exc: Exception) -> None:
         messages.info(f"{_describe(conn.peer)}: {exc}.")  # one session failed; the server goes on
@@ -407,6 +429,7 @@ def _exec_each(
             access=access,
             on_refused=refused,
             idle_timeout=config.idle_timeout,
+            daemon_threads=True,
         )
     else:
         from enchufe.serve.engine import Server
@@ -419,8 +442,9 @@ def _exec_each(
             max_connections=max_clients,
             access=access,
             on_refused=refused,
+            daemon_threads=True,
         )
-    with server:
+    try:
         server.start()
         if config.accept_timeout is not None:
             with env.signals.interruptible():  # a signal interrupts the wait of a lock
@@ -428,18 +452,81 @@ def _exec_each(
             if not came:
                 raise ConnectTimeout(f"no client within {config.accept_timeout} s")
         _wait_for_a_signal(env)
+    finally:
+        programs.end_all()
+        _close_abandoning(server, messages)
 
 
-def _make_room_for(clients: int) -> None:
+def _close_abandoning(server: Server | DatagramServer, messages: Messages) -> None:
+    """Close the sessions' server; a --py-exec handler that ignores its closed
+    connection (a sleep, a loop) cannot be stopped from outside: after a second it is
+    left behind (its thread is a daemon, which does not hold the exit up), said with -v."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as left:
+        warnings.simplefilter("always", RuntimeWarning)
+        server.close(timeout=_ABANDON_AFTER)
+    for warning in left:
+        messages.info(f"{warning.message}.")
+
+
+class _Programs:
+    """The programs that the sessions of ``-k -e/-c/--lua-exec`` run, for the end of
+    the command to end them: a program that never reads its input (``sleep``, a
+    daemon) does not end when its connection does, and would hold its session's
+    thread, and the command, for as long as it runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[ChildProcess] = set()
+        self._ending = False
+
+    def started(self, child: ChildProcess) -> None:
+        """A session started ``child``; one started once the end has come is ended too."""
+        with self._lock:
+            self._running.add(child)
+            ending = self._ending
+        if ending:
+            child.terminate()
+
+    def finished(self, child: ChildProcess) -> None:
+        with self._lock:
+            self._running.discard(child)
+
+    def end_all(self, grace: float = 1.0) -> None:
+        """Terminate every program, and kill those still running ``grace`` seconds later."""
+        with self._lock:
+            self._ending = True
+            children = list(self._running)
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + grace
+        for child in children:
+            child.end(grace=max(0.0, deadline - time.monotonic()))
+
+
+def _make_room_for(clients: int, per_client: int) -> None:
     """Raise the soft open-file limit (up to the hard one) when -m asks for more clients
-    than it allows; a client is one descriptor, and the process needs a few of its own."""
+    than it allows; a client costs ``per_client`` descriptors, and the process needs a
+    few of its own."""
     import resource
 
-    wanted = clients + _DESCRIPTORS_OF_OUR_OWN
+    wanted = clients * per_client + _DESCRIPTORS_OF_OUR_OWN
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+
+
+def _descriptors_per_client(config: Config) -> int:
+    """What one client of -k holds open: a hub's client, its socket (a UDP peer shares
+    the listener's); a handler's, its socket or a UDP peer's bridge (a pair); a
+    program's, that too, the program's two pipes and its relay's wake-up pipe."""
+    if config.exec_argv is not None:
+        return 6
+    if config.py_handler is not None:
+        return 2
+    return 1
 
 
 def _describe(peer: Address | None) -> str:
@@ -479,6 +566,7 @@ def _relay(
     *,
     listening: bool,
     interruptible: bool = True,
+    programs: _Programs | None = None,
 ) -> RelayResult:
     # Imported here, not at the top: a command that fails to connect never needs them.
     from enchufe.net.fdstream import FdStream
@@ -499,34 +587,38 @@ def _relay(
         local = child.stream
     else:
         local = FdStream(env.stdin_fd, env.stdout_fd)
-    outbound, inbound = _filters(config, logs)
-    answer = None
-    if config.telnet:
-        from enchufe.proto.telnet import TelnetResponder
-
-        answer = TelnetResponder().receive_data
-    relay = Relay(
-        local,
-        conn.stream,
-        send=not config.recv_only,
-        receive=not config.send_only,
-        half_close=not config.no_shutdown,
-        quit_after_local_eof=_quit_after_input(config, listening=listening, to_a_program=child is not None),
-        keep_open=config.keep_open and not listening,  # -k: connect mode's keep-open only
-        idle_timeout=config.idle_timeout,
-        delay=config.delay,
-        drain_wait=_drain_wait(env, child is not None),
-        outbound=outbound,
-        inbound=inbound,
-        answer=answer,
-    )
     try:
+        if child is not None and programs is not None:
+            programs.started(child)
+        outbound, inbound = _filters(config, logs)
+        answer = None
+        if config.telnet:
+            from enchufe.proto.telnet import TelnetResponder
+
+            answer = TelnetResponder().receive_data
+        relay = Relay(
+            local,
+            conn.stream,
+            send=not config.recv_only,
+            receive=not config.send_only,
+            half_close=not config.no_shutdown,
+            quit_after_local_eof=_quit_after_input(config, listening=listening, to_a_program=child is not None),
+            keep_open=config.keep_open and not listening,  # -k: connect mode's keep-open only
+            idle_timeout=config.idle_timeout,
+            delay=config.delay,
+            drain_wait=_drain_wait(env, child is not None),
+            outbound=outbound,
+            inbound=inbound,
+            answer=answer,
+        )
         # Only the main thread waits for signals; a session in a thread of its own is
-        # ended by closing its connection.
+        # ended by closing its connection (and its program by _Programs.end_all).
         with env.signals.interruptible() if interruptible else contextlib.nullcontext():
             result = relay.run()
     finally:
         if child is not None:
+            if programs is not None:
+                programs.finished(child)
             child.close()
     # -vv: show that the relay ended for a reason and left no thread behind.
     env.messages.debug(f"Relay ended: {result.ending}.")

@@ -1,9 +1,11 @@
 """Accepting on the event loop: in bursts, with admission first and nothing left unowned.
 
 An :class:`Acceptor` watches stream listeners on an :class:`~enchufe.net.loop.EventLoop`.
-Each time one is readable it accepts until the kernel's queue is empty (one wake-up,
-many clients: the burst of asyncio's ``_accept_connection``), and hands every new
-socket to ``admit`` and then ``on_accept``:
+Each time one is readable it accepts until the kernel's queue is empty or
+:data:`MAX_BURST` clients are in (one wake-up, many clients: the burst of asyncio's
+``_accept_connection``, which stops at its backlog too — a flood of connections, say
+one refused by a limit, must not hold the loop from everyone else), and hands every
+new socket to ``admit`` and then ``on_accept``:
 
 - ``admit(peer)`` runs before anything else happens to the connection (limits,
   ``--allow``/``--deny``): a refused socket is closed at once, with ``on_refused``
@@ -34,12 +36,15 @@ if TYPE_CHECKING:
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
 
-__all__ = ["ACCEPT_BACKOFF", "OUT_OF_RESOURCES", "Acceptor"]
+__all__ = ["ACCEPT_BACKOFF", "MAX_BURST", "OUT_OF_RESOURCES", "Acceptor"]
 
 #: accept() errors that mean "no descriptors or memory now" (the threaded Server's too).
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: accept() errors of a connection that went away before it was accepted.
 _GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+#: The most connections one wake-up accepts before the loop serves the others; the rest
+#: wait in the kernel's queue, and the listener, still readable, is served next turn.
+MAX_BURST = 128
 #: Seconds a listener rests after running out of descriptors.
 ACCEPT_BACKOFF = 0.1
 
@@ -90,7 +95,7 @@ class Acceptor:
     def _accept_burst(self, listener: Listener) -> None:
         if not self._running:
             return  # stopped earlier in this turn of the loop: its owner may have closed it
-        while True:
+        for _ in range(MAX_BURST):
             try:
                 sock, sockaddr = listener.sock.accept()
             except (BlockingIOError, InterruptedError):

@@ -8,7 +8,8 @@ receives everything, and :class:`DatagramSessions` keeps a session per peer addr
 
 - the first datagram from an address opens its session (``on_open``), every datagram
   goes to ``on_datagram(session, data)`` — empty datagrams too: they are traffic;
-- :meth:`DatagramSession.write` answers that peer with ``sendto``;
+- :meth:`DatagramSession.write` answers that peer with ``sendto``; a Unix peer
+  whose socket is gone ends its session;
 - a session with no traffic either way for ``idle_timeout`` seconds expires
   (``on_close(session, "idle")``); one timer per session, re-armed lazily: traffic
   only records the time, and a timer that fires early re-arms itself for the rest;
@@ -30,6 +31,7 @@ Everything runs on the loop's thread.
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from enchufe.net.stream import address_from_sockaddr, translate_os_error
@@ -49,6 +51,9 @@ __all__ = ["DatagramSession", "DatagramSessions"]
 
 #: The largest datagram read: UDP's own limit over IPv4 and IPv6.
 _MAX_DATAGRAM = 65535
+#: sendto() errors of a peer that will never take a datagram again: a Unix peer's
+#: socket file removed, or no socket bound to it any more.
+_PEER_GONE = frozenset({errno.ENOENT, errno.ECONNREFUSED})
 
 
 class DatagramSession:
@@ -73,19 +78,19 @@ class DatagramSession:
 
     def write(self, data: bytes) -> None:
         """Send ``data`` to the peer as one datagram (an ended session, or a peer with
-        no address to answer to, sends nothing).
-
-        Raises:
-            NetworkError: the kernel refused it (too large, no route, ...).
+        no address to answer to, sends nothing). Like a stream transport's, it never
+        raises: a datagram the kernel refuses (a full buffer, too large, no route) is
+        lost, as on the wire, and a peer that is gone for good (a Unix peer whose
+        socket closed) ends the session (``on_close(session, "gone")``).
         """
         if self.closed or self.peer is None:
             return
         try:
             self._owner.sock.sendto(data, self.sockaddr)
-        except BlockingIOError:
-            return  # the socket's buffer is full: a datagram may be lost, as on the wire
         except OSError as exc:
-            raise translate_os_error(exc, "send") from exc
+            if exc.errno in _PEER_GONE:
+                self._owner._end(self, "gone")
+            return
         self.last_activity = self._owner.loop.time()
 
     def write_eof(self) -> None:
@@ -125,8 +130,8 @@ class DatagramSessions:
         on_datagram: ``on_datagram(session, data)`` for every datagram.
         on_open: ``on_open(session)`` when a new peer's first datagram arrives, before
             ``on_datagram`` sees it.
-        on_close: ``on_close(session, reason)``: ``"idle"``, ``"closed"`` or
-            ``"shutdown"``.
+        on_close: ``on_close(session, reason)``: ``"idle"``, ``"closed"``, ``"gone"``
+            (the peer can no longer be reached) or ``"shutdown"``.
         admit: ``admit(peer)`` for a new peer: ``None`` to open its session, or the
             reason to refuse it (default: every peer is admitted).
         on_refused: ``on_refused(peer, reason)`` for a new peer ``admit`` refused; its

@@ -15,6 +15,8 @@ Rules:
 - Only the loop's thread touches its state; other threads use
   :meth:`~EventLoop.call_soon_threadsafe` (a worker thread handing back a result, a
   signal handler asking to stop). :meth:`~EventLoop.stop` is safe from anywhere.
+  Both are safe after :meth:`~EventLoop.close` too: the callback never runs, and no
+  wake-up is written to a descriptor the loop no longer owns.
 - One reader and one writer callback per descriptor.
 - An ``Exception`` escaping a callback goes to ``on_error`` and the loop goes on; a
   ``BaseException`` (``KeyboardInterrupt``, a signal's exception) leaves
@@ -26,6 +28,7 @@ Rules:
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import os
 import selectors
@@ -118,6 +121,11 @@ class EventLoop:
         self._stopping = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        #: Held while writing a wake-up and while closing: a thread that outlives the
+        #: loop must not write to the pipe's number once it belongs to another file.
+        #: Reentrant: a signal handler that stops the loop may run while its own thread
+        #: holds it.
+        self._wake_lock = threading.RLock()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -231,14 +239,15 @@ class EventLoop:
         """Release the selector and the wake-up pipe. Idempotent; not while running."""
         if self._thread is not None:
             raise RuntimeError("cannot close a running event loop")
-        if self._closed:
-            return
-        self._closed = True
+        with self._wake_lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._wake_write)
         self._ready.clear()
         self._timers.clear()
         self._selector.close()
         os.close(self._wake_read)
-        os.close(self._wake_write)
 
     def __enter__(self) -> EventLoop:
         return self
@@ -249,12 +258,11 @@ class EventLoop:
     # -- internals -------------------------------------------------------------------
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_write, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already: the loop will wake
-        except OSError:
-            pass  # closed: nobody is left to wake
+        with self._wake_lock:
+            if self._closed:
+                return  # nobody is left to wake
+            with contextlib.suppress(BlockingIOError):  # a pipe full of wake-ups: the loop will wake
+                os.write(self._wake_write, b"\0")
 
     def _timer_cancelled(self) -> None:
         self._cancelled_timers += 1

@@ -74,11 +74,20 @@ class ChildProcess:
         try:
             return self.popen.wait(grace)
         except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            self.popen.terminate()
+            return self.end(grace=grace)
+
+    def end(self, *, grace: float = 1.0) -> int:
+        """Terminate the program now, kill it if it still runs ``grace`` seconds later,
+        and return its exit status. Safe from any thread: the pipes stay open, for the
+        stream's owner to close."""
+        self.terminate()
         try:
             return self.popen.wait(grace)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             return self.popen.wait()
+
+    def terminate(self) -> None:
+        """Ask the program to end (SIGTERM) and return at once. Safe from any thread."""
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.terminate()

@@ -29,7 +29,6 @@ to take (its side of the pair full) is dropped, as the network would drop it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import socket
 import threading
@@ -37,7 +36,6 @@ import time
 from collections.abc import Callable, Sequence
 
 from enchufe.address import Address
-from enchufe.errors import NetworkError
 from enchufe.net.connection import Connection
 from enchufe.net.datagram import DatagramSession, DatagramSessions
 from enchufe.net.listen import Listener, close_all
@@ -47,6 +45,7 @@ from enchufe.serve.policy import (
     DEFAULT_CLOSE_TIMEOUT,
     Access,
     ErrorHook,
+    HandlerThreads,
     RefusalHook,
     ServerPolicies,
     join_until,
@@ -64,13 +63,12 @@ _BRIDGE_READ = 1 << 20
 class _Peer:
     """One session: the loop's end of its bridge and the handler's connection."""
 
-    __slots__ = ("bridge", "conn", "session", "thread")
+    __slots__ = ("bridge", "conn", "session")
 
     def __init__(self, session: DatagramSession, bridge: socket.socket, conn: Connection) -> None:
         self.session = session
         self.bridge = bridge
         self.conn = conn
-        self.thread: threading.Thread | None = None
 
 
 class DatagramServer(ServerPolicies):
@@ -88,9 +86,13 @@ class DatagramServer(ServerPolicies):
             with ``on_refused`` told ``"connection limit reached (N)"``.
         access: ``access(peer)`` False drops the peer's datagrams the same way
             (``"not allowed"``).
-        on_refused: ``on_refused(peer, reason)`` for each refused datagram.
+        on_refused: ``on_refused(peer, reason)`` for each refused datagram (the
+            reason is the system's, ``"Too many open files"``, when no descriptor is
+            left for a new peer).
         idle_timeout: seconds without a datagram either way after which a peer's
             session ends (its handler reads end of file); ``None``: never.
+        daemon_threads: handler threads do not keep the process alive (socketserver's
+            option): a handler still running when the program exits is abandoned.
 
     Use it as a context manager, or call :meth:`start` and later :meth:`close`.
     """
@@ -108,6 +110,7 @@ class DatagramServer(ServerPolicies):
         access: Access | None = None,
         on_refused: RefusalHook | None = None,
         idle_timeout: float | None = None,
+        daemon_threads: bool = False,
     ) -> None:
         super().__init__(
             listeners,
@@ -123,23 +126,18 @@ class DatagramServer(ServerPolicies):
         self._sessions: list[DatagramSessions] = []
         #: Every peer with a session, by session; only the loop's thread changes it.
         self._peers: dict[DatagramSession, _Peer] = {}
-        self._lock = threading.Lock()
-        #: Handler threads running, and those past their last line: close() joins both.
-        self._active: dict[threading.Thread, Connection] = {}
-        self._finishing: set[threading.Thread] = set()
+        self._handlers = HandlerThreads(handler, on_error, daemon=daemon_threads)
         self._taking_peers = True
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def threads(self) -> list[threading.Thread]:
         """The handler threads running now."""
-        with self._lock:
-            return list(self._active)
+        return self._handlers.threads()
 
     def connections(self) -> list[Connection]:
         """The peers' connections being handled now."""
-        with self._lock:
-            return list(self._active.values())
+        return self._handlers.connections()
 
     def start(self) -> DatagramServer:
         """Receive in a background thread (the event loop's) and return at once.
@@ -184,8 +182,7 @@ class DatagramServer(ServerPolicies):
             join_until(thread, grace_end)
         for conn in self.connections():
             shut_down(conn)
-        with self._lock:
-            threads = [*self._active, *self._finishing]
+        threads = self._handlers.every_thread()
         for thread in threads:
             join_until(thread, deadline)
         if first:
@@ -204,28 +201,20 @@ class DatagramServer(ServerPolicies):
         return self._refusal(peer, len(self._peers))
 
     def _open(self, local: Address, session: DatagramSession) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:  # out of descriptors: refused as over the limit, tried again at its next datagram
+            session.close()
+            if self.on_refused is not None:
+                self.on_refused(session.peer, exc.strerror or str(exc))
+            return
         ours.setblocking(False)
         conn = Connection(SocketStream(theirs), local=local, peer=session.peer)
         peer = _Peer(session, ours, conn)
         self._peers[session] = peer
         self._loop.add_reader(ours.fileno(), self._reply, peer)
-        thread = threading.Thread(target=self._handle, args=(conn,), name=f"conn-{session.peer}")
-        peer.thread = thread
-        with self._lock:
-            self._active[thread] = conn
-            self._finishing = {finishing for finishing in self._finishing if finishing.is_alive()}
-        try:
-            thread.start()
-        except RuntimeError as exc:
-            with self._lock:
-                del self._active[thread]
-            exc.add_note(f"no thread could be started for {session.peer}; its session is ended unserved")
-            try:
-                self.on_error(conn, exc)
-            finally:
-                conn.close()
-                session.close()
+        if not self._handlers.start(conn):
+            session.close()
 
     def _received(self, session: DatagramSession, data: bytes) -> None:
         peer = self._peers.get(session)
@@ -249,8 +238,7 @@ class DatagramServer(ServerPolicies):
             peer.session.close()  # the handler closed its connection: the session ends
             return
         for start in range(0, len(data), DATAGRAM_PAYLOAD_SIZE):
-            with contextlib.suppress(NetworkError):  # a datagram the kernel refuses is lost
-                peer.session.write(data[start : start + DATAGRAM_PAYLOAD_SIZE])
+            peer.session.write(data[start : start + DATAGRAM_PAYLOAD_SIZE])  # refused: lost
 
     def _ended(self, session: DatagramSession, reason: str) -> None:
         peer = self._peers.pop(session, None)
@@ -269,16 +257,3 @@ class DatagramServer(ServerPolicies):
         self._peers.clear()
         self._loop.close()
         close_all(self.listeners)
-
-    # -- the handlers' side ---------------------------------------------------------------
-
-    def _handle(self, conn: Connection) -> None:
-        try:
-            self.handler(conn)
-        except Exception as exc:  # noqa: BLE001 - reported through the hook; the server goes on
-            self.on_error(conn, exc)
-        finally:
-            conn.close()
-            with self._lock:
-                self._active.pop(threading.current_thread(), None)
-                self._finishing.add(threading.current_thread())

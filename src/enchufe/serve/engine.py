@@ -45,6 +45,7 @@ from enchufe.serve.policy import (
     DEFAULT_CLOSE_TIMEOUT,
     Access,
     ErrorHook,
+    HandlerThreads,
     RefusalHook,
     ServerPolicies,
     join_until,
@@ -81,6 +82,8 @@ class Server(ServerPolicies):
         access: ``access(peer)`` False refuses the peer the same way (``"not allowed"``),
             e.g. :meth:`enchufe.acl.AccessList.permits` on its host.
         on_refused: ``on_refused(peer, reason)`` after a refused connection is closed.
+        daemon_threads: handler threads do not keep the process alive (socketserver's
+            option): a handler still running when the program exits is abandoned.
 
     Use it as a context manager, or call :meth:`start` / :meth:`serve_forever` and
     later :meth:`close`. A server runs once: it cannot start again after
@@ -97,6 +100,7 @@ class Server(ServerPolicies):
         max_connections: int | None = None,
         access: Access | None = None,
         on_refused: RefusalHook | None = None,
+        daemon_threads: bool = False,
     ) -> None:
         super().__init__(
             listeners,
@@ -108,10 +112,7 @@ class Server(ServerPolicies):
         )
         self.handler = handler
         self._lock = threading.Lock()
-        self._active: dict[threading.Thread, Connection] = {}
-        #: Handler threads past their last line, not yet gone: close() joins them too.
-        #: Pruned at each accept, so it never holds more than the threads of a moment.
-        self._finishing: set[threading.Thread] = set()
+        self._handlers = HandlerThreads(handler, on_error, daemon=daemon_threads)
         self._stopping = threading.Event()
         #: Set when the accept loop has ended, in whichever thread ran it.
         self._stopped = threading.Event()
@@ -127,13 +128,11 @@ class Server(ServerPolicies):
 
     def threads(self) -> list[threading.Thread]:
         """The handler threads running now."""
-        with self._lock:
-            return list(self._active)
+        return self._handlers.threads()
 
     def connections(self) -> list[Connection]:
         """The connections being handled now."""
-        with self._lock:
-            return list(self._active.values())
+        return self._handlers.connections()
 
     # -- running -----------------------------------------------------------------------
 
@@ -210,10 +209,9 @@ class Server(ServerPolicies):
             join_until(thread, grace_end)
         for conn in self.connections():
             shut_down(conn)
-        with self._lock:
-            # Finishing threads are past the handler but still alive: join them too, or
-            # close() would return while they still run.
-            threads = [*self._active, *self._finishing]
+        # Finishing threads are past the handler but still alive: join them too, or
+        # close() would return while they still run.
+        threads = self._handlers.every_thread()
         for thread in threads:
             join_until(thread, deadline)
         self._wake_read.close()
@@ -274,43 +272,14 @@ class Server(ServerPolicies):
                 # a pause the loop would spin. Wait for resources (or for shutdown).
                 self._stopping.wait(ACCEPT_BACKOFF)
             return  # otherwise the peer gave up between the wake-up and accept()
-        with self._lock:
-            active = len(self._active)
-        reason = self._refusal(conn.peer, active)
+        reason = self._refusal(conn.peer, len(self._handlers))
         if reason is not None:
             conn.close()
             if self.on_refused is not None:
                 self.on_refused(conn.peer, reason)
             return
-        thread = threading.Thread(target=self._handle, args=(conn,), name=f"conn-{conn.peer}")
-        with self._lock:
-            self._active[thread] = conn
-            self._finishing = {finishing for finishing in self._finishing if finishing.is_alive()}
-        try:
-            thread.start()
-        except RuntimeError as exc:
-            # "can't start new thread": a pids or memory limit. Tell the peer at once
-            # (closing) rather than leave it waiting, and pause as for EMFILE, since
-            # the next connection would meet the same limit.
-            with self._lock:
-                del self._active[thread]
-            exc.add_note(f"no thread could be started for {conn.peer}; its connection is closed unserved")
-            try:
-                self.on_error(conn, exc)
-            finally:
-                conn.close()
-            self._stopping.wait(ACCEPT_BACKOFF)
-
-    def _handle(self, conn: Connection) -> None:
-        try:
-            self.handler(conn)
-        except Exception as exc:  # noqa: BLE001 - reported through the hook; the server goes on
-            self.on_error(conn, exc)
-        finally:
-            conn.close()
-            with self._lock:
-                self._active.pop(threading.current_thread(), None)
-                self._finishing.add(threading.current_thread())
+        if not self._handlers.start(conn):
+            self._stopping.wait(ACCEPT_BACKOFF)  # as for EMFILE: the next would meet the same limit
 
 
 def serve(

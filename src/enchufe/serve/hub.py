@@ -223,12 +223,17 @@ class Hub:
     def has_room(self) -> bool:
         """True when some client can take more without going above its high-water
         mark (or when there is nobody, so nothing would be buffered)."""
-        open_transports = [
-            client.transport
-            for client in self._clients.values()
-            if client.transport is not None and not client.transport.is_closing()
-        ]
-        return not open_transports or any(t.write_buffer_size <= self.high_water for t in open_transports)
+        # Called on every join, departure and flow-control change: it stops at the first
+        # client with room (usually the first), or the join of the n-th client costs n.
+        anyone_open = False
+        for client in self._clients.values():
+            transport = client.transport
+            if transport is None or transport.is_closing():
+                continue
+            if transport.write_buffer_size <= self.high_water:
+                return True
+            anyone_open = True
+        return not anyone_open
 
     def drop(self, client: Client, reason: str) -> None:
         """Cut ``client`` off at once (its buffer is discarded)."""

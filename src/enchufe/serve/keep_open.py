@@ -13,7 +13,9 @@
   not at all while nobody is connected (ncat reads stdin once a client is there);
 - **an output thread** (``keep-open-output``) writes what clients send to the host's
   output through a bounded Queue: while it is full, the loop stops reading from the
-  clients, and TCP slows them down; nothing is dropped.
+  clients, and TCP slows them down; nothing is dropped. An output that refuses data
+  (a full disk) ends the server (:attr:`KeepOpen.output_error`), and so does an output
+  whose reader went away (``enchufe -l -k | head``), as they end ncat's.
 
 UDP peers are clients too (``-u -l -k``): each datagram listener's socket is shared by
 all its peers, which :class:`~enchufe.net.datagram.DatagramSessions` tells apart by
@@ -43,6 +45,7 @@ import queue
 import select
 import threading
 
+from enchufe.errors import OutputFailed
 from enchufe.net.acceptor import Acceptor
 from enchufe.net.datagram import DatagramSessions
 from enchufe.net.stream import DATAGRAM_PAYLOAD_SIZE, DEFAULT_RECV_SIZE
@@ -118,8 +121,11 @@ class KeepOpen:
             to 64 KiB), so lines of different clients never mix.
 
     Attributes:
-        ended: why the server ended by itself (``"quit"``, ``"accept timeout"``), or
-            ``None`` while it runs and when only :meth:`close` ends it.
+        ended: why the server ended by itself (``"quit"``, ``"accept timeout"``,
+            ``"output failed"``, ``"output closed"``: the output's reader went away),
+            or ``None`` while it runs and when only :meth:`close` ends it.
+        output_error: the :class:`~enchufe.errors.OutputFailed` that ended it, when
+            writing to the output failed (a full disk).
     """
 
     def __init__(
@@ -153,6 +159,7 @@ class KeepOpen:
         self.loop = loop
         self.room = room
         self.ended: str | None = None
+        self.output_error: OutputFailed | None = None
         self._send = send
         self._receive = receive
         self._outbound = outbound
@@ -430,6 +437,10 @@ class KeepOpen:
         self.ended = reason
         self.loop.stop()
 
+    def _output_failed(self, error: OutputFailed) -> None:
+        self.output_error = error
+        self._end("output failed")
+
     # -- the threads' side ---------------------------------------------------------------
 
     def _read_input(self) -> None:
@@ -461,7 +472,13 @@ class KeepOpen:
             try:
                 while view:
                     view = view[os.write(self._output_fd, view) :]
-            except OSError:
-                pass  # an output that went away: what clients send has nowhere to go
+            except BrokenPipeError:  # the reader went away: what clients send has nowhere to go
+                self.loop.call_soon_threadsafe(self._end, "output closed")
+                return
+            except OSError as exc:  # a full disk: the server ends, as a single session does
+                self.loop.call_soon_threadsafe(
+                    self._output_failed, OutputFailed(exc.strerror or str(exc), errno=exc.errno)
+                )
+                return
             if self._clients_paused and self._output.qsize() <= low:
                 self.loop.call_soon_threadsafe(self._resume_clients)

@@ -7,6 +7,8 @@ same promises; the code for them lives here, once:
 - **Admission** (:func:`refusal`): access first, then the connection limit, before any
   thread or handler sees the connection.
 - **Errors** (:func:`print_error`): the default ``on_error``, a traceback on stderr.
+- **A thread per connection** (:class:`HandlerThreads`, for the servers that hold
+  one): named ``conn-<peer>``, counted for the limit, forgotten as they finish.
 - **Ending** (:func:`shut_down`, :func:`join_until`, :func:`warn_left_running`): a
   connection still open after the grace period is shut down so that blocked reads
   return end of file; threads are joined until one deadline; a thread still running
@@ -37,6 +39,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "Access",
     "ErrorHook",
+    "HandlerThreads",
     "RefusalHook",
     "ServerPolicies",
     "join_until",
@@ -103,6 +106,79 @@ class ServerPolicies:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class HandlerThreads:
+    """Run ``handler(conn)`` in a thread of its own per connection, and keep count.
+
+    A thread is named ``conn-<peer>``; an ``Exception`` escaping the handler goes to
+    ``on_error``; the connection is closed when the handler returns. Finished threads
+    are forgotten at the next start, so nothing grows with the connections served,
+    yet :meth:`every_thread` still names those past their last line and not yet gone,
+    for a ``close()`` to join.
+    """
+
+    def __init__(self, handler: Callable[[Connection], None], on_error: ErrorHook, *, daemon: bool = False) -> None:
+        self.handler = handler
+        self.on_error = on_error
+        self.daemon = daemon
+        self._lock = threading.Lock()
+        self._active: dict[threading.Thread, Connection] = {}
+        self._finishing: set[threading.Thread] = set()
+
+    def __len__(self) -> int:
+        """Handlers running now."""
+        with self._lock:
+            return len(self._active)
+
+    def threads(self) -> list[threading.Thread]:
+        """The handler threads running now."""
+        with self._lock:
+            return list(self._active)
+
+    def connections(self) -> list[Connection]:
+        """The connections being handled now."""
+        with self._lock:
+            return list(self._active.values())
+
+    def every_thread(self) -> list[threading.Thread]:
+        """The running threads and the finishing ones: what a close() must join."""
+        with self._lock:
+            return [*self._active, *self._finishing]
+
+    def start(self, conn: Connection) -> bool:
+        """Start the handler for ``conn``; False if no thread could be started
+        ("can't start new thread": a pids or memory limit), in which case ``on_error``
+        is told and the connection closed unserved, at once rather than left waiting."""
+        thread = threading.Thread(target=self._run, args=(conn,), name=f"conn-{conn.peer}", daemon=self.daemon)
+        # Started under the lock: a close() in another thread never sees (and joins) a
+        # thread not started yet; the new thread takes the lock only as it ends.
+        with self._lock:
+            self._finishing = {finishing for finishing in self._finishing if finishing.is_alive()}
+            try:
+                thread.start()
+            except RuntimeError as exc:
+                failure = exc
+            else:
+                self._active[thread] = conn
+                return True
+        failure.add_note(f"no thread could be started for {conn.peer}; its connection is closed unserved")
+        try:
+            self.on_error(conn, failure)
+        finally:
+            conn.close()
+        return False
+
+    def _run(self, conn: Connection) -> None:
+        try:
+            self.handler(conn)
+        except Exception as exc:  # noqa: BLE001 - reported through the hook; the server goes on
+            self.on_error(conn, exc)
+        finally:
+            conn.close()
+            with self._lock:
+                self._active.pop(threading.current_thread(), None)
+                self._finishing.add(threading.current_thread())
 
 
 def print_error(conn: Connection, exc: Exception) -> None:
