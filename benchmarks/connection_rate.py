@@ -141,12 +141,8 @@ def server(tool: str, preload: Path | None) -> Iterator[tuple[subprocess.Popen[b
             wait_listening(port, proc, 10)
             yield proc, port, OutputCounter(proc.stdout.fileno())
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            proc.terminate()  # every server here ends on SIGTERM
+            proc.wait(10)
             assert proc.stdin is not None
             proc.stdin.close()
             proc.stdout.close()
