@@ -11,6 +11,11 @@ A :class:`SocketTransport` owns one connected, non-blocking socket registered wi
   kernel's buffers fill and TCP slows the sender down).
 - **Writing.** :meth:`~SocketTransport.write` sends at once what the kernel takes and
   keeps the rest in a buffer, watched for writability only while it is non-empty.
+  The buffer is a queue of chunks flushed with one ``sendmsg`` each time the socket
+  is writable: a ``bytes`` chunk is kept as it is, not copied, so a broadcast to many
+  transports shares one object; small writes are gathered into one chunk, and
+  anything mutable (``bytearray``, ``memoryview``) is copied, so the caller may reuse
+  it at once.
   Above ``high_water`` buffered bytes the protocol's ``pause_writing`` is called; once
   the buffer drains to ``low_water``, ``resume_writing``. Nothing here limits the
   buffer: a protocol that keeps writing after ``pause_writing`` is the one to stop.
@@ -30,6 +35,8 @@ Every method runs on the loop's thread; other threads go through
 from __future__ import annotations
 
 import socket
+from collections import deque
+from itertools import islice
 
 from enchufe.errors import NetworkError
 from enchufe.net.stream import DEFAULT_RECV_SIZE, translate_os_error
@@ -43,6 +50,16 @@ __all__ = ["DEFAULT_HIGH_WATER", "SocketTransport", "StreamProtocol"]
 #: Buffered output above which the protocol is asked to pause (asyncio uses 64 KiB;
 #: more keeps a bulk relay from stopping and starting on every burst).
 DEFAULT_HIGH_WATER = 256 * 1024
+
+#: Writes shorter than this are copied onto the buffer's last chunk rather than queued
+#: as chunks of their own: a byte-at-a-time writer costs one system call per flush of
+#: up to ``_GATHER_LIMIT`` bytes, not one per byte.
+_GATHER_BELOW = 4096
+#: The most bytes gathered into one chunk.
+_GATHER_LIMIT = 64 * 1024
+#: The most chunks one ``sendmsg`` takes (Linux's IOV_MAX is 1024; 64 chunks of the
+#: usual size are already more than a socket's kernel buffer takes at once).
+_CHUNKS_PER_SEND = 64
 
 
 class StreamProtocol:
@@ -98,7 +115,11 @@ class SocketTransport:
         self.low_water = high_water // 4 if low_water is None else low_water
         self._read_size = read_size
         self._fd = sock.fileno()
-        self._buffer = bytearray()
+        # Chunks not yet sent, oldest first: ``bytes`` (shared with the caller),
+        # ``bytearray`` this transport gathers small writes into (only the last one
+        # still grows), or a memoryview of either once the kernel took part of it.
+        self._buffer: deque[bytes | bytearray | memoryview] = deque()
+        self._buffered = 0
         self._reading = False
         self._read_paused = False
         self._peer_ended = False
@@ -158,24 +179,41 @@ class SocketTransport:
         """Send ``data``: what the kernel takes now, the rest from the buffer later."""
         if self._eof_wanted or self._closing:
             raise RuntimeError("write after write_eof() or close()")
-        if not data:
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        if not size:
             return
+        sent = 0
         if not self._buffer:
             try:
                 sent = self.sock.send(data)
             except (BlockingIOError, InterruptedError):
-                sent = 0
+                pass
             except OSError as exc:
                 self._fail(translate_os_error(exc, "send"))
                 return
-            data = memoryview(data)[sent:]
-            if not data:
+            if sent == size:
                 return
             self.loop.add_writer(self._fd, self._on_writable)
-        self._buffer += data
-        if not self._write_paused and len(self._buffer) > self.high_water:
+        self._enqueue(data, sent, size - sent)
+        if not self._write_paused and self._buffered > self.high_water:
             self._write_paused = True
             self.protocol.pause_writing()
+
+    def _enqueue(self, data: bytes | bytearray | memoryview, start: int, size: int) -> None:
+        """Buffer ``data`` from byte ``start`` on (``size`` bytes): shared if it is a
+        large ``bytes``, else copied (the caller may change a mutable buffer)."""
+        self._buffered += size
+        if size >= _GATHER_BELOW and type(data) is bytes:
+            self._buffer.append(memoryview(data)[start:] if start else data)
+            return
+        rest = memoryview(data).cast("B")[start:]
+        last = self._buffer[-1] if self._buffer else None
+        if size >= _GATHER_BELOW:
+            self._buffer.append(bytes(rest))
+        elif type(last) is bytearray and len(last) + size <= _GATHER_LIMIT:
+            last += rest
+        else:
+            self._buffer.append(bytearray(rest))
 
     def write_eof(self) -> None:
         """Half-close once every buffered byte is sent; reading goes on."""
@@ -188,18 +226,27 @@ class SocketTransport:
     @property
     def write_buffer_size(self) -> int:
         """Bytes written but not yet taken by the kernel."""
-        return len(self._buffer)
+        return self._buffered
 
     def _on_writable(self) -> None:
+        buffer = self._buffer
         try:
-            sent = self.sock.send(self._buffer)
+            sent = self.sock.sendmsg(islice(buffer, _CHUNKS_PER_SEND))
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._fail(translate_os_error(exc, "send"))
             return
-        del self._buffer[:sent]
-        if self._write_paused and len(self._buffer) <= self.low_water:
+        self._buffered -= sent
+        while sent:
+            head = buffer[0]
+            size = len(head)  # every chunk is of bytes, so its length is its size
+            if sent < size:
+                buffer[0] = memoryview(head)[sent:]
+                break
+            buffer.popleft()
+            sent -= size
+        if self._write_paused and self._buffered <= self.low_water:
             self._write_paused = False
             self.protocol.resume_writing()
         if self._buffer:
@@ -253,6 +300,7 @@ class SocketTransport:
         self._stop_reading()
         if self._buffer:
             self._buffer.clear()
+            self._buffered = 0
             self.loop.remove_writer(self._fd)
         self.loop.call_soon(self._lost, exc)
 
@@ -267,4 +315,4 @@ class SocketTransport:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "closing" if self._closing else "open"
-        return f"<SocketTransport fd={self._fd} {state} buffered={len(self._buffer)}>"
+        return f"<SocketTransport fd={self._fd} {state} buffered={self._buffered}>"
