@@ -7,6 +7,7 @@ every event it gets on a queue, which the test reads with a deadline.
 
 from __future__ import annotations
 
+import array
 import queue
 import socket
 import struct
@@ -114,6 +115,94 @@ def test_write_eof_waits_for_the_buffer_then_half_closes(rig: Rig) -> None:
     rig.peer.sendall(b"answer")  # our side still reads
     events = [rig.protocol.next() for _ in range(3)]
     assert ("data", b"answer") in events
+
+
+FILLER = b"\0" * (4 << 20)  # more than the kernel takes: what is written after it is buffered
+
+
+def fill_the_kernel(rig: Rig) -> None:
+    """On the loop's thread: write :data:`FILLER`, so that later writes are buffered."""
+    rig.transport.write(FILLER)
+    assert rig.transport.write_buffer_size > 0
+
+
+def receive_in_small_reads(sock: socket.socket, size: int) -> bytes:
+    """Receive ``size`` bytes a few KiB at a time, so the transport sends in many pieces."""
+    received = bytearray()
+    while len(received) < size and (chunk := sock.recv(min(7001, size - len(received)))):
+        received += chunk
+    return bytes(received)
+
+
+def test_buffered_chunks_go_out_in_order_when_sent_in_pieces(rig: Rig) -> None:
+    chunks = [bytes([n]) * 100_003 for n in range(1, 40)]  # odd sizes: sends end inside chunks
+
+    def write() -> int:
+        fill_the_kernel(rig)
+        before = rig.transport.write_buffer_size
+        for chunk in chunks:
+            rig.transport.write(chunk)
+        return rig.transport.write_buffer_size - before
+
+    assert rig.call(write) == sum(map(len, chunks))
+    expected = FILLER + b"".join(chunks)
+    assert receive_in_small_reads(rig.peer, len(expected)) == expected
+    assert rig.call(lambda: rig.transport.write_buffer_size) == 0
+
+
+def test_many_small_writes_behind_a_full_kernel_arrive_whole(rig: Rig) -> None:
+    lines = [b"%d\n" % n for n in range(50_000)]
+
+    def write() -> int:
+        fill_the_kernel(rig)
+        before = rig.transport.write_buffer_size
+        for line in lines:
+            rig.transport.write(line)
+        return rig.transport.write_buffer_size - before
+
+    assert rig.call(write) == sum(map(len, lines))
+    expected = FILLER + b"".join(lines)
+    assert receive_in_small_reads(rig.peer, len(expected)) == expected
+
+
+def test_write_eof_after_many_buffered_chunks_comes_after_the_last(rig: Rig) -> None:
+    chunks = [bytes([n]) * (5000 + 3001 * n) for n in range(1, 30)] + [b"tail"]
+
+    def write_then_eof() -> None:
+        fill_the_kernel(rig)
+        for chunk in chunks:
+            rig.transport.write(chunk)
+        rig.transport.write_eof()
+
+    rig.call(write_then_eof)
+    expected = FILLER + b"".join(chunks)
+    assert receive_in_small_reads(rig.peer, len(expected) + 1) == expected  # then the end
+
+
+def test_what_the_caller_changes_after_write_is_not_what_is_sent(rig: Rig) -> None:
+    """A bytearray or memoryview is the caller's to reuse once write returns."""
+    small, large = bytearray(b"s" * 100), bytearray(b"L" * 300_000)
+    numbers = array.array("I", range(50_000))  # a memoryview of 4-byte items
+    sent = [bytes(small), bytes(large), numbers.tobytes(), b"v" * 200_000]
+
+    def write_then_change() -> int:
+        fill_the_kernel(rig)
+        before = rig.transport.write_buffer_size
+        rig.transport.write(small)
+        rig.transport.write(large)
+        rig.transport.write(memoryview(numbers))
+        viewed = bytearray(sent[3])
+        with memoryview(viewed) as view:
+            rig.transport.write(view)
+        small[:] = b"?" * 100
+        large[:] = b"?" * 300_000
+        numbers[:] = array.array("I", [0] * 50_000)
+        viewed[:] = b"?" * 200_000
+        return rig.transport.write_buffer_size - before
+
+    assert rig.call(write_then_change) == sum(map(len, sent))  # bytes, not a memoryview's items
+    expected = FILLER + b"".join(sent)
+    assert receive_in_small_reads(rig.peer, len(expected)) == expected
 
 
 def test_close_flushes_and_reports_once(rig: Rig) -> None:
