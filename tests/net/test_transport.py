@@ -12,7 +12,7 @@ import queue
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -120,10 +120,20 @@ def test_write_eof_waits_for_the_buffer_then_half_closes(rig: Rig) -> None:
 FILLER = b"\0" * (4 << 20)  # more than the kernel takes: what is written after it is buffered
 
 
-def fill_the_kernel(rig: Rig) -> None:
-    """On the loop's thread: write :data:`FILLER`, so that later writes are buffered."""
-    rig.transport.write(FILLER)
-    assert rig.transport.write_buffer_size > 0
+def buffered_by(rig: Rig, write: Callable[[], None]) -> int:
+    """Write :data:`FILLER`, then run ``write`` (on the loop's thread, so nothing is sent
+    in between); return how many bytes ``write`` added to the transport's buffer."""
+
+    def fill_then_write() -> int:
+        rig.transport.write(FILLER)
+        before = rig.transport.write_buffer_size
+        assert before > 0
+        write()
+        return rig.transport.write_buffer_size - before
+
+    grown = rig.call(fill_then_write)
+    assert isinstance(grown, int)
+    return grown
 
 
 def receive_in_small_reads(sock: socket.socket, size: int) -> bytes:
@@ -134,47 +144,34 @@ def receive_in_small_reads(sock: socket.socket, size: int) -> bytes:
     return bytes(received)
 
 
-def test_buffered_chunks_go_out_in_order_when_sent_in_pieces(rig: Rig) -> None:
-    chunks = [bytes([n]) * 100_003 for n in range(1, 40)]  # odd sizes: sends end inside chunks
-
-    def write() -> int:
-        fill_the_kernel(rig)
-        before = rig.transport.write_buffer_size
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [bytes([n]) * 100_003 for n in range(1, 40)],  # odd sizes: sends end inside chunks
+        [b"%d\n" % n for n in range(50_000)],  # many small writes
+    ],
+    ids=["large", "small"],
+)
+def test_buffered_writes_go_out_whole_and_in_order_when_sent_in_pieces(rig: Rig, chunks: list[bytes]) -> None:
+    def write() -> None:
         for chunk in chunks:
             rig.transport.write(chunk)
-        return rig.transport.write_buffer_size - before
 
-    assert rig.call(write) == sum(map(len, chunks))
+    assert buffered_by(rig, write) == sum(map(len, chunks))
     expected = FILLER + b"".join(chunks)
     assert receive_in_small_reads(rig.peer, len(expected)) == expected
     assert rig.call(lambda: rig.transport.write_buffer_size) == 0
-
-
-def test_many_small_writes_behind_a_full_kernel_arrive_whole(rig: Rig) -> None:
-    lines = [b"%d\n" % n for n in range(50_000)]
-
-    def write() -> int:
-        fill_the_kernel(rig)
-        before = rig.transport.write_buffer_size
-        for line in lines:
-            rig.transport.write(line)
-        return rig.transport.write_buffer_size - before
-
-    assert rig.call(write) == sum(map(len, lines))
-    expected = FILLER + b"".join(lines)
-    assert receive_in_small_reads(rig.peer, len(expected)) == expected
 
 
 def test_write_eof_after_many_buffered_chunks_comes_after_the_last(rig: Rig) -> None:
     chunks = [bytes([n]) * (5000 + 3001 * n) for n in range(1, 30)] + [b"tail"]
 
     def write_then_eof() -> None:
-        fill_the_kernel(rig)
         for chunk in chunks:
             rig.transport.write(chunk)
         rig.transport.write_eof()
 
-    rig.call(write_then_eof)
+    buffered_by(rig, write_then_eof)
     expected = FILLER + b"".join(chunks)
     assert receive_in_small_reads(rig.peer, len(expected) + 1) == expected  # then the end
 
@@ -185,9 +182,7 @@ def test_what_the_caller_changes_after_write_is_not_what_is_sent(rig: Rig) -> No
     numbers = array.array("I", range(50_000))  # a memoryview of 4-byte items
     sent = [bytes(small), bytes(large), numbers.tobytes(), b"v" * 200_000]
 
-    def write_then_change() -> int:
-        fill_the_kernel(rig)
-        before = rig.transport.write_buffer_size
+    def write_then_change() -> None:
         rig.transport.write(small)
         rig.transport.write(large)
         rig.transport.write(memoryview(numbers))
@@ -198,9 +193,8 @@ def test_what_the_caller_changes_after_write_is_not_what_is_sent(rig: Rig) -> No
         large[:] = b"?" * 300_000
         numbers[:] = array.array("I", [0] * 50_000)
         viewed[:] = b"?" * 200_000
-        return rig.transport.write_buffer_size - before
 
-    assert rig.call(write_then_change) == sum(map(len, sent))  # bytes, not a memoryview's items
+    assert buffered_by(rig, write_then_change) == sum(map(len, sent))  # bytes, not a memoryview's items
     expected = FILLER + b"".join(sent)
     assert receive_in_small_reads(rig.peer, len(expected)) == expected
 
