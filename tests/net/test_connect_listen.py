@@ -353,7 +353,8 @@ def test_loose_source_route_goes_out_on_the_first_packet() -> None:
         capture.bind(("lo", 0))
         # Room for whatever else crosses lo meanwhile (root may exceed rmem_max): a full
         # buffer would drop the one frame the test looks for.
-        capture.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 32 << 20)
+        so_rcvbufforce = 33  # Linux's; the socket module does not name it
+        capture.setsockopt(socket.SOL_SOCKET, so_rcvbufforce, 32 << 20)
         capture.settimeout(5)
         # Nobody routes source-routed packets here (accept_source_route is off), so the
         # connect can only time out: what matters is what went out.
