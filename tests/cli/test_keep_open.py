@@ -12,6 +12,8 @@ import hashlib
 import os
 import signal
 import socket
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,31 @@ def test_a_signal_delivered_to_any_thread_stops_the_server(transport: list[str])
         assert others  # the input and output threads
         tgkill(pid, others[0], signal.SIGTERM)
         assert cmd.wait() == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("output", ["pipe", "file"])
+def test_what_a_client_sends_reaches_stdout_whole_and_in_order(output: str, tmp_path: Path) -> None:
+    """16 MiB from one client, written by the loop while stdout has room and by the
+    output thread while it has not (a pipe its reader empties slowly): byte for byte."""
+    payload = os.urandom(16 * 1024 * 1024)
+    target = tmp_path / "out"
+
+    def send_all_then_end(client: socket.socket) -> None:
+        client.sendall(payload)
+        client.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(client) == b""  # the server has read it all, and closes
+
+    with target.open("wb") as file:
+        stdout = file if output == "file" else subprocess.PIPE
+        with enchufe("-l", "-k", "-v", "127.0.0.1", "0", stdout=stdout) as cmd:
+            with connect(cmd.listening_port()) as client:
+                sender = threading.Thread(target=send_all_then_end, args=(client,), name="sender")
+                sender.start()
+                received = bytearray()
+                while output == "pipe" and len(received) < len(payload):
+                    received += cmd.read_stdout(min(4096, len(payload) - len(received)))  # a slow reader
+                sender.join(STEP_TIMEOUT)
+            stop_listener(cmd)
+    if output == "file":
+        received = bytearray(target.read_bytes())
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()

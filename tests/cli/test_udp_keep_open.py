@@ -96,9 +96,12 @@ def test_without_an_idle_timeout_a_peer_stays(peers: list[socket.socket]) -> Non
         cmd.wait_for_line(f"Connection from {name(a)}.")
         for _ in range(3):
             b.sendto(b"b\n", server)
-            cmd.wait_for_line(r"New connection denied: connection limit reached \(1\)")
+        cmd.wait_for_line(r"New connection denied: connection limit reached \(1\)")
+        a.sendto(b"a again\n", server)  # after b's three: a is still the one client
+        assert cmd.read_stdout(10) == b"a\na again\n"
         stop_listener(cmd)
     assert "Disconnected" not in cmd.stderr
+    assert cmd.stderr.count("New connection denied") == 1  # one line for b's run of datagrams
 
 
 def test_access_control_over_udp_keep_open(peers: list[socket.socket]) -> None:

@@ -77,3 +77,42 @@ def test_a_refused_connection_is_closed_before_anyone_sees_it(
         acceptor.stop()
     assert refused == ["full"] * len(clients)
     assert all(client.recv(1) == b"" for client in clients)  # closed by the server
+
+
+def test_a_refusal_ends_the_burst_so_places_freed_meanwhile_count(
+    waiting_clients: tuple[Listener, list[socket.socket]],
+) -> None:
+    """A limit of one client, each of which leaves a turn of the loop after it came: with
+    the burst going on past a refusal, the 299 others would all be refused at once."""
+    listener, clients = waiting_clients
+    taken: list[socket.socket] = []
+    refused: list[str] = []
+    inside = []
+    with EventLoop() as loop:
+
+        def take(sock: socket.socket, peer: Address | None) -> None:
+            taken.append(sock)
+            inside.append(sock)
+            loop.call_soon(inside.clear)  # it leaves at the loop's next turn
+
+        def refuse(peer: Address | None, reason: str) -> None:
+            refused.append(reason)
+
+        def check() -> None:
+            if len(taken) + len(refused) == len(clients):
+                loop.stop()
+            else:
+                loop.call_later(0.01, check)
+
+        acceptor = Acceptor(
+            loop, [listener], on_accept=take, admit=lambda peer: "full" if inside else None, on_refused=refuse
+        )
+        acceptor.start()
+        loop.call_soon(check)
+        loop.call_later(10, loop.stop)
+        loop.run_forever()
+        acceptor.stop()
+    for sock in taken:
+        sock.close()
+    assert len(taken) + len(refused) == len(clients)
+    assert len(taken) > len(clients) // 4  # about one in two: a refusal, then a turn, then room

@@ -351,6 +351,10 @@ def test_loose_source_route_goes_out_on_the_first_packet() -> None:
         port = placeholder.getsockname()[1]
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800)) as capture:
         capture.bind(("lo", 0))
+        # Room for whatever else crosses lo meanwhile (root may exceed rmem_max): a full
+        # buffer would drop the one frame the test looks for.
+        so_rcvbufforce = 33  # Linux's; the socket module does not name it
+        capture.setsockopt(socket.SOL_SOCKET, so_rcvbufforce, 32 << 20)
         capture.settimeout(5)
         # Nobody routes source-routed packets here (accept_source_route is off), so the
         # connect can only time out: what matters is what went out.

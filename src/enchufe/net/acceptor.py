@@ -9,7 +9,8 @@ new socket to ``admit`` and then ``on_accept``:
 
 - ``admit(peer)`` runs before anything else happens to the connection (limits,
   ``--allow``/``--deny``): a refused socket is closed at once, with ``on_refused``
-  told why; the listener keeps listening.
+  told why; the listener keeps listening. A refusal ends the burst, so that clients
+  gone meanwhile free their places before the next one is judged.
 - ``on_accept(sock, peer)`` owns the socket from then on. If it raises, the socket is
   closed and the error goes to the loop's ``on_error``.
 - The peer address is the one ``accept`` returns: no ``getpeername`` per connection,
@@ -108,20 +109,25 @@ class Acceptor:
                     return
                 self.loop.on_error(translate_os_error(exc, "recv"))
                 return
-            self._take(sock, address_from_sockaddr(sock.family, sockaddr))
+            if not self._take(sock, address_from_sockaddr(sock.family, sockaddr)):
+                # A refusal ends the burst: the clients that left meanwhile (a limit
+                # counts them until the loop reads their end) are seen to first.
+                return
 
-    def _take(self, sock: socket.socket, peer: Address | None) -> None:
+    def _take(self, sock: socket.socket, peer: Address | None) -> bool:
+        """Admit and hand over one connection; False if it was refused."""
         try:
             reason = None if self.admit is None else self.admit(peer)
             if reason is not None:
                 sock.close()
                 if self.on_refused is not None:
                     self.on_refused(peer, reason)
-                return
+                return False
             self.on_accept(sock, peer)
         except Exception as exc:  # noqa: BLE001 - the socket is closed, the error reported, accepting goes on
             sock.close()
             self.loop.on_error(exc)
+        return True
 
     def _rest(self, listener: Listener) -> None:
         self.loop.remove_reader(listener.fileno())

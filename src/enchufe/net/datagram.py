@@ -135,7 +135,8 @@ class DatagramSessions:
         admit: ``admit(peer)`` for a new peer: ``None`` to open its session, or the
             reason to refuse it (default: every peer is admitted).
         on_refused: ``on_refused(peer, reason)`` for a new peer ``admit`` refused; its
-            datagram is dropped.
+            datagram is dropped. Told once for a run of refused datagrams from one
+            peer for one reason, so that a peer that floods costs one report.
         on_error: ``on_error(error)`` when receiving fails (an ICMP error reported
             on the socket); the socket goes on.
         idle_timeout: seconds without traffic after which a session expires; ``None``
@@ -165,6 +166,7 @@ class DatagramSessions:
         self.on_error = on_error
         self.idle_timeout = idle_timeout
         self._sessions: dict[SockAddr | None, DatagramSession] = {}
+        self._last_refusal: tuple[SockAddr | None, str] | None = None
         self._pausing: set[DatagramSession] = set()
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._on_readable)
@@ -218,9 +220,11 @@ class DatagramSessions:
             peer = address_from_sockaddr(self.sock.family, sockaddr)
             reason = None if self.admit is None else self.admit(peer)
             if reason is not None:
-                if self.on_refused is not None:
+                if self.on_refused is not None and self._last_refusal != (key, reason):
                     self.on_refused(peer, reason)
+                self._last_refusal = (key, reason)
                 return
+            self._last_refusal = None
             session = DatagramSession(self, sockaddr, peer)
             self._sessions[key] = session
             self._arm(session)

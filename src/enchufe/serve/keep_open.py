@@ -13,7 +13,8 @@
   not at all while nobody is connected (ncat reads stdin once a client is there);
 - **an output thread** (``keep-open-output``) writes what clients send to the host's
   output through a bounded Queue: while it is full, the loop stops reading from the
-  clients, and TCP slows them down; nothing is dropped. An output that refuses data
+  clients and accepting new ones (they wait in the kernel's queue), and TCP slows
+  them down; nothing is dropped. An output that refuses data
   (a full disk) ends the server (:attr:`KeepOpen.output_error`), and so does an output
   whose reader went away (``enchufe -l -k | head``), as they end ncat's.
 
@@ -377,8 +378,9 @@ class KeepOpen:
         self._output.put_nowait(data)
         if not self._clients_paused and self._output.qsize() >= _OUTPUT_QUEUE:
             self._clients_paused = True
-            if self.room is not None and self.room.observer is not None:
-                self.acceptor.stop()
+            # No newcomer either: it would only take a place (-m) and wait, paused.
+            # Clients that leave meanwhile are seen to once reading resumes.
+            self.acceptor.stop()
             for each in self.hub:
                 if each.transport is not None:
                     each.transport.pause_reading()
@@ -387,7 +389,7 @@ class KeepOpen:
         if not self._clients_paused:
             return
         self._clients_paused = False
-        if self.room is not None and self.room.observer is not None and self.ended is None:
+        if self.ended is None:
             self.acceptor.start()
         for client in self.hub:
             transport = client.transport
