@@ -19,7 +19,7 @@ settings.load_profile("enchufe")
 
 #: Fixtures shared by the interop test modules (a conftest.py in tests/interop would
 #: shadow this one's module name).
-pytest_plugins = ["support.interop"]
+pytest_plugins = ["support.interop", "support.tls"]
 
 #: How long a thread started by a test may take to finish after the test returns.
 #: Threads end on events (a socket closing); this only bounds a wait that normally

@@ -21,6 +21,8 @@ enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, ev
         ├── StreamClosed                   the stream was used after close()
         ├── UnexpectedEOF (EOFError)       the peer closed before a read was satisfied
         ├── ReceiveLimitExceeded (ValueError)  no delimiter within a read's size limit
+        ├── TlsError                       the TLS (or DTLS) handshake or a record failed
+        │   └── CertificateError           the peer's certificate did not verify
         └── TimedOut (TimeoutError)
             ├── ConnectTimeout             connect timeout (ncat's -w)
             ├── IdleTimeout                no traffic for the idle timeout (ncat's -i)
@@ -35,6 +37,7 @@ from __future__ import annotations
 __all__ = [
     "AddressError",
     "BindError",
+    "CertificateError",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionLost",
@@ -47,6 +50,7 @@ __all__ = [
     "ResolveError",
     "StreamClosed",
     "TimedOut",
+    "TlsError",
     "UnexpectedEOF",
     "Unsupported",
 ]
@@ -146,6 +150,29 @@ class ReceiveLimitExceeded(NetworkError, ValueError):
         super().__init__(message)
         self.partial = partial
         self.limit = limit
+
+
+class TlsError(NetworkError):
+    """TLS (or DTLS) failed: the handshake (a peer that speaks no TLS, no shared
+    protocol or cipher) or a record (bad MAC, a message out of place). The message is
+    OpenSSL's reason, such as ``wrong version number``."""
+
+
+class CertificateError(TlsError):
+    """The peer's certificate did not verify: untrusted, expired, or issued for
+    another name.
+
+    Attributes:
+        reason: OpenSSL's words for what failed, such as ``self-signed certificate``
+            or ``Hostname mismatch, certificate is not valid for '127.0.0.1'.``
+        certificate: the peer's certificate (DER), when it sent one, so that a caller
+            can show what it was offered.
+    """
+
+    def __init__(self, message: str, *, reason: str, certificate: bytes | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.certificate = certificate
 
 
 class TimedOut(NetworkError, TimeoutError):

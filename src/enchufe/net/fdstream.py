@@ -90,6 +90,12 @@ class FdStream:
     def fileno(self) -> int:
         return self.read_fd
 
+    def pending(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        """Nothing to break off: a local writer that stops reading is waited for."""
+
     @staticmethod
     def _wait(fd: int, event: int, deadline: float) -> None:
         poller = select.poll()

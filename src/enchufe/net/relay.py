@@ -46,7 +46,7 @@ import stat
 import threading
 import time
 
-from enchufe.errors import ConnectionLost, EnchufeError, IdleTimeout, NetworkError, OutputFailed
+from enchufe.errors import ConnectionLost, EnchufeError, IdleTimeout, NetworkError, OutputFailed, TimedOut
 from enchufe.net.fdstream import FdStream
 from enchufe.net.stream import DATAGRAM_PAYLOAD_SIZE, DEFAULT_RECV_SIZE, SocketStream, Stream, translate_os_error
 from enchufe.proto.eof import CLOSE_OUTPUT, DRAIN, QUIT_LATER, SEND_EOF, EndOfStream
@@ -239,9 +239,8 @@ class Relay:
         os.close(self._wake_write)
 
     def _abort_remote(self) -> None:
-        if isinstance(self.remote, SocketStream):
-            with contextlib.suppress(OSError):
-                self.remote.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.remote.abort()
 
     # -- coordination ------------------------------------------------------------------
 
@@ -350,6 +349,8 @@ class Relay:
         """
         if self._delay is not None and self._stopping.wait(self._delay):
             raise _Stop
+        if source.pending():
+            return  # TLS has records of it already: the descriptor may never show them
         source_fd = source.fileno()
         poller = select.poll()
         poller.register(source_fd, select.POLLIN)
@@ -376,7 +377,12 @@ class Relay:
         size = DEFAULT_RECV_SIZE if inbound else self._send_size
         while True:
             self._wait_readable(source, inbound=inbound)
-            data = source.recv(size)
+            try:
+                # Without waiting: a readable descriptor may hold only part of a TLS
+                # record, and a pump must never block where stop() cannot reach it.
+                data = source.recv(size, timeout=0)
+            except TimedOut:
+                continue
             if not data and source.is_datagram:
                 self._touch()  # an empty datagram: traffic, but nothing to deliver
                 continue

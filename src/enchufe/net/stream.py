@@ -92,6 +92,17 @@ class Stream(Protocol):
         """Release the stream. Idempotent."""
         ...
 
+    def pending(self) -> int:
+        """Bytes already inside the stream that ``recv(timeout=0)`` may return before
+        :meth:`fileno` becomes readable (TLS's decrypted records); 0 for a stream that
+        keeps nothing of its own."""
+        ...
+
+    def abort(self) -> None:
+        """Break off, from another thread, a ``send_all`` blocked on a peer that stopped
+        reading (a socket shuts down both ways); the stream must still be closed."""
+        ...
+
     def fileno(self) -> int:
         """The file descriptor to wait on before ``recv`` would return data."""
         ...
@@ -227,6 +238,13 @@ class SocketStream:
         except OSError as exc:
             if exc.errno != errno.ENOTCONN:
                 raise translate_os_error(exc, "send") from exc
+
+    def pending(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self.sock.close()

@@ -1,0 +1,450 @@
+"""TLS over a connected socket, for threads: :class:`TlsStream` and the contexts.
+
+The TLS state is an :class:`ssl.SSLObject` over two memory BIOs, never an
+``SSLSocket``: the object only turns bytes into bytes, and this module decides when the
+socket is read and written. That is what lets
+
+- **end of stream be TLS's own.** :meth:`TlsStream.send_eof` sends ``close_notify``
+  and half-closes the socket, and reading goes on (ncat's ``SSL_shutdown``). The
+  peer's ``close_notify`` is end of stream; a socket that ends without one is end of
+  stream too, with :attr:`TlsStream.truncated` set, so a caller can say so.
+- **a reader and a writer share one connection.** One thread may ``recv`` while
+  others ``send_all`` (the relay's two pumps): a lock guards the TLS state, never a
+  wait on the socket, so a reader waiting for the peer does not stop a writer.
+  Records leave in the order TLS made them: whoever takes bytes out of the TLS
+  state takes the send lock before it lets the state go.
+- **plaintext already decrypted be seen.** :meth:`TlsStream.pending` counts what a
+  ``recv`` returns without the socket becoming readable, which a relay waiting on
+  :meth:`~TlsStream.fileno` would otherwise never read.
+
+The same ``SSLObject`` drives TLS on the event loop (:mod:`enchufe.net.tls_transport`).
+``ssl.SSLError`` becomes :class:`~enchufe.errors.TlsError` (a certificate that does
+not verify: :class:`~enchufe.errors.CertificateError`) in :func:`translate_tls_error`.
+
+Importing this module imports :mod:`ssl` (about 10 ms): only TLS paths import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import threading
+import time
+
+from enchufe.errors import CertificateError, ConnectionLost, NetworkError, StreamClosed, TlsError
+from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from enchufe.address import Address
+
+__all__ = [
+    "NCAT_CIPHERS",
+    "TlsStream",
+    "client_context",
+    "server_context",
+    "start_tls",
+    "translate_tls_error",
+]
+
+#: ncat's default ``--ssl-ciphers`` list (TLS 1.2 and older; TLS 1.3 suites are
+#: OpenSSL's own defaults, as in ncat).
+NCAT_CIPHERS = "ALL:!aNULL:!eNULL:!LOW:!EXP:!RC4:!MD5:@STRENGTH"
+
+#: The most plaintext encrypted at once: TLS cuts it into 16 KiB records anyway, and a
+#: bounded piece keeps what waits in the outgoing buffer bounded too.
+_WRITE_PIECE = 64 * 1024
+_CLOSED_IN_HANDSHAKE = "the peer closed the connection during the TLS handshake"
+
+
+def client_context(
+    *,
+    verify: bool = True,
+    cafile: str | None = None,
+    ciphers: str | None = None,
+    alpn: Sequence[str] = (),
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> ssl.SSLContext:
+    """A client context: the system's trusted CAs and host name checks, unless told not to.
+
+    Args:
+        verify: check the server's certificate and its name (the default: a library
+            is not a debugging tool). ``False`` is ncat's default.
+        cafile: trust the CAs in this PEM file instead of the system's (ncat's
+            ``--ssl-trustfile``).
+        ciphers: an OpenSSL cipher list for TLS 1.2 and older.
+        alpn: protocols offered by ALPN, most preferred first.
+        certfile: a client certificate (PEM) to present, with its key in it or in
+            ``keyfile``.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        if cafile is not None:
+            context.load_verify_locations(cafile)
+        else:
+            context.load_default_certs()
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    _configure(context, ciphers, alpn, certfile, keyfile)
+    return context
+
+
+def server_context(
+    certfile: str,
+    keyfile: str | None = None,
+    *,
+    ciphers: str | None = None,
+    alpn: Sequence[str] = (),
+    cafile: str | None = None,
+) -> ssl.SSLContext:
+    """A server context presenting ``certfile`` (PEM; its key in it or in ``keyfile``).
+
+    Args:
+        ciphers: an OpenSSL cipher list for TLS 1.2 and older.
+        alpn: protocols the server accepts, most preferred first: it picks the first
+            of them the client offers.
+        cafile: require every client to present a certificate issued by a CA in this
+            PEM file.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if cafile is not None:
+        context.load_verify_locations(cafile)
+        context.verify_mode = ssl.CERT_REQUIRED
+    _configure(context, ciphers, alpn, certfile, keyfile)
+    return context
+
+
+def _configure(
+    context: ssl.SSLContext, ciphers: str | None, alpn: Sequence[str], certfile: str | None, keyfile: str | None
+) -> None:
+    try:
+        if ciphers is not None:
+            context.set_ciphers(ciphers)
+        if alpn:
+            context.set_alpn_protocols(list(alpn))
+        if certfile is not None:
+            context.load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as exc:
+        raise translate_tls_error(exc) from exc
+    except OSError as exc:  # a certificate or key file that cannot be read
+        raise TlsError(f"{exc.filename or certfile}: {exc.strerror}", errno=exc.errno) from exc
+
+
+def translate_tls_error(exc: ssl.SSLError) -> TlsError:
+    """Turn an :class:`ssl.SSLError` into a :class:`TlsError` with OpenSSL's reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or str(exc)
+        return CertificateError(f"Certificate verification failed ({reason}).", reason=reason)
+    reason = exc.reason or exc.strerror or str(exc)
+    return TlsError(reason.replace("_", " ").lower() if reason.isupper() else reason)
+
+
+def start_tls(
+    raw: SocketStream,
+    context: ssl.SSLContext,
+    *,
+    server_side: bool = False,
+    server_hostname: str | None = None,
+    timeout: float | None = None,
+) -> TlsStream:
+    """Run the TLS handshake over ``raw`` and return the TLS stream.
+
+    Args:
+        raw: a connected stream socket; the TLS stream owns it from here on, and
+            closes it if the handshake fails.
+        context: a client or server context (:func:`client_context`,
+            :func:`server_context`).
+        server_side: whether this end is the server.
+        server_hostname: the name sent by SNI and checked against the certificate (a
+            client's target); an IP address is checked but, as the RFC says, not sent.
+        timeout: seconds for the whole handshake.
+
+    Raises:
+        CertificateError: the peer's certificate did not verify.
+        TlsError: the handshake failed (the peer spoke something else, or ended).
+        TimedOut: the handshake took longer than ``timeout``.
+    """
+    stream = TlsStream(raw, context, server_side=server_side, server_hostname=server_hostname)
+    try:
+        stream.handshake(timeout=timeout)
+    except BaseException:
+        stream.abort()
+        stream.close()
+        raise
+    return stream
+
+
+class TlsStream:
+    """A :class:`~enchufe.net.stream.Stream` of plaintext over TLS on a socket.
+
+    Made by :func:`start_tls`; see the module docstring for end of stream, threads and
+    :meth:`pending`.
+
+    Attributes:
+        raw: the socket stream underneath.
+        truncated: True once the peer's socket ended without ``close_notify``.
+    """
+
+    is_datagram = False
+
+    def __init__(
+        self,
+        raw: SocketStream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+    ) -> None:
+        self.raw = raw
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        #: Guards the TLS state and both BIOs; never held while waiting on the socket.
+        self._lock = threading.Lock()
+        #: Held while bytes taken out of the TLS state are sent: taken before the state
+        #: is let go, so records reach the socket in the order they were made.
+        self._send_lock = threading.Lock()
+        #: Held by the one thread reading the socket.
+        self._recv_lock = threading.Lock()
+        self._eof_sent = False
+        #: Plaintext decrypted before send_eof(), not yet returned by recv().
+        self._read_ahead = bytearray()
+        #: A TLS failure met while reading ahead, raised once the reader gets there.
+        self._failure: TlsError | None = None
+        self._ended = False
+        self.truncated = False
+
+    # -- what the handshake settled ------------------------------------------------------
+
+    @property
+    def version(self) -> str | None:
+        """The protocol version, ``"TLSv1.3"`` say."""
+        return self._tls.version()
+
+    @property
+    def cipher(self) -> str | None:
+        """The cipher suite's name."""
+        cipher = self._tls.cipher()
+        return None if cipher is None else cipher[0]
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The protocol ALPN chose, if any."""
+        return self._tls.selected_alpn_protocol()
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The peer's certificate (DER), verified or not; ``None`` if it sent none."""
+        return self._tls.getpeercert(binary_form=True)
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The name a client asked for (sent by SNI unless it is an address)."""
+        return self._tls.server_hostname
+
+    @property
+    def local_address(self) -> Address | None:
+        return self.raw.local_address
+
+    @property
+    def peer_address(self) -> Address | None:
+        return self.raw.peer_address
+
+    # -- the handshake -------------------------------------------------------------------
+
+    def handshake(self, *, timeout: float | None = None) -> None:
+        """Run the handshake to its end (:func:`start_tls` calls it)."""
+        try:
+            self._handshake(None if timeout is None else time.monotonic() + timeout)
+        except ConnectionLost as exc:  # a peer that reset, or closed before reading the hello
+            raise TlsError(_CLOSED_IN_HANDSHAKE, errno=exc.errno) from exc
+
+    def _handshake(self, deadline: float | None) -> None:
+        while True:
+            with self._lock:
+                try:
+                    self._tls.do_handshake()
+                    done = True
+                except ssl.SSLWantReadError:
+                    done = False
+                except ssl.SSLError as exc:
+                    self._send_what_tls_made(deadline)  # the alert, so that the peer knows why
+                    raise self._handshake_error(exc) from exc
+                self._send_what_tls_made(deadline)
+            if done:
+                return
+            if not self._receive_raw(deadline):
+                raise TlsError(_CLOSED_IN_HANDSHAKE)
+
+    def _handshake_error(self, exc: ssl.SSLError) -> TlsError:
+        error = translate_tls_error(exc)
+        if isinstance(error, CertificateError):
+            error.certificate = _offered_certificate(self._tls)
+        return error
+
+    # -- the Stream interface ------------------------------------------------------------
+
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: float | None = None) -> bytes:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._recv_lock:
+            while True:
+                with self._lock:
+                    data = self._read(max_bytes, deadline)
+                if data is not None:
+                    return data
+                self._receive_raw(deadline)
+
+    def _read(self, max_bytes: int, deadline: float | None) -> bytes | None:
+        """With ``_lock`` held: plaintext, ``b""`` at the end, ``None`` when TLS needs
+        more of the socket's bytes."""
+        if self._read_ahead:
+            data = bytes(self._read_ahead[:max_bytes])
+            del self._read_ahead[:max_bytes]
+            return data
+        if self._failure is not None:
+            raise self._failure
+        if self._ended:
+            return b""
+        try:
+            return self._decrypt(max_bytes)
+        finally:
+            self._send_what_tls_made(deadline)  # reading may answer the peer (a key update)
+
+    def _decrypt(self, max_bytes: int) -> bytes | None:
+        """:meth:`_read` without what was read ahead."""
+        try:
+            data = self._tls.read(max_bytes)
+        except ssl.SSLWantReadError:
+            return None
+        except ssl.SSLZeroReturnError:  # close_notify, once this end has sent its own
+            data = b""
+        except ssl.SSLEOFError:
+            self.truncated = True
+            data = b""
+        except ssl.SSLError as exc:
+            raise translate_tls_error(exc) from exc
+        self._ended = not data  # b"" is also how ssl reports close_notify
+        return data
+
+    def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        view = memoryview(data)
+        while view:
+            with self._lock:
+                if self._eof_sent:
+                    raise StreamClosed("send after send_eof()")
+                try:
+                    self._tls.write(view[:_WRITE_PIECE])
+                except ssl.SSLError as exc:
+                    raise translate_tls_error(exc) from exc
+                self._send_what_tls_made(deadline)
+            view = view[_WRITE_PIECE:]
+
+    def send_eof(self) -> None:
+        """Send ``close_notify`` and half-close the socket; reading goes on."""
+        with self._lock:
+            if self._eof_sent:
+                return
+            self._eof_sent = True
+            self._read_everything_here()
+            with contextlib.suppress(ssl.SSLWantReadError):  # the peer's close_notify is not awaited
+                self._tls.unwrap()
+            self._send_what_tls_made(None)
+        self.raw.send_eof()
+
+    def _read_everything_here(self) -> None:
+        """Decrypt every whole record received, into ``_read_ahead``.
+
+        ``unwrap()`` calls ``SSL_shutdown`` a second time, which reads: records waiting
+        in the incoming buffer would be taken from the reader (OpenSSL 3 fails them as
+        data after close_notify). With none left there, that call finds nothing and
+        reading goes on afterwards.
+        """
+        while not self._ended and self._failure is None:
+            try:
+                data = self._decrypt(DEFAULT_RECV_SIZE)
+            except TlsError as exc:
+                self._failure = exc  # for the reader, after what came before it
+                return
+            if data is None:
+                return
+            self._read_ahead += data
+
+    def pending(self) -> int:
+        """Bytes received and not yet returned: decrypted plaintext, or records not yet
+        decrypted. A ``recv(timeout=0)`` may return them without the socket becoming
+        readable (it raises ``TimedOut`` when they are only part of a record)."""
+        with self._lock:
+            return len(self._read_ahead) + self._tls.pending() + self._incoming.pending
+
+    def abort(self) -> None:
+        """Break off every blocked call: shut the socket down both ways."""
+        self.raw.abort()
+
+    def close(self) -> None:
+        """Send ``close_notify`` if it was not sent (without waiting for a slow peer),
+        then close the socket. Idempotent."""
+        if not self._eof_sent and self._lock.acquire(blocking=False):
+            try:
+                self._eof_sent = True
+                with contextlib.suppress(ssl.SSLError, NetworkError):
+                    self._tls.unwrap()
+                    self._send_what_tls_made(time.monotonic())
+            finally:
+                self._lock.release()
+        self.raw.close()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def __repr__(self) -> str:
+        return f"<TlsStream fd={self.raw.sock.fileno()} {self.version}>"
+
+    # -- between the TLS state and the socket -------------------------------------------
+
+    def _send_what_tls_made(self, deadline: float | None) -> None:
+        """Send what the TLS state has made; called with ``_lock`` held, which is let
+        go while the bytes are sent (so that a reader can go on) and taken back."""
+        if not self._outgoing.pending:
+            return
+        data = self._outgoing.read()
+        self._send_lock.acquire()
+        self._lock.release()
+        try:
+            self.raw.send_all(data, timeout=_remaining(deadline))
+        finally:
+            self._send_lock.release()
+            self._lock.acquire()
+
+    def _receive_raw(self, deadline: float | None) -> bool:
+        """Read what the socket has into the TLS state; False at the socket's end."""
+        data = self.raw.recv(DEFAULT_RECV_SIZE, timeout=_remaining(deadline))
+        with self._lock:
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()
+        return bool(data)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _offered_certificate(tls: ssl.SSLObject) -> bytes | None:
+    """The certificate a peer offered in a handshake that failed to verify it, where
+    ssl can tell (``get_unverified_chain``, Python 3.13 and later)."""
+    unverified_chain = getattr(tls, "get_unverified_chain", None)
+    if unverified_chain is None:
+        return None
+    with contextlib.suppress(ssl.SSLError, ValueError):
+        chain: list[bytes] | None = unverified_chain()
+        if chain:
+            return chain[0]
+    return None

@@ -1,0 +1,204 @@
+"""TlsStream: the handshake, end of stream as TLS's own, errors, and the relay."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import socket
+import ssl
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from enchufe.errors import CertificateError, TimedOut, TlsError
+from enchufe.net.fdstream import FdStream
+from enchufe.net.relay import Relay
+from enchufe.net.stream import SocketStream
+from enchufe.net.tls import TlsStream, client_context, server_context, start_tls
+from support.tls import TlsFiles
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _in_thread(work: Callable[[], object]) -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="tls-peer")
+    thread.start()
+    return thread, outcome
+
+
+@pytest.fixture
+def pair(tls_files: TlsFiles) -> Iterator[tuple[TlsStream, TlsStream]]:
+    """A client and a server TlsStream, handshaken, over a socket pair."""
+    a, b = socket.socketpair()
+    thread, outcome = _in_thread(
+        lambda: start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=10)
+    )
+    client = start_tls(SocketStream(a), client_context(cafile=tls_files.ca), server_hostname="localhost", timeout=10)
+    thread.join()
+    server = outcome["value"]
+    assert isinstance(server, TlsStream)
+    yield client, server
+    client.close()
+    server.close()
+
+
+def _read_all(stream: TlsStream) -> bytes:
+    chunks = []
+    while chunk := stream.recv():
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_the_handshake_settles_version_cipher_and_certificate(pair: tuple[TlsStream, TlsStream]) -> None:
+    client, server = pair
+    assert client.version == server.version == "TLSv1.3"
+    assert client.cipher == server.cipher
+    assert client.peer_certificate is not None
+    assert server.peer_certificate is None  # no client certificate asked for
+
+
+def test_bytes_cross_both_ways_and_each_end_of_stream_is_a_half_close(pair: tuple[TlsStream, TlsStream]) -> None:
+    client, server = pair
+    upload = os.urandom(3 * 1024 * 1024)
+    thread, outcome = _in_thread(lambda: _read_all(server))
+    client.send_all(upload)
+    client.send_eof()  # close_notify: the server reads to its end ...
+    thread.join()
+    assert hashlib.sha256(outcome["value"]).digest() == hashlib.sha256(upload).digest()  # type: ignore[arg-type]
+    server.send_all(b"still heard after your end of stream")  # ... and may still answer
+    server.send_eof()
+    assert _read_all(client) == b"still heard after your end of stream"
+    assert not client.truncated and not server.truncated
+
+
+def test_records_that_arrived_before_this_ends_send_eof_are_still_read(pair: tuple[TlsStream, TlsStream]) -> None:
+    client, server = pair
+    message = os.urandom(50000)
+    server.send_all(message)
+    first = client.recv(1, timeout=5)  # the rest of the records now wait inside TLS
+    client.send_eof()  # OpenSSL's shutdown reads, and must not take them
+    server.send_all(b"and more after it")
+    server.send_eof()
+    assert first + _read_all(client) == message + b"and more after it"
+
+
+def test_a_socket_that_ends_without_close_notify_is_truncation(pair: tuple[TlsStream, TlsStream]) -> None:
+    client, server = pair
+    server.send_all(b"partial")
+    server.raw.send_eof()  # TCP's end, without TLS's
+    assert _read_all(client) == b"partial"
+    assert client.truncated
+
+
+def test_decrypted_data_is_pending_before_the_socket_is_readable(pair: tuple[TlsStream, TlsStream]) -> None:
+    client, server = pair
+    server.send_all(b"x" * 40000)  # several records in one go
+    assert client.recv(10, timeout=5) == b"x" * 10
+    assert client.pending() > 0
+    assert client.recv(40000, timeout=0)  # without waiting for the socket
+
+
+def test_a_relay_delivers_what_tls_has_already_decrypted(pair: tuple[TlsStream, TlsStream]) -> None:
+    client, server = pair
+    message = b"".join(b"line %d\n" % n for n in range(5000))
+    server.send_all(message)  # and nothing more for now: the socket goes quiet
+    assert client.recv(1, timeout=5) == message[:1]  # the rest sits inside TLS, decrypted or not
+    out_read, out_write = os.pipe()
+    in_read, in_write = os.pipe()  # a local input with nothing to say
+    local = FdStream(in_read, out_write, owns_fds=True)
+    relay = Relay(local, client)
+    running, outcome = _in_thread(relay.run)
+    output = b""
+    poller = select.poll()
+    poller.register(out_read, select.POLLIN)
+    while len(output) < len(message) - 1 and poller.poll(5000):
+        output += os.read(out_read, 65536)
+    server.send_eof()
+    running.join()
+    local.close()
+    os.close(in_write)
+    os.close(out_read)
+    assert output == message[1:]
+    assert outcome["value"].ending == "remote-eof"  # type: ignore[attr-defined]
+
+
+def test_an_untrusted_certificate_fails_with_the_reason_and_the_certificate(tls_files: TlsFiles) -> None:
+    a, b = socket.socketpair()
+    thread, outcome = _in_thread(
+        lambda: start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=10)
+    )
+    with pytest.raises(CertificateError) as caught:
+        start_tls(SocketStream(a), client_context(cafile=tls_files.other_ca), server_hostname="localhost", timeout=10)
+    thread.join()
+    assert isinstance(outcome["error"], TlsError)  # the server heard the client's alert
+    assert caught.value.reason == "unable to get local issuer certificate"
+    assert str(caught.value) == "Certificate verification failed (unable to get local issuer certificate)."
+    if sys.version_info >= (3, 13):  # before it, ssl keeps no certificate it could not verify
+        assert caught.value.certificate is not None
+        ssl.DER_cert_to_PEM_cert(caught.value.certificate)  # a whole certificate
+
+
+def test_a_name_the_certificate_does_not_carry_fails(tls_files: TlsFiles) -> None:
+    a, b = socket.socketpair()
+    thread, _ = _in_thread(
+        lambda: start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=10)
+    )
+    with pytest.raises(CertificateError, match="Hostname mismatch"):
+        start_tls(SocketStream(a), client_context(cafile=tls_files.ca), server_hostname="example.test", timeout=10)
+    thread.join()
+
+
+def test_plaintext_to_a_tls_server_fails_its_handshake(tls_files: TlsFiles) -> None:
+    a, b = socket.socketpair()
+    a.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    with pytest.raises(TlsError) as caught:
+        start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=10)
+    assert not isinstance(caught.value, CertificateError)
+    assert "wrong version number" in str(caught.value) or "http request" in str(caught.value)
+    a.close()
+
+
+def test_a_silent_peer_times_the_handshake_out(tls_files: TlsFiles) -> None:
+    a, b = socket.socketpair()
+    with pytest.raises(TimedOut):
+        start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=0.2)
+    a.close()
+
+
+def test_a_peer_that_closes_during_the_handshake_is_a_tls_error(tls_files: TlsFiles) -> None:
+    a, b = socket.socketpair()
+    a.close()
+    with pytest.raises(TlsError, match="closed the connection during the TLS handshake"):
+        start_tls(SocketStream(b), client_context(verify=False), timeout=10)
+
+
+def test_alpn_picks_the_servers_first_choice_among_the_clients(tls_files: TlsFiles) -> None:
+    a, b = socket.socketpair()
+    thread, outcome = _in_thread(
+        lambda: start_tls(
+            SocketStream(b), server_context(tls_files.server, alpn=["h2", "http/1.1"]), server_side=True, timeout=10
+        )
+    )
+    client = start_tls(SocketStream(a), client_context(verify=False, alpn=["http/1.1", "h2"]), timeout=10)
+    thread.join()
+    server = outcome["value"]
+    assert isinstance(server, TlsStream)
+    assert client.alpn_protocol == server.alpn_protocol == "h2"
+    client.close()
+    server.close()
+
+
+def test_a_missing_certificate_file_is_a_tls_error_naming_it(tmp_path: object) -> None:
+    with pytest.raises(TlsError, match=r"nowhere\.pem: No such file or directory"):
+        server_context("/nowhere.pem")

@@ -1,0 +1,72 @@
+"""Certificates for TLS tests, made by trustme: a CA and what it issued.
+
+``tls_files`` (session-wide) holds PEM files on disk, as the command and the real
+peers (openssl, ncat, socat, curl) want them:
+
+- ``ca``: the CA's certificate, to trust;
+- ``server``: a certificate for ``localhost``, ``127.0.0.1`` and ``::1`` with its key;
+- ``server_cert`` and ``server_key``: the same, as two files;
+- ``client``: a client certificate with its key;
+- ``expired``: a certificate for the same names that expired a year ago;
+- ``other_ca``: a second CA's certificate, which issued none of the above.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+__all__ = ["TlsFiles", "tls_files"]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: str
+    server: str
+    server_cert: str
+    server_key: str
+    client: str
+    expired: str
+    other_ca: str
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.server)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(self.ca)
+        return context
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFiles]:
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA(organization_name="enchufe tests")
+    names = ("localhost", "127.0.0.1", "::1")
+    server = ca.issue_cert(*names, organization_name="enchufe test server")
+    client = ca.issue_cert("client@example.test", organization_name="enchufe test client")
+    expired = ca.issue_cert(*names, not_after=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=365))
+    other_ca = trustme.CA(organization_name="nobody trusts this")
+
+    def write(name: str, blob: trustme.Blob | bytes) -> str:
+        path = Path(directory, name)
+        path.write_bytes(blob if isinstance(blob, bytes) else blob.bytes())
+        return str(path)
+
+    yield TlsFiles(
+        ca=write("ca.pem", ca.cert_pem),
+        server=write("server.pem", server.private_key_and_cert_chain_pem),
+        server_cert=write("server-cert.pem", b"".join(blob.bytes() for blob in server.cert_chain_pems)),
+        server_key=write("server-key.pem", server.private_key_pem),
+        client=write("client.pem", client.private_key_and_cert_chain_pem),
+        expired=write("expired.pem", expired.private_key_and_cert_chain_pem),
+        other_ca=write("other-ca.pem", other_ca.cert_pem),
+    )
