@@ -271,3 +271,28 @@ def test_bad_tls_options_are_one_line_and_status_2(args: list[str], message: str
     result = run_enchufe(*args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.decode() == f"enchufe: {message} QUITTING.\n"
+
+
+def test_a_server_that_ends_without_close_notify_is_said_to_truncate(tls_files: TlsFiles) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files.server)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer_then_cut() -> None:
+            raw, _ = listener.accept()
+            with context.wrap_socket(raw, server_side=True) as conn:
+                conn.sendall(b"cut short\n")
+                raw_again = socket.socket(fileno=conn.detach())  # TCP's end without TLS's
+                raw_again.shutdown(socket.SHUT_RDWR)
+                raw_again.close()
+
+        thread = threading.Thread(target=answer_then_cut)
+        thread.start()
+        proc = enchufe("-v", "--ssl", "127.0.0.1", str(port))
+        with proc:
+            assert proc.read_to_eof() == b"cut short\n"
+            proc.close_stdin()
+            assert proc.wait() == 0, proc.stderr
+        thread.join()
+    assert "without a TLS close_notify: the data may be truncated." in proc.stderr

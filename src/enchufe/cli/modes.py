@@ -168,6 +168,10 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         if config.zero_io:
             return _zero_io(config, conn, messages, started)
         result = _relay(config, conn, env, logs, listening=False)
+        if tls:
+            from enchufe.cli.tls_setup import report_truncation
+
+            report_truncation(conn, messages)
     if config.py_handler is not None:
         return status.SUCCESS  # the handler moved the data: there is no relay's count to tell
     messages.info(
@@ -244,6 +248,10 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
             conn = secured
         with conn:
             _relay(config, conn, env, logs, listening=True)
+            if tls is not None:
+                from enchufe.cli.tls_setup import report_truncation
+
+                report_truncation(conn, messages)
     return status.SUCCESS
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from enchufe.cli.output import Messages
     from enchufe.errors import NetworkError
 
-__all__ = ["accept_tls", "check_server", "client_tls", "handshake_failure", "server_tls"]
+__all__ = ["accept_tls", "check_server", "client_tls", "handshake_failure", "report_truncation", "server_tls"]
 
 #: Seconds a single-shot listener's client has for its handshake (the servers' default).
 _HANDSHAKE_TIMEOUT = 10.0
@@ -84,6 +84,13 @@ def report_client(stream: TlsStream, messages: Messages) -> None:
     """What a listener says of a client's handshake with ``-v``: the protocol ALPN chose."""
     if stream.alpn_protocol is not None:
         messages.info(f"ALPN protocol chosen: {stream.alpn_protocol}")
+
+
+def report_truncation(conn: Connection, messages: Messages) -> None:
+    """Say with ``-v`` that the peer's socket ended without TLS's ``close_notify``:
+    what came is all there is, but an attacker (or a crash) could have cut it short."""
+    if isinstance(conn.stream, TlsStream) and conn.stream.truncated:
+        messages.info("The peer closed the connection without a TLS close_notify: the data may be truncated.")
 
 
 def handshake_failure(peer: Address | None, error: NetworkError) -> str:

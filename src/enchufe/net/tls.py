@@ -371,8 +371,15 @@ class TlsStream:
                 return
             self._eof_sent = True
             self._read_everything_here()
-            with contextlib.suppress(ssl.SSLWantReadError):  # the peer's close_notify is not awaited
+            try:
                 self._tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass  # the peer's close_notify is not awaited
+            except ssl.SSLError as exc:
+                # A peer whose socket ended without close_notify left TLS failed: there
+                # is nobody to say close_notify to, and its socket still gets the end.
+                if not self.truncated:
+                    raise translate_tls_error(exc) from exc
             self._send_what_tls_made(None)
         self.raw.send_eof()
 
