@@ -8,6 +8,7 @@ peers (openssl, ncat, socat, curl) want them:
 - ``server_cert`` and ``server_key``: the same, as two files;
 - ``client``: a client certificate with its key;
 - ``expired``: a certificate for the same names that expired a year ago;
+- ``wrong_name``: a certificate the CA issued for ``other.example`` alone, with its key;
 - ``other_ca``: a second CA's certificate, which issued none of the above.
 """
 
@@ -33,6 +34,7 @@ class TlsFiles:
     server_key: str
     client: str
     expired: str
+    wrong_name: str
     other_ca: str
 
     def server_context(self) -> ssl.SSLContext:
@@ -54,6 +56,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFiles]:
     server = ca.issue_cert(*names, organization_name="enchufe test server")
     client = ca.issue_cert("client@example.test", organization_name="enchufe test client")
     expired = ca.issue_cert(*names, not_after=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=365))
+    wrong_name = ca.issue_cert("other.example", organization_name="enchufe test server")
     other_ca = trustme.CA(organization_name="nobody trusts this")
 
     def write(name: str, blob: trustme.Blob | bytes) -> str:
@@ -68,5 +71,6 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFiles]:
         server_key=write("server-key.pem", server.private_key_pem),
         client=write("client.pem", client.private_key_and_cert_chain_pem),
         expired=write("expired.pem", expired.private_key_and_cert_chain_pem),
+        wrong_name=write("wrong-name.pem", wrong_name.private_key_and_cert_chain_pem),
         other_ca=write("other-ca.pem", other_ca.cert_pem),
     )
