@@ -9,19 +9,32 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src"
 HEAVY = ["dataclasses", "inspect", "typing", "re", "enum", "socket", "threading", "encodings.idna"]
+#: Only --ssl pays for TLS (ssl alone costs about 10 ms).
+TLS = ["ssl", "enchufe.net.tls"]
 
 
 def modules_loaded_by(argv: list[str]) -> set[str]:
     code = (
         f"import sys; sys.path.insert(0, {str(SRC)!r}); from enchufe.cli.main import main; "
-        f"status = main({argv!r}); print(); print(status, *sorted(m for m in {HEAVY!r} if m in sys.modules))"
+        f"status = main({argv!r}); loaded = sorted(m for m in {HEAVY + TLS!r} if m in sys.modules); "
+        "print(file=sys.stderr); print(status, *loaded, file=sys.stderr)"
     )
-    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=30, check=False)
-    status, *loaded = result.stdout.splitlines()[-1].split()
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    status, *loaded = result.stderr.splitlines()[-1].split()  # stdout: closed by a relay
     assert status in {"0", "1"}, result
     return set(loaded)
 
@@ -39,3 +52,31 @@ def test_a_refused_connect_imports_only_what_a_socket_needs() -> None:
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
     assert modules_loaded_by(["127.0.0.1", str(port)]) == {"enum", "socket", "threading"}
+
+
+@contextmanager
+def closing_listener() -> Iterator[int]:
+    """A local listener that accepts one connection and closes it at once; its port."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+
+        def accept_and_close() -> None:
+            conn, _ = listener.accept()
+            conn.close()
+
+        thread = threading.Thread(target=accept_and_close, name="closing-listener")
+        thread.start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            thread.join()
+
+
+def test_a_plain_connect_does_not_import_tls() -> None:
+    with closing_listener() as port:
+        assert modules_loaded_by(["127.0.0.1", str(port)]) == {"enum", "socket", "threading"}
+
+
+def test_ssl_imports_tls() -> None:
+    with closing_listener() as port:  # the handshake fails: what it imported is the point
+        assert set(TLS) <= modules_loaded_by(["--ssl", "127.0.0.1", str(port)])
