@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from enchufe.errors import CertificateError, TimedOut, TlsError, TlsSetupError
+from enchufe.errors import CertificateError, ConnectionLost, TimedOut, TlsError, TlsSetupError
 from enchufe.net.fdstream import FdStream
 from enchufe.net.relay import Relay
 from enchufe.net.stream import SocketStream
-from enchufe.net.tls import TlsStream, client_context, server_context, start_tls
+from enchufe.net.tls import TlsStream, client_context, server_context, start_tls, translate_tls_error
 from support.tls import TlsFiles
 
 pytestmark = pytest.mark.timeout(30)
@@ -100,6 +100,22 @@ def test_a_socket_that_ends_without_close_notify_is_truncation(pair: tuple[TlsSt
     assert _read_all(client) == b"partial"
     assert client.truncated
     client.send_eof()  # nobody left to say close_notify to: the socket's end alone, no error
+
+
+def test_sending_after_a_truncation_is_a_lost_connection(pair: tuple[TlsStream, TlsStream]) -> None:
+    """OpenSSL refuses to write once the socket ended without close_notify: the peer
+    is gone, as for a TCP send to a closed peer, which a relay takes quietly."""
+    client, server = pair
+    server.raw.send_eof()
+    assert _read_all(client) == b""
+    with pytest.raises(ConnectionLost) as refused:
+        client.send_all(b"too late")
+    assert str(refused.value) == "Broken pipe"
+
+
+def test_the_location_in_the_ssl_module_is_not_part_of_the_reason() -> None:
+    error = translate_tls_error(ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)"))
+    assert str(error) == "EOF occurred in violation of protocol"
 
 
 def test_decrypted_data_is_pending_before_the_socket_is_readable(pair: tuple[TlsStream, TlsStream]) -> None:

@@ -27,6 +27,8 @@ Importing this module imports :mod:`ssl` (about 10 ms): only TLS paths import it
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import ssl
 import threading
 import time
@@ -157,6 +159,7 @@ def translate_tls_error(exc: ssl.SSLError) -> TlsError:
 def _reason(exc: ssl.SSLError) -> str:
     """OpenSSL's reason in words: ``WRONG_VERSION_NUMBER`` reads ``wrong version number``."""
     reason = getattr(exc, "reason", None) or exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+    reason = reason.partition(" (_ssl.c:")[0]  # where in the ssl module it was raised is nobody's business
     reason = reason.rstrip(".")  # the caller ends the sentence
     return reason.replace("_", " ").lower() if reason.isupper() else reason
 
@@ -359,6 +362,10 @@ class TlsStream:
                     raise StreamClosed("send after send_eof()")
                 try:
                     self._tls.write(view[:_WRITE_PIECE])
+                except ssl.SSLEOFError as exc:
+                    # OpenSSL writes nothing once the socket ended without close_notify:
+                    # the peer is gone, as a TCP send to a closed peer's socket says.
+                    raise ConnectionLost(os.strerror(errno.EPIPE), errno=errno.EPIPE) from exc
                 except ssl.SSLError as exc:
                     raise translate_tls_error(exc) from exc
                 self._send_what_tls_made(deadline)
