@@ -205,3 +205,24 @@ def test_bulk_socat_to_enchufe_listener(
             assert socat.wait(BULK_TIMEOUT) == 0
     assert TRUNCATED not in listener.stderr
     assert sha256_file(received) == random_100mib.sha256
+
+
+def test_enchufe_recv_only_client_ends_on_the_close_notify_of_a_peer_that_waits_for_its_own(
+    tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    """``socat -u`` sends its file and close_notify, then waits for enchufe's before it
+    closes: enchufe must see the end that came with the last records, not wait for the
+    socket to end."""
+    message = tmp_path / "message"
+    message.write_bytes(b"".join(b"record %07d\n" % n for n in range(100000)))
+    port = free_port()
+    address = f"OPENSSL-LISTEN:{port},bind=127.0.0.1,cert={tls_files.server},verify=0"
+    with (
+        open(message, "rb") as stdin,
+        start(["socat", "-d", "-d", "-u", "-", address], stdin=stdin) as socat,
+    ):
+        socat.wait_for_line(r" N listening on ")
+        with enchufe("--ssl", "--recv-only", "127.0.0.1", str(port), stdin=b"") as client:
+            assert client.wait() == 0
+            assert client.stdout == message.read_bytes()
+        assert socat.wait() == 0

@@ -126,6 +126,17 @@ def test_decrypted_data_is_pending_before_the_socket_is_readable(pair: tuple[Tls
     assert client.recv(40000, timeout=0)  # without waiting for the socket
 
 
+def test_several_records_come_in_one_recv_and_an_end_behind_them_stays_pending(
+    pair: tuple[TlsStream, TlsStream],
+) -> None:
+    client, server = pair
+    server.send_all(b"x" * 40000)  # three records, in the socket's buffer once this returns
+    server.send_eof()  # close_notify, and the socket stays open: the peer waits for ours
+    assert client.recv(65536, timeout=5) == b"x" * 40000
+    assert client.pending()  # the end is known: a relay must not wait for the socket
+    assert client.recv(timeout=0) == b""
+
+
 def test_a_relay_delivers_what_tls_has_already_decrypted(pair: tuple[TlsStream, TlsStream]) -> None:
     client, server = pair
     message = b"".join(b"line %d\n" % n for n in range(5000))

@@ -338,7 +338,29 @@ class TlsStream:
             self._send_what_tls_made(deadline)  # reading may answer the peer (a key update)
 
     def _decrypt(self, max_bytes: int) -> bytes | None:
-        """:meth:`_read` without what was read ahead."""
+        """:meth:`_read` without what was read ahead: every whole record received, up to
+        ``max_bytes``. (``SSL_read`` gives one record, 16 KiB at most, at a time: joining
+        them costs less than a relay's pass for each.) An end or a failure after some
+        data is met by the next call."""
+        first = self._decrypt_record(max_bytes)
+        if not first:
+            return first
+        pieces = [first]
+        size = len(first)
+        while size < max_bytes:
+            try:
+                piece = self._decrypt_record(max_bytes - size)
+            except TlsError as exc:
+                self._failure = exc  # for the reader, after what came before it
+                break
+            if not piece:  # no whole record left (None), or the end (b"", with _ended set)
+                break
+            pieces.append(piece)
+            size += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _decrypt_record(self, max_bytes: int) -> bytes | None:
+        """One ``SSL_read``: plaintext, ``b""`` at the end, ``None`` for want of bytes."""
         try:
             data = self._tls.read(max_bytes)
         except ssl.SSLWantReadError:
@@ -411,9 +433,12 @@ class TlsStream:
     def pending(self) -> int:
         """Bytes received and not yet returned: decrypted plaintext, or records not yet
         decrypted. A ``recv(timeout=0)`` may return them without the socket becoming
-        readable (it raises ``TimedOut`` when they are only part of a record)."""
+        readable (it raises ``TimedOut`` when they are only part of a record). 1 once
+        the end of stream or a failure is known, which ``recv`` returns at once too: a
+        peer that waits for this end's ``close_notify`` leaves the socket silent."""
         with self._lock:
-            return len(self._read_ahead) + self._tls.pending() + self._incoming.pending
+            received = len(self._read_ahead) + self._tls.pending() + self._incoming.pending
+            return received or int(self._ended or self._failure is not None)
 
     def abort(self) -> None:
         """Break off every blocked call: shut the socket down both ways."""
