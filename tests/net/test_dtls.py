@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from enchufe.errors import CertificateError, NetworkError, TimedOut, TlsError, Unsupported
+from enchufe.errors import CertificateError, NetworkError, TimedOut, TlsError, TlsSetupError, Unsupported
 from enchufe.net.dtls import (
     NEEDS_PYOPENSSL,
     RECORD_PLAINTEXT,
@@ -197,7 +197,7 @@ def test_a_certificate_that_does_not_verify_fails_with_the_reason_and_the_certif
     thread.join()
     assert isinstance(outcome["error"], TlsError)  # the server heard the client's alert
     assert caught.value.reason == reason
-    assert str(caught.value) == f"Certificate verification failed ({reason})."
+    assert str(caught.value) == f"Certificate verification failed ({reason.rstrip('.')})"
     assert caught.value.certificate is not None and caught.value.certificate[:1] == b"\x30"  # DER
 
 
@@ -222,10 +222,14 @@ def test_a_server_with_a_ca_requires_a_client_certificate_it_issued(
         assert isinstance(outcome["error"], TlsError)
 
 
-def test_a_missing_certificate_file_is_a_tls_error_naming_it() -> None:
+def test_files_and_ciphers_that_do_not_load_are_setup_errors_naming_them(tls_files: TlsFiles) -> None:
     _needs_pyopenssl()
-    with pytest.raises(TlsError, match=r"nowhere\.pem"):
+    with pytest.raises(TlsSetupError, match=r"^/nowhere\.pem: No such file or directory$"):
         dtls_server_context("/nowhere.pem")
+    with pytest.raises(TlsSetupError, match=r"^.*ca\.pem: .+"):  # a certificate without its key
+        dtls_server_context(tls_files.ca)
+    with pytest.raises(TlsSetupError, match=r"^Unable to set OpenSSL cipher list: no cipher match$"):
+        dtls_client_context(ciphers="NOTHING-SUCH")
 
 
 # -- timeouts and odd peers --------------------------------------------------------------

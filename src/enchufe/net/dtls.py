@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 
-from enchufe.errors import CertificateError, NetworkError, StreamClosed, TimedOut, TlsError, Unsupported
+from enchufe.errors import CertificateError, NetworkError, StreamClosed, TimedOut, TlsError, TlsSetupError, Unsupported
 from enchufe.net.stream import SocketStream, translate_os_error
 
 try:
@@ -190,7 +190,7 @@ def _new_context(ciphers: str | None, certfile: str | None, keyfile: str | None)
     # A memory BIO has no MTU to ask: each session is told its path's (_path_mtu).
     context.set_options(SSL.OP_NO_QUERY_MTU)
     if ciphers is not None:
-        with _translated(None):
+        with _translated(None, "Unable to set OpenSSL cipher list"):
             context.set_cipher_list(ciphers.encode())
     if certfile is not None:
         with _translated(certfile):
@@ -201,18 +201,21 @@ def _new_context(ciphers: str | None, certfile: str | None, keyfile: str | None)
 
 
 @contextlib.contextmanager
-def _translated(path: str | None) -> Iterator[None]:
-    """pyOpenSSL's failures while a context is made, as :class:`TlsError`; a ``path``
-    that cannot be read says so by name (OpenSSL would only say ``system lib``)."""
+def _translated(path: str | None, what: str | None = None) -> Iterator[None]:
+    """pyOpenSSL's failures while a context is made, as :class:`TlsSetupError` (in
+    :mod:`enchufe.net.tls`'s words): ``what`` failed, or ``path`` did; a ``path`` that
+    cannot be read says so by name (OpenSSL would only say ``system lib``)."""
     try:
         if path is not None:
             with open(path, "rb"):
                 pass
         yield
     except SSL.Error as exc:
-        raise translate_dtls_error(exc) from exc
+        prefix = what or path
+        reason = str(translate_dtls_error(exc))
+        raise TlsSetupError(f"{prefix}: {reason}" if prefix else reason) from exc
     except OSError as exc:  # a file that cannot be read
-        raise TlsError(f"{exc.filename or path}: {exc.strerror}", errno=exc.errno) from exc
+        raise TlsSetupError(f"{exc.filename or path}: {exc.strerror}", errno=exc.errno) from exc
 
 
 def _cookie(dtls: DtlsContext, connection: SSL.Connection) -> bytes:
@@ -421,7 +424,7 @@ class DtlsStream:
         if self._verify_failure is not None:
             reason = self._verify_failure
             return CertificateError(
-                f"Certificate verification failed ({reason}).", reason=reason, certificate=self._offered
+                f"Certificate verification failed ({reason.rstrip('.')})", reason=reason, certificate=self._offered
             )
         return translate_dtls_error(exc)
 
