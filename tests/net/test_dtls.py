@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from enchufe.address import InetAddress
 from enchufe.errors import CertificateError, NetworkError, TimedOut, TlsError, TlsSetupError, Unsupported
 from enchufe.net.dtls import (
     NEEDS_PYOPENSSL,
     RECORD_PLAINTEXT,
+    DtlsContext,
     DtlsStream,
     accept_dtls,
     dtls_client_context,
@@ -72,7 +74,13 @@ def _accept_in_thread(
     listeners: list[Listener], tls_files: TlsFiles, **kwargs: object
 ) -> tuple[threading.Thread, dict[str, object]]:
     context = dtls_server_context(tls_files.server, **kwargs)  # type: ignore[arg-type]
-    return _in_thread(lambda: accept_dtls(listeners, context, timeout=10, handshake_timeout=10))
+    return _in_thread(lambda: _accept_and_handshake(listeners, context))
+
+
+def _accept_and_handshake(listeners: list[Listener], context: DtlsContext) -> DtlsStream:
+    stream = accept_dtls(listeners, context, timeout=10)
+    stream.handshake(timeout=10)
+    return stream
 
 
 def _accepted(thread: threading.Thread, outcome: dict[str, object]) -> DtlsStream:
@@ -190,7 +198,7 @@ def test_a_certificate_that_does_not_verify_fails_with_the_reason_and_the_certif
 ) -> None:
     _needs_pyopenssl()
     context = dtls_server_context(getattr(tls_files, certfile))
-    thread, outcome = _in_thread(lambda: accept_dtls(listeners, context, timeout=10, handshake_timeout=10))
+    thread, outcome = _in_thread(lambda: _accept_and_handshake(listeners, context))
     raw = _udp_to(loopback, listeners[0].address.port)  # type: ignore[union-attr]
     with pytest.raises(CertificateError) as caught:
         start_dtls(raw, dtls_client_context(cafile=getattr(tls_files, cafile)), server_hostname=name, timeout=10)
@@ -368,3 +376,37 @@ def test_openssl_s_client_with_enchufe_listener(listeners: list[Listener], tls_f
         assert server.ended
         assert client.wait() == 0
         server.close()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_open_connection_over_udp_with_tls_is_dtls(
+    listeners: list[Listener], tls_files: TlsFiles, loopback: str, trusted: bool
+) -> None:
+    _needs_pyopenssl()
+    from enchufe.net.connect import open_connection
+
+    thread, outcome = _accept_in_thread(listeners, tls_files)
+    target = InetAddress(loopback, listeners[0].address.port)  # type: ignore[union-attr]
+    if not trusted:
+        with pytest.raises(CertificateError):  # tls=True trusts the system's CAs, which never issued the test's
+            open_connection(target, transport="datagram", tls=True, timeout=10)
+        thread.join()
+        return
+    context = dtls_client_context(cafile=tls_files.ca)
+    with open_connection(target, transport="datagram", tls=context, timeout=10) as conn:
+        server = _accepted(thread, outcome)
+        assert isinstance(conn.stream, DtlsStream)
+        conn.send_all(b"over DTLS")
+        assert server.recv(timeout=5) == b"over DTLS"
+        server.close()
+
+
+def test_a_context_of_the_other_kind_is_a_type_error(tls_files: TlsFiles) -> None:
+    _needs_pyopenssl()
+    from enchufe.net.connect import open_connection
+    from enchufe.net.tls import client_context
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        with pytest.raises(TypeError, match="DtlsContext"):
+            open_connection(InetAddress("127.0.0.1", peer.getsockname()[1]), transport="datagram", tls=client_context())

@@ -44,7 +44,7 @@ import threading
 import time
 
 from enchufe.errors import CertificateError, NetworkError, StreamClosed, TimedOut, TlsError, TlsSetupError, Unsupported
-from enchufe.net.stream import SocketStream, translate_os_error
+from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os_error
 
 try:
     from cryptography import x509
@@ -57,7 +57,7 @@ except ImportError:  # the optional extra is not installed: contexts say so
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
     from enchufe.address import Address
@@ -262,7 +262,7 @@ def start_dtls(
     """
     _require_pyopenssl()
     stream = DtlsStream(raw, context, server_side=server_side, server_hostname=server_hostname)
-    stream.run_handshake(timeout)
+    stream.handshake(timeout=timeout)
     return stream
 
 
@@ -381,9 +381,9 @@ class DtlsStream:
 
     # -- the handshake -------------------------------------------------------------------
 
-    def run_handshake(self, timeout: float | None) -> None:
-        """Run the handshake to its end (:func:`start_dtls` calls it); a failure
-        closes the stream."""
+    def handshake(self, *, timeout: float | None = None) -> None:
+        """Run the handshake to its end (:func:`start_dtls` calls it; a stream from
+        :func:`accept_dtls` needs it); a failure closes the socket."""
         try:
             self._handshake(None if timeout is None else time.monotonic() + timeout)
         except BaseException:
@@ -564,11 +564,12 @@ def accept_dtls(
     context: DtlsContext,
     *,
     timeout: float | None = None,
-    handshake_timeout: float | None = None,
     wake_fd: int | None = None,
+    admit: Callable[[Address | None], bool] | None = None,
 ) -> DtlsStream:
-    """Wait for a DTLS client on UDP listeners; return the session with the first
-    whose ClientHello came back with its cookie.
+    """Wait for a DTLS client on UDP listeners; return the session of the first whose
+    ClientHello came back with its cookie, before the rest of its handshake: run it
+    with :meth:`DtlsStream.handshake` (the caller knows the peer if it fails).
 
     A datagram that is no ClientHello is dropped; a ClientHello without the right
     cookie gets a HelloVerifyRequest and nothing is kept. The listener whose peer
@@ -580,13 +581,12 @@ def accept_dtls(
         listeners: bound UDP listeners (:func:`~enchufe.net.listen.open_listeners`).
         context: a :func:`dtls_server_context`.
         timeout: seconds to wait for a client that passes the cookie exchange.
-        handshake_timeout: seconds for the handshake that follows.
         wake_fd: a signal wake-up pipe, as :func:`~enchufe.net.listen.wait_for_peer`'s.
+        admit: ``admit(sender)`` for each datagram's sender; one it refuses is
+            dropped unanswered (``--allow``/``--deny``).
 
     Raises:
-        TimedOut: no client within ``timeout``, or a handshake slower than
-            ``handshake_timeout``.
-        CertificateError, TlsError: the handshake failed.
+        TimedOut: no client within ``timeout``.
     """
     _require_pyopenssl()
     from enchufe.net.listen import wait_for_peer
@@ -594,7 +594,7 @@ def accept_dtls(
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         listener = wait_for_peer(list(listeners), timeout=_remaining(deadline), wake_fd=wake_fd)
-        found = _listen_once(listener, context)
+        found = _listen_once(listener, context, admit)
         if found is not None:
             break
     session, sender = found
@@ -606,11 +606,12 @@ def accept_dtls(
         raise translate_os_error(exc, "recv") from exc
     stream = DtlsStream(SocketStream(sock.dup()), context, server_side=True, session=session)
     listener.close()
-    stream.run_handshake(handshake_timeout)
     return stream
 
 
-def _listen_once(listener: Listener, context: DtlsContext) -> tuple[SSL.Connection, tuple[object, ...]] | None:
+def _listen_once(
+    listener: Listener, context: DtlsContext, admit: Callable[[Address | None], bool] | None
+) -> tuple[SSL.Connection, tuple[object, ...]] | None:
     """Read one datagram from ``listener``: a ClientHello with its cookie gives the
     session and its sender; anything else gets its answer (or none)."""
     try:
@@ -619,6 +620,8 @@ def _listen_once(listener: Listener, context: DtlsContext) -> tuple[SSL.Connecti
         return None
     except OSError as exc:
         raise translate_os_error(exc, "recv") from exc
+    if admit is not None and not admit(address_from_sockaddr(listener.sock.family, sender)):
+        return None
     session = SSL.Connection(context.context)
     session.set_accept_state()
     session.set_ciphertext_mtu(_FALLBACK_MTU - _HEADERS[listener.sock.family])
