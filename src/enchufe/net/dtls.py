@@ -289,6 +289,7 @@ class DtlsStream:
         server_side: bool = False,
         server_hostname: str | None = None,
         session: SSL.Connection | None = None,
+        received: Sequence[bytes] = (),
     ) -> None:
         self.raw = raw
         self._server_hostname = server_hostname
@@ -306,6 +307,9 @@ class DtlsStream:
         if context.verify:
             mode = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if server_side else 0)
             self._dtls.set_verify(mode, self._check_certificate)
+        #: Datagrams received and not yet given to DTLS: an accepted client's, queued
+        #: before its socket was connected (the rest of a ClientHello in fragments).
+        self._received = collections.deque(received)
         #: Plaintext datagrams decrypted and not yet returned by recv().
         self._plaintext: collections.deque[bytes] = collections.deque()
         #: Why verification failed, as the verify callback saw it, and the leaf offered.
@@ -430,6 +434,8 @@ class DtlsStream:
 
     def _next_datagram(self, timeout: float | None) -> bytes | None:
         """The next datagram received, or None after ``timeout`` without one."""
+        if self._received:
+            return self._received.popleft()
         try:
             return self.raw.recv(_DATAGRAM_ROOM, timeout=timeout)
         except TimedOut:
@@ -497,10 +503,11 @@ class DtlsStream:
             self._send_what_dtls_made(None)
 
     def pending(self) -> int:
-        """Plaintext decrypted and not yet returned (the records after the first of a
-        datagram that carried several)."""
+        """Bytes received and not yet returned: plaintext decrypted (the records after
+        the first of a datagram that carried several), or an accepted client's
+        datagrams not yet decrypted."""
         with self._lock:
-            return sum(map(len, self._plaintext))
+            return sum(map(len, self._plaintext)) + sum(map(len, self._received))
 
     def abort(self) -> None:
         """Break off every blocked call: shut the socket down both ways."""
@@ -601,10 +608,10 @@ def accept_dtls(
     sock = listener.sock
     try:
         sock.connect(sender)
-        _drop_queued(sock)
+        received = list(_queued_from(sock, sender))
     except OSError as exc:
         raise translate_os_error(exc, "recv") from exc
-    stream = DtlsStream(SocketStream(sock.dup()), context, server_side=True, session=session)
+    stream = DtlsStream(SocketStream(sock.dup()), context, server_side=True, session=session, received=received)
     listener.close()
     return stream
 
@@ -639,13 +646,18 @@ def _listen_once(
     return (session, sender) if passed else None
 
 
-def _drop_queued(sock: socket.socket) -> None:
-    """Drop the datagrams queued on a socket before it was connected (connect() filters
-    only what comes after): others' would reach the session, and the peer's own are
-    retransmissions of a hello already answered."""
-    with contextlib.suppress(BlockingIOError, InterruptedError):
-        while True:
-            sock.recv(1, socket.MSG_DONTWAIT)
+def _queued_from(sock: socket.socket, peer: tuple[object, ...]) -> Iterator[bytes]:
+    """The datagrams queued on a socket just connected to ``peer`` (connect() filters
+    only what comes after): the peer's own, such as the rest of a ClientHello sent in
+    fragments (ncat 7.93 sends 256-byte ones, and never again); the others dropped."""
+    peer_address = address_from_sockaddr(sock.family, peer)
+    while True:
+        try:
+            datagram, sender = sock.recvfrom(_DATAGRAM_ROOM, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        if address_from_sockaddr(sock.family, sender) == peer_address:
+            yield datagram
 
 
 def _path_mtu(sock: socket.socket) -> int:
