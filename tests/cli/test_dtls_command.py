@@ -144,3 +144,20 @@ def test_without_pyopenssl_the_command_says_how_to_get_it(tls_files: TlsFiles, l
     )
     assert result.returncode == 2
     assert result.stderr.decode().splitlines() == [f"enchufe: {NEEDS_PYOPENSSL}. QUITTING."]
+
+
+def test_a_denied_sender_is_not_answered_and_does_not_use_up_the_listener(tls_files: TlsFiles) -> None:
+    args = ["-v", "-u", "-l", "--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key]
+    with enchufe(*args, "--allow", "127.0.0.2", "127.0.0.1", "0") as proc:
+        port = proc.listening_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as denied:
+            denied.sendto(b"anything at all", ("127.0.0.1", port))
+            proc.wait_for_line(r"^enchufe: New connection denied: not allowed$")
+            raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            raw.bind(("127.0.0.2", 0))
+            raw.connect(("127.0.0.1", port))
+            client = start_dtls(SocketStream(raw), dtls_client_context(verify=False), timeout=STEP_TIMEOUT)
+            proc.wait_for_line(r"^enchufe: Connection from 127\.0\.0\.2:\d+\.$")
+            client.send_eof()
+            assert proc.wait() == 0
+            client.close()
