@@ -28,7 +28,7 @@ Every pyOpenSSL failure becomes :class:`~enchufe.errors.TlsError` with OpenSSL's
 reason (a certificate that does not verify: :class:`~enchufe.errors.CertificateError`).
 Without pyOpenSSL, making a context raises :class:`~enchufe.errors.Unsupported` with
 :data:`NEEDS_PYOPENSSL`. Importing this module imports pyOpenSSL and cryptography
-(about 60 ms): only DTLS paths import it.
+(about 0.1 s): only DTLS paths import it.
 """
 
 from __future__ import annotations
