@@ -4,13 +4,11 @@ Debian's ncat 7.93, whose DTLS client is there (7.60+) but not its listener (7.9
 
 from __future__ import annotations
 
-import os
-import select
 import socket
 
 import pytest
 
-from support.interop import Process, free_port, start
+from support.interop import free_port, start
 from support.procs import enchufe
 from support.tls import TlsFiles
 
@@ -22,21 +20,6 @@ def _needs_pyopenssl() -> None:
     pytest.importorskip("OpenSSL")
 
 
-def _read_until(proc: Process, marker: bytes, timeout: float = 10.0) -> bytes:
-    """Read the process's stdout until ``marker`` has appeared; return what was read."""
-    assert proc.popen.stdout is not None
-    fd = proc.popen.stdout.fileno()
-    data = b""
-    while marker not in data:
-        if not select.select([fd], [], [], timeout)[0]:
-            raise AssertionError(f"no {marker!r} on stdout; got {data[-300:]!r}, stderr {proc.stderr_lines}")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            raise AssertionError(f"stdout ended before {marker!r}; got {data[-300:]!r}, stderr {proc.stderr_lines}")
-        data += chunk
-    return data
-
-
 def _listener_args(tls_files: TlsFiles) -> list[str]:
     return ["-v", "-u", "-l", "--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key, "127.0.0.1", "0"]
 
@@ -45,11 +28,11 @@ def test_enchufe_client_with_openssl_s_server(tls_files: TlsFiles) -> None:
     port = free_port("127.0.0.1", socket.SOCK_DGRAM)
     s_server = ["openssl", "s_server", "-dtls", "-accept", f"127.0.0.1:{port}", "-cert", tls_files.server]
     with start([*s_server, "-naccept", "1"]) as server:
-        _read_until(server, b"ACCEPT\n")
+        server.read_until(b"ACCEPT\n")
         client_args = ["-v", "-u", "--ssl-verify", "--ssl-trustfile", tls_files.ca, "--ssl-servername", "localhost"]
         with enchufe(*client_args, "127.0.0.1", str(port)) as client:
             client.write(b"hello s_server\n")
-            _read_until(server, b"hello s_server\n")
+            server.read_until(b"hello s_server\n")
             server.write(b"hello enchufe\n")
             assert client.read_stdout(len(b"hello enchufe\n")) == b"hello enchufe\n"
             client.close_stdin()  # close_notify: s_server ends its session, and with -naccept 1 itself
@@ -64,7 +47,7 @@ def test_openssl_s_client_with_enchufe_listener(tls_files: TlsFiles) -> None:
         with start([*s_client, "-verify_return_error", "-quiet", "-no_ign_eof"]) as client:
             listener.wait_for_line(r"^enchufe: Connection from 127\.0\.0\.1:\d+\.$")
             listener.write(b"hello s_client\n")
-            _read_until(client, b"hello s_client\n")
+            client.read_until(b"hello s_client\n")
             client.write(b"hello enchufe\n")
             assert listener.read_stdout(len(b"hello enchufe\n")) == b"hello enchufe\n"
             client.close_stdin()  # s_client's close_notify ends the listener's session
@@ -96,7 +79,7 @@ def test_an_untrusted_s_server_fails_the_client(tls_files: TlsFiles, client: str
     port = free_port("127.0.0.1", socket.SOCK_DGRAM)
     s_server = ["openssl", "s_server", "-dtls", "-accept", f"127.0.0.1:{port}", "-cert", tls_files.server]
     with start([*s_server, "-naccept", "1"]) as server:
-        _read_until(server, b"ACCEPT\n")
+        server.read_until(b"ACCEPT\n")
         args = ["-u", "--ssl-trustfile", tls_files.other_ca, "127.0.0.1", str(port)]
         with enchufe(*args) if client == "enchufe" else start(["ncat", *args]) as proc:
             assert proc.wait() == 1

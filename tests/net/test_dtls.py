@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from enchufe.net.dtls import (
 from enchufe.net.listen import Listener, close_all, open_listeners
 from enchufe.net.stream import SocketStream
 from support.procs import Process, free_port
-from support.tls import TlsFiles
+from support.tls import TlsFiles, in_thread
 
 pytestmark = pytest.mark.timeout(30)
 SRC = Path(__file__).parents[2] / "src"
@@ -39,20 +39,6 @@ SRC = Path(__file__).parents[2] / "src"
 
 def _needs_pyopenssl() -> None:
     pytest.importorskip("OpenSSL")
-
-
-def _in_thread(work: Callable[[], object]) -> tuple[threading.Thread, dict[str, object]]:
-    outcome: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="dtls-peer")
-    thread.start()
-    return thread, outcome
 
 
 def _udp_to(host: str, port: int) -> SocketStream:
@@ -70,11 +56,11 @@ def listeners(loopback: str) -> Iterator[list[Listener]]:
     close_all(made)
 
 
-def _accept_in_thread(
+def _acceptin_thread(
     listeners: list[Listener], tls_files: TlsFiles, **kwargs: object
 ) -> tuple[threading.Thread, dict[str, object]]:
     context = dtls_server_context(tls_files.server, **kwargs)  # type: ignore[arg-type]
-    return _in_thread(lambda: _accept_and_handshake(listeners, context))
+    return in_thread(lambda: _accept_and_handshake(listeners, context))
 
 
 def _accept_and_handshake(listeners: list[Listener], context: DtlsContext) -> DtlsStream:
@@ -96,7 +82,7 @@ def _accepted(thread: threading.Thread, outcome: dict[str, object]) -> DtlsStrea
 def pair(listeners: list[Listener], tls_files: TlsFiles, loopback: str) -> Iterator[tuple[DtlsStream, DtlsStream]]:
     """A client and a server DtlsStream, handshaken over loopback UDP."""
     _needs_pyopenssl()
-    thread, outcome = _accept_in_thread(listeners, tls_files)
+    thread, outcome = _acceptin_thread(listeners, tls_files)
     raw = _udp_to(loopback, listeners[0].address.port)  # type: ignore[union-attr]
     client = start_dtls(raw, dtls_client_context(cafile=tls_files.ca), server_hostname=loopback, timeout=10)
     server = _accepted(thread, outcome)
@@ -172,7 +158,7 @@ def test_alpn_picks_the_servers_first_choice_among_the_clients(
     listeners: list[Listener], tls_files: TlsFiles, loopback: str
 ) -> None:
     _needs_pyopenssl()
-    thread, outcome = _accept_in_thread(listeners, tls_files, alpn=["h2", "coap"])
+    thread, outcome = _acceptin_thread(listeners, tls_files, alpn=["h2", "coap"])
     raw = _udp_to(loopback, listeners[0].address.port)  # type: ignore[union-attr]
     client = start_dtls(raw, dtls_client_context(verify=False, alpn=["coap", "h2"]), timeout=10)
     server = _accepted(thread, outcome)
@@ -198,7 +184,7 @@ def test_a_certificate_that_does_not_verify_fails_with_the_reason_and_the_certif
 ) -> None:
     _needs_pyopenssl()
     context = dtls_server_context(getattr(tls_files, certfile))
-    thread, outcome = _in_thread(lambda: _accept_and_handshake(listeners, context))
+    thread, outcome = in_thread(lambda: _accept_and_handshake(listeners, context))
     raw = _udp_to(loopback, listeners[0].address.port)  # type: ignore[union-attr]
     with pytest.raises(CertificateError) as caught:
         start_dtls(raw, dtls_client_context(cafile=getattr(tls_files, cafile)), server_hostname=name, timeout=10)
@@ -214,7 +200,7 @@ def test_a_server_with_a_ca_requires_a_client_certificate_it_issued(
     listeners: list[Listener], tls_files: TlsFiles, loopback: str, client_certificate: bool
 ) -> None:
     _needs_pyopenssl()
-    thread, outcome = _accept_in_thread(listeners, tls_files, cafile=tls_files.ca)
+    thread, outcome = _acceptin_thread(listeners, tls_files, cafile=tls_files.ca)
     raw = _udp_to(loopback, listeners[0].address.port)  # type: ignore[union-attr]
     context = dtls_client_context(verify=False, certfile=tls_files.client if client_certificate else None)
     if client_certificate:
@@ -291,7 +277,7 @@ def test_the_listener_keeps_nothing_for_a_spoofed_or_odd_datagram(
     listeners: list[Listener], tls_files: TlsFiles, loopback: str
 ) -> None:
     _needs_pyopenssl()
-    thread, outcome = _accept_in_thread(listeners, tls_files)
+    thread, outcome = _acceptin_thread(listeners, tls_files)
     port = listeners[0].address.port  # type: ignore[union-attr]
     garbage, seen, spoofer = (_udp_to(loopback, port) for _ in range(3))
     garbage.send_all(b"GET / HTTP/1.0\r\n\r\n")
@@ -324,21 +310,6 @@ def test_without_pyopenssl_a_context_says_how_to_get_it() -> None:
 # -- openssl's own DTLS peers ------------------------------------------------------------
 
 
-def _read_until(proc: Process, marker: bytes, timeout: float = 10.0) -> bytes:
-    """Read the process's stdout until ``marker`` has appeared; return what was read."""
-    assert proc.popen.stdout is not None
-    fd = proc.popen.stdout.fileno()
-    data = b""
-    while marker not in data:
-        if not select.select([fd], [], [], timeout)[0]:
-            raise AssertionError(f"no {marker!r} on stdout; got {data[-300:]!r}, stderr {proc.stderr_lines}")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            raise AssertionError(f"stdout ended before {marker!r}; got {data[-300:]!r}, stderr {proc.stderr_lines}")
-        data += chunk
-    return data
-
-
 @pytest.mark.interop
 def test_enchufe_client_with_openssl_s_server(tls_files: TlsFiles, loopback: str) -> None:
     _needs_pyopenssl()
@@ -346,11 +317,11 @@ def test_enchufe_client_with_openssl_s_server(tls_files: TlsFiles, loopback: str
     where = f"[{loopback}]:{port}" if ":" in loopback else f"{loopback}:{port}"
     argv = ["openssl", "s_server", "-dtls", "-accept", where, "-cert", tls_files.server, "-naccept", "1"]
     with Process(argv) as server:
-        _read_until(server, b"ACCEPT\n")
+        server.read_until(b"ACCEPT\n")
         raw = _udp_to(loopback, port)
         client = start_dtls(raw, dtls_client_context(cafile=tls_files.ca), server_hostname="localhost", timeout=10)
         client.send_all(b"hello s_server\n")
-        _read_until(server, b"hello s_server\n")
+        server.read_until(b"hello s_server\n")
         server.write(b"hello enchufe\n")
         assert client.recv(timeout=10) == b"hello enchufe\n"
         client.send_eof()  # close_notify: s_server ends the session, and with -naccept 1, itself
@@ -361,14 +332,14 @@ def test_enchufe_client_with_openssl_s_server(tls_files: TlsFiles, loopback: str
 @pytest.mark.interop
 def test_openssl_s_client_with_enchufe_listener(listeners: list[Listener], tls_files: TlsFiles, loopback: str) -> None:
     _needs_pyopenssl()
-    thread, outcome = _accept_in_thread(listeners, tls_files)
+    thread, outcome = _acceptin_thread(listeners, tls_files)
     port = listeners[0].address.port  # type: ignore[union-attr]
     where = f"[{loopback}]:{port}" if ":" in loopback else f"{loopback}:{port}"
     argv = ["openssl", "s_client", "-dtls", "-connect", where, "-CAfile", tls_files.ca, "-verify_return_error"]
     with Process([*argv, "-quiet", "-no_ign_eof"]) as client:
         server = _accepted(thread, outcome)
         server.send_all(b"hello s_client\n")
-        _read_until(client, b"hello s_client\n")
+        client.read_until(b"hello s_client\n")
         client.write(b"hello enchufe\n")
         assert server.recv(timeout=10) == b"hello enchufe\n"
         client.close_stdin()  # s_client sends close_notify at the end of its input
@@ -385,7 +356,7 @@ def test_open_connection_over_udp_with_tls_is_dtls(
     _needs_pyopenssl()
     from enchufe.net.connect import open_connection
 
-    thread, outcome = _accept_in_thread(listeners, tls_files)
+    thread, outcome = _acceptin_thread(listeners, tls_files)
     target = InetAddress(loopback, listeners[0].address.port)  # type: ignore[union-attr]
     if not trusted:
         with pytest.raises(CertificateError):  # tls=True trusts the system's CAs, which never issued the test's

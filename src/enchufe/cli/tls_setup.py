@@ -23,12 +23,16 @@ from enchufe.net.tls import NCAT_CIPHERS, TlsStream, client_context, server_cont
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable
+    from typing import TypeVar
 
     from enchufe.address import Address
     from enchufe.cli.config import Config
     from enchufe.cli.output import Messages
     from enchufe.errors import NetworkError
     from enchufe.net.dtls import DtlsContext, DtlsStream
+
+    Context = TypeVar("Context", ssl.SSLContext, DtlsContext)
 
 __all__ = [
     "accept_tls",
@@ -49,14 +53,7 @@ _HANDSHAKE_TIMEOUT = 10.0
 def client_tls(config: Config) -> ssl.SSLContext:
     """The context of a client: ncat's options, its defaults, and no name check in
     the handshake (:func:`check_server` makes it)."""
-    context = client_context(
-        verify=config.ssl_verify,
-        cafile=config.ssl_trustfile,
-        ciphers=config.ssl_ciphers or NCAT_CIPHERS,
-        alpn=config.ssl_alpn,
-        certfile=config.ssl_cert,
-        keyfile=config.ssl_key,
-    )
+    context = _client_context(config, client_context)
     context.check_hostname = False
     return context
 
@@ -66,7 +63,12 @@ def client_dtls(config: Config) -> DtlsContext:
     ``--ssl-verify`` the name is checked in the handshake."""
     from enchufe.net.dtls import dtls_client_context
 
-    return dtls_client_context(
+    return _client_context(config, dtls_client_context)
+
+
+def _client_context(config: Config, make: Callable[..., Context]) -> Context:
+    """``make`` (TLS's or DTLS's client_context) with ncat's options and defaults."""
+    return make(
         verify=config.ssl_verify,
         cafile=config.ssl_trustfile,
         ciphers=config.ssl_ciphers or NCAT_CIPHERS,

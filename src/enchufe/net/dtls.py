@@ -44,7 +44,7 @@ import threading
 import time
 
 from enchufe.errors import CertificateError, NetworkError, StreamClosed, TimedOut, TlsError, TlsSetupError, Unsupported
-from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os_error
+from enchufe.net.stream import SocketStream, address_from_sockaddr, remaining_time, translate_os_error
 
 try:
     from cryptography import x509
@@ -409,7 +409,7 @@ class DtlsStream:
             if done:
                 return
             retransmit = self._dtls.DTLSv1_get_timeout()
-            wait = _remaining(deadline)
+            wait = remaining_time(deadline)
             if retransmit is not None:
                 wait = retransmit if wait is None else min(wait, retransmit)
             datagram = self._next_datagram(wait)
@@ -454,7 +454,7 @@ class DtlsStream:
                         return self._plaintext.popleft()[:max_bytes]
                     if self.ended:
                         return b""
-                datagram = self._next_datagram(_remaining(deadline))
+                datagram = self._next_datagram(remaining_time(deadline))
                 if datagram is None:
                     raise TimedOut("Timed out")
                 with self._lock:
@@ -545,7 +545,7 @@ class DtlsStream:
         self._lock.release()
         try:
             for datagram in pack_records(made, self._mtu):
-                self.raw.send_all(datagram, timeout=_remaining(deadline))
+                self.raw.send_all(datagram, timeout=remaining_time(deadline))
         finally:
             self._send_lock.release()
             self._lock.acquire()
@@ -600,7 +600,7 @@ def accept_dtls(
 
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        listener = wait_for_peer(list(listeners), timeout=_remaining(deadline), wake_fd=wake_fd)
+        listener = wait_for_peer(list(listeners), timeout=remaining_time(deadline), wake_fd=wake_fd)
         found = _listen_once(listener, context, admit)
         if found is not None:
             break
@@ -669,10 +669,6 @@ def _path_mtu(sock: socket.socket) -> int:
     except OSError:
         mtu = _FALLBACK_MTU
     return min(mtu - _HEADERS[sock.family], _LARGEST_PAYLOAD)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _is_ip_address(host: str) -> bool:
