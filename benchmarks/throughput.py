@@ -52,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -390,10 +390,30 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    args = parse_args(argv, __doc__, "enchufe,ncat,socat,socat -u,nc.openbsd,iperf3")
+    enchufe = os.path.join(os.path.dirname(sys.executable), "enchufe")
+    cases = select_cases(build_cases(enchufe), args)
+    data = args.data or Path(tempfile.gettempdir()) / f"enchufe-bench-{args.size}.bin"
+    ensure_data_file(data, args.size)
+    times, problems, checked = measure(cases, data, args.size, args)
+    report(cases, times, problems, checked, args.size, args.repeat)
+    return 1 if any(problems.values()) else 0
+
+
+def parse_args(
+    argv: list[str] | None,
+    doc: str | None,
+    tools: str,
+    add_options: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> argparse.Namespace:
+    """The options of a bulk-transfer benchmark (this one's, tls_throughput.py's), and
+    those ``add_options`` adds."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    if add_options is not None:
+        add_options(parser)
     parser.add_argument("--size", type=parse_size, default=GIB, help="bytes per transfer (default 1G)")
     parser.add_argument("-r", "--repeat", type=int, default=3, help="timed runs per case (default 3)")
-    parser.add_argument("--only", help="comma-separated tools (enchufe,ncat,socat,socat -u,nc.openbsd,iperf3)")
+    parser.add_argument("--only", help=f"comma-separated tools ({tools})")
     parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="limit to these scenarios")
     parser.add_argument("--data", type=Path, help="data file (default /tmp/enchufe-bench-SIZE.bin)")
     parser.add_argument("--no-check", action="store_true", help="skip the byte-count check runs")
@@ -402,9 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be between 1 and 20")
+    return args
 
-    enchufe = os.path.join(os.path.dirname(sys.executable), "enchufe")
-    cases = build_cases(enchufe)
+
+def select_cases(cases: list[Case], args: argparse.Namespace) -> list[Case]:
+    """The cases ``--only`` and ``--scenario`` ask for, whose tools are installed."""
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         cases = [case for case in cases if case.tool in wanted]
@@ -415,13 +437,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipping, not installed: {', '.join(missing)}", file=sys.stderr)
         cases = [case for case in cases if case.listener[0] not in missing]
     if not cases:
-        parser.error("no case to run")
+        sys.exit("no case to run")
+    return cases
 
-    size = args.size
-    data = args.data or Path(tempfile.gettempdir()) / f"enchufe-bench-{size}.bin"
-    ensure_data_file(data, size)
+
+def measure(
+    cases: list[Case], data: Path, size: int, args: argparse.Namespace
+) -> tuple[dict[Case, list[float]], dict[Case, list[str]], dict[Case, int | None]]:
+    """One check run per case (unless ``args.no_check``), then ``args.repeat`` timed
+    runs round-robin across cases within ``args.budget`` seconds: the times of the runs
+    that had no problem, the problems, and the byte counts the check runs verified."""
     budget_end = time.monotonic() + args.budget
-
     problems: dict[Case, list[str]] = {case: [] for case in cases}
     checked: dict[Case, int | None] = {}
     if not args.no_check:
@@ -447,9 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                 problems[case] += [f"run {rep + 1}: {p}" for p in outcome.problems]
             else:
                 times[case].append(outcome.seconds)
-
-    report(cases, times, problems, checked, size, args.repeat)
-    return 1 if any(problems.values()) else 0
+    return times, problems, checked
 
 
 def report(
@@ -459,6 +483,7 @@ def report(
     checked: dict[Case, int | None],
     size: int,
     repeat: int,
+    title: str = "Loopback TCP throughput",
 ) -> None:
     medians = {case: statistics.median(t) for case, t in times.items() if t}
     rates = {case: size / seconds for case, seconds in medians.items()}
@@ -475,7 +500,7 @@ def report(
         "iperf3": tool_version(["iperf3", "--version"], r"iperf (\S+)"),
         "enchufe": tool_version([sys.executable, "-m", "enchufe", "--version"], r"Version (\S+)"),
     }
-    print(f"# Loopback TCP throughput, {size} bytes ({size / GIB:g} GiB) per transfer")
+    print(f"# {title}, {size} bytes ({size / GIB:g} GiB) per transfer")
     print()
     print(
         f"{datetime.date.today().isoformat()}, {platform.node()}, {os.cpu_count()} CPUs, "

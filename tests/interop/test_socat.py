@@ -28,6 +28,9 @@ import pytest
 from conftest import requires_ipv6
 from support.interop import (
     BULK_TIMEOUT,
+    SOCAT_CLIENT_EOF,
+    SOCAT_LINGER,
+    SOCAT_LISTENER_EOF,
     STREAM_TRANSPORTS,
     TRANSPORTS,
     Process,
@@ -50,11 +53,6 @@ pytestmark = pytest.mark.interop
 FROM_ENCHUFE = b"hello from enchufe\n"
 FROM_SOCAT = b"hello from socat\x00\xff\r\n"
 AFTER_EOF = b"sent after the peer's half-close\n"
-#: socat's -t: long enough that socat never ends a test by itself.
-LINGER = ("-t", "60")
-#: socat's notices that its first (listener) or second (client) address hit EOF.
-LISTENER_SOCKET_EOF = r" N socket 1 \(fd \d+\) is at EOF$"
-CLIENT_SOCKET_EOF = r" N socket 2 \(fd \d+\) is at EOF$"
 
 ALL = transport_params(TRANSPORTS, requires_ipv6)
 STREAMS = transport_params(STREAM_TRANSPORTS, requires_ipv6)
@@ -86,7 +84,7 @@ def summary(sent: int, received: int) -> str:
 @pytest.mark.parametrize("transport", ALL)
 def test_enchufe_client_talks_to_socat_listener(transport: Transport, sock_dir: str) -> None:
     with (
-        socat_listener(transport, sock_dir, *LINGER) as (socat, where),
+        socat_listener(transport, sock_dir, *SOCAT_LINGER) as (socat, where),
         enchufe(*transport.ncat_connect(where)) as client,
     ):
         # The client speaks first: socat's UDP-LISTEN and UNIX-RECVFROM learn their
@@ -103,7 +101,7 @@ def test_enchufe_client_talks_to_socat_listener(transport: Transport, sock_dir: 
         else:
             # enchufe half-closes: socat reports the EOF and keeps relaying its stdin;
             # when that ends too, socat exits and enchufe sees the socket close.
-            socat.wait_for_line(LISTENER_SOCKET_EOF)
+            socat.wait_for_line(SOCAT_LISTENER_EOF)
             socat.close_stdin()
             assert socat.wait() == 0
             assert socat.stdout == b""
@@ -148,10 +146,10 @@ def test_bulk_enchufe_to_socat(enchufe_role: str, random_100mib: RandomFile, soc
     with open(random_100mib.path, "rb") as source, open(received, "wb") as sink:
         if enchufe_role == "client":
             with (
-                socat_listener(transport, sock_dir, *LINGER, stdout=sink) as (socat, where),
+                socat_listener(transport, sock_dir, *SOCAT_LINGER, stdout=sink) as (socat, where),
                 enchufe(*transport.ncat_connect(where), stdin=source) as client,
             ):
-                socat.wait_for_line(LISTENER_SOCKET_EOF, BULK_TIMEOUT)
+                socat.wait_for_line(SOCAT_LISTENER_EOF, BULK_TIMEOUT)
                 socat.close_stdin()
                 assert socat.wait(BULK_TIMEOUT) == 0
                 assert client.wait(BULK_TIMEOUT) == 0
@@ -159,9 +157,9 @@ def test_bulk_enchufe_to_socat(enchufe_role: str, random_100mib: RandomFile, soc
         else:
             with (
                 enchufe_listener(transport, sock_dir, stdin=source) as (server, port),
-                socat_client(transport, port, sock_dir, *LINGER, stdout=sink) as socat,
+                socat_client(transport, port, sock_dir, *SOCAT_LINGER, stdout=sink) as socat,
             ):
-                socat.wait_for_line(CLIENT_SOCKET_EOF, BULK_TIMEOUT)
+                socat.wait_for_line(SOCAT_CLIENT_EOF, BULK_TIMEOUT)
                 socat.close_stdin()
                 assert socat.wait(BULK_TIMEOUT) == 0
                 assert server.wait(BULK_TIMEOUT) == 0
@@ -180,7 +178,7 @@ def test_bulk_socat_to_enchufe(enchufe_role: str, random_100mib: RandomFile, soc
             # and exits, and socat exits once the socket closes.
             with (
                 enchufe_listener(transport, sock_dir, stdout=sink) as (server, port),
-                socat_client(transport, port, sock_dir, *LINGER, stdin=source) as socat,
+                socat_client(transport, port, sock_dir, *SOCAT_LINGER, stdin=source) as socat,
             ):
                 assert server.wait(BULK_TIMEOUT) == 0
                 assert socat.wait(BULK_TIMEOUT) == 0
@@ -190,7 +188,7 @@ def test_bulk_socat_to_enchufe(enchufe_role: str, random_100mib: RandomFile, soc
             # half-closes, and enchufe's client exits on that EOF (7.96 rule) although
             # its own stdin (an idle pipe) stays open.
             with (
-                socat_listener(transport, sock_dir, *LINGER, stdin=source) as (socat, where),
+                socat_listener(transport, sock_dir, *SOCAT_LINGER, stdin=source) as (socat, where),
                 enchufe(*transport.ncat_connect(where), stdout=sink) as client,
             ):
                 assert client.wait(BULK_TIMEOUT) == 0
@@ -206,14 +204,14 @@ def test_bulk_socat_to_enchufe(enchufe_role: str, random_100mib: RandomFile, soc
 @pytest.mark.parametrize("transport", STREAMS)
 def test_enchufe_client_stdin_eof_half_closes_to_socat_listener(transport: Transport, sock_dir: str) -> None:
     with (
-        socat_listener(transport, sock_dir, *LINGER) as (socat, where),
+        socat_listener(transport, sock_dir, *SOCAT_LINGER) as (socat, where),
         enchufe(*transport.ncat_connect(where)) as client,
     ):
         client.write(FROM_ENCHUFE)
         client.close_stdin()
         # enchufe half-closes: socat gets every byte, then EOF.
         assert socat.read_stdout(len(FROM_ENCHUFE)) == FROM_ENCHUFE
-        socat.wait_for_line(LISTENER_SOCKET_EOF)
+        socat.wait_for_line(SOCAT_LISTENER_EOF)
         # enchufe keeps reading after its half-close: what socat sends afterwards arrives.
         socat.write(AFTER_EOF)
         assert client.read_stdout(len(AFTER_EOF)) == AFTER_EOF
@@ -230,7 +228,7 @@ def test_enchufe_client_stdin_eof_half_closes_to_socat_listener(transport: Trans
 def test_socat_listener_closing_ends_enchufe_client(loopback: str, sock_dir: str) -> None:
     transport = tcp(loopback)
     with (
-        socat_listener(transport, sock_dir, *LINGER) as (socat, where),
+        socat_listener(transport, sock_dir, *SOCAT_LINGER) as (socat, where),
         enchufe(*transport.ncat_connect(where)) as client,
     ):
         client.write(FROM_ENCHUFE)
@@ -243,7 +241,7 @@ def test_socat_listener_closing_ends_enchufe_client(loopback: str, sock_dir: str
         assert client.read_to_eof() == FROM_SOCAT
         assert client.wait() == 0
         # ... which closes the socket, so socat ends long before its -t.
-        socat.wait_for_line(LISTENER_SOCKET_EOF)
+        socat.wait_for_line(SOCAT_LISTENER_EOF)
         assert socat.wait() == 0
         assert socat.stdout == b""
 
@@ -252,7 +250,7 @@ def test_socat_client_stdin_eof_ends_enchufe_listener(loopback: str, sock_dir: s
     transport = tcp(loopback)
     with (
         enchufe_listener(transport, sock_dir) as (server, port),
-        socat_client(transport, port, sock_dir, *LINGER) as socat,
+        socat_client(transport, port, sock_dir, *SOCAT_LINGER) as socat,
     ):
         socat.write(FROM_SOCAT)
         socat.close_stdin()
@@ -261,7 +259,7 @@ def test_socat_client_stdin_eof_ends_enchufe_listener(loopback: str, sock_dir: s
         assert server.read_to_eof() == FROM_SOCAT
         assert server.wait() == 0
         # ... closing the socket, so socat ends long before its -t.
-        socat.wait_for_line(CLIENT_SOCKET_EOF)
+        socat.wait_for_line(SOCAT_CLIENT_EOF)
         assert socat.wait() == 0
         assert socat.stdout == b""
 
@@ -270,7 +268,7 @@ def test_enchufe_listener_half_close_lets_socat_keep_sending(loopback: str, sock
     transport = tcp(loopback)
     with (
         enchufe_listener(transport, sock_dir) as (server, port),
-        socat_client(transport, port, sock_dir, *LINGER) as socat,
+        socat_client(transport, port, sock_dir, *SOCAT_LINGER) as socat,
     ):
         socat.write(FROM_SOCAT)
         assert server.read_stdout(len(FROM_SOCAT)) == FROM_SOCAT
@@ -279,7 +277,7 @@ def test_enchufe_listener_half_close_lets_socat_keep_sending(loopback: str, sock
         # enchufe's listener half-closes on stdin EOF; socat reports it and goes on
         # relaying its stdin.
         assert socat.read_stdout(len(FROM_ENCHUFE)) == FROM_ENCHUFE
-        socat.wait_for_line(CLIENT_SOCKET_EOF)
+        socat.wait_for_line(SOCAT_CLIENT_EOF)
         # enchufe's listener still reads after its own half-close (§3.6).
         socat.write(AFTER_EOF)
         assert server.read_stdout(len(AFTER_EOF)) == AFTER_EOF

@@ -30,7 +30,7 @@ def test_curl_gets_the_body_from_enchufe_listener(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
         % (len(BODY), BODY)
     )
-    certificate = ("--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key, *alpn)
+    certificate = (*tls_files.listener_options, *alpn)
     with (
         open(reply, "rb") as stdin,
         enchufe_listener(tcp("127.0.0.1"), sock_dir, *certificate, stdin=stdin) as (listener, port),

@@ -39,8 +39,7 @@ TRUNCATED = r"^enchufe: The peer closed the connection without a TLS close_notif
 def ncat_tls_listener(tls_files: TlsFiles) -> Iterator[tuple[Process, int]]:
     """``ncat -v -l --ssl-cert --ssl-key`` on a free port, once it listens."""
     port = free_port()
-    options = ["--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key]
-    with start(["ncat", "-v", "-l", *options, "127.0.0.1", str(port)]) as ncat:
+    with start(["ncat", "-v", "-l", *tls_files.listener_options, "127.0.0.1", str(port)]) as ncat:
         ncat.wait_for_line(NCAT_LISTENING)
         yield ncat, port
 
@@ -64,9 +63,8 @@ def test_enchufe_client_verifies_and_talks_to_ncat_listener(tls_files: TlsFiles)
 
 
 def test_ncat_client_verifies_and_talks_to_enchufe_listener(tls_files: TlsFiles, sock_dir: str) -> None:
-    options = ("--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key)
     with (
-        enchufe_listener(tcp("127.0.0.1"), sock_dir, *options) as (listener, port),
+        enchufe_listener(tcp("127.0.0.1"), sock_dir, *tls_files.listener_options) as (listener, port),
         start(["ncat", "-v", "--ssl-trustfile", tls_files.ca, "localhost", str(port)]) as ncat,
     ):
         ncat.write(FROM_NCAT)
@@ -85,9 +83,8 @@ def test_ncat_client_verifies_and_talks_to_enchufe_listener(tls_files: TlsFiles,
 
 
 def test_ncat_clients_end_of_input_is_a_truncation_for_enchufe(tls_files: TlsFiles, sock_dir: str) -> None:
-    options = ("--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key)
     with (
-        enchufe_listener(tcp("127.0.0.1"), sock_dir, *options) as (listener, port),
+        enchufe_listener(tcp("127.0.0.1"), sock_dir, *tls_files.listener_options) as (listener, port),
         start(["ncat", "--ssl", "127.0.0.1", str(port)], stdin=FROM_NCAT) as ncat,
     ):
         assert listener.read_stdout(len(FROM_NCAT)) == FROM_NCAT
@@ -99,7 +96,7 @@ def test_ncat_clients_end_of_input_is_a_truncation_for_enchufe(tls_files: TlsFil
 
 def test_ncat_client_offers_alpn_that_enchufe_listener_picks(tls_files: TlsFiles, sock_dir: str) -> None:
     """ncat's listener refuses ``--ssl-alpn``; enchufe's picks the first of its own."""
-    options = ("--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key, "--ssl-alpn", "h2,http/1.1")
+    options = (*tls_files.listener_options, "--ssl-alpn", "h2,http/1.1")
     with (
         enchufe_listener(tcp("127.0.0.1"), sock_dir, *options) as (listener, port),
         start(["ncat", "--ssl-alpn", "http/1.1,h2", "127.0.0.1", str(port)]) as ncat,
@@ -113,9 +110,8 @@ def test_ncat_client_offers_alpn_that_enchufe_listener_picks(tls_files: TlsFiles
 
 
 def test_ncat_client_that_refuses_the_certificate_fails_enchufe_listener(tls_files: TlsFiles, sock_dir: str) -> None:
-    options = ("--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key)
     with (
-        enchufe_listener(tcp("127.0.0.1"), sock_dir, *options) as (listener, port),
+        enchufe_listener(tcp("127.0.0.1"), sock_dir, *tls_files.listener_options) as (listener, port),
         start(["ncat", "--ssl-trustfile", tls_files.other_ca, "localhost", str(port)], stdin=FROM_NCAT) as ncat,
     ):
         assert ncat.wait() == 1

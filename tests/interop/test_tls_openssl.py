@@ -65,10 +65,6 @@ def strict_s_client(port: int, tls_files: TlsFiles, *options: str) -> Process:
     return s_client(port, "-quiet", "-servername", "localhost", *verify, *options)
 
 
-def listener_options(tls_files: TlsFiles) -> tuple[str, ...]:
-    return ("--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key)
-
-
 # -- enchufe's client, openssl's server ----------------------------------------------------
 
 
@@ -125,7 +121,7 @@ def test_enchufe_client_offers_alpn_in_its_order(tls_files: TlsFiles) -> None:
 
 def test_s_client_verifies_and_talks_to_enchufe_listener(tls_files: TlsFiles, sock_dir: str) -> None:
     with (
-        enchufe_listener(tcp("127.0.0.1"), sock_dir, *listener_options(tls_files)) as (listener, port),
+        enchufe_listener(tcp("127.0.0.1"), sock_dir, *tls_files.listener_options) as (listener, port),
         strict_s_client(port, tls_files) as client,
     ):
         client.write(FROM_OPENSSL)
@@ -144,7 +140,7 @@ def test_s_client_verifies_and_talks_to_enchufe_listener(tls_files: TlsFiles, so
 def test_enchufe_listener_picks_alpn_for_s_client(tls_files: TlsFiles, sock_dir: str) -> None:
     alpn = ("--ssl-alpn", "h2,http/1.1")
     with (
-        enchufe_listener(tcp("127.0.0.1"), sock_dir, *listener_options(tls_files), *alpn) as (listener, port),
+        enchufe_listener(tcp("127.0.0.1"), sock_dir, *tls_files.listener_options, *alpn) as (listener, port),
         s_client(port, "-CAfile", tls_files.ca, "-verify_return_error", "-alpn", "http/1.1,h2") as client,
     ):
         listener.wait_for_line(r"^enchufe: ALPN protocol chosen: h2$")

@@ -25,7 +25,19 @@ from pathlib import Path
 
 import pytest
 
-from support.interop import BULK_TIMEOUT, Process, RandomFile, enchufe_listener, free_port, sha256_file, start, tcp
+from support.interop import (
+    BULK_TIMEOUT,
+    SOCAT_CLIENT_EOF,
+    SOCAT_LINGER,
+    SOCAT_LISTENER_EOF,
+    Process,
+    RandomFile,
+    enchufe_listener,
+    free_port,
+    sha256_file,
+    start,
+    tcp,
+)
 from support.procs import enchufe
 from support.tls import TlsFiles
 
@@ -37,10 +49,6 @@ pytestmark = pytest.mark.interop
 FROM_ENCHUFE = b"hello from enchufe\n"
 FROM_SOCAT = b"hello from socat\x00\xff\r\n"
 AFTER_EOF = b"sent after the other side's close_notify\n"
-LINGER = ("-t", "60")
-#: socat's notices that its first (listener) or second (client) address hit EOF.
-LISTENER_SOCKET_EOF = r" N socket 1 \(fd \d+\) is at EOF$"
-CLIENT_SOCKET_EOF = r" N socket 2 \(fd \d+\) is at EOF$"
 TRUNCATED = "without a TLS close_notify"
 
 
@@ -51,7 +59,7 @@ def socat_tls_listener(
     """``socat -d -d -t 60 OPENSSL-LISTEN:PORT,… -`` on a free port, once it listens."""
     port = free_port()
     address = f"OPENSSL-LISTEN:{port},bind=127.0.0.1,cert={tls_files.server},verify=0"
-    with start(["socat", "-d", "-d", *LINGER, address, "-"], stdin=stdin, stdout=stdout) as socat:
+    with start(["socat", "-d", "-d", *SOCAT_LINGER, address, "-"], stdin=stdin, stdout=stdout) as socat:
         socat.wait_for_line(r" N listening on ")
         yield socat, port
 
@@ -61,15 +69,16 @@ def socat_tls_client(
 ) -> Process:
     """``socat -d -d -t 60 - OPENSSL:127.0.0.1:PORT,cafile=CA``: it verifies enchufe."""
     address = f"OPENSSL:127.0.0.1:{port},cafile={tls_files.ca}"
-    return start(["socat", "-d", "-d", *LINGER, "-", address], stdin=stdin, stdout=stdout)
+    return start(["socat", "-d", "-d", *SOCAT_LINGER, "-", address], stdin=stdin, stdout=stdout)
 
 
 def tls_listener(
     tls_files: TlsFiles, sock_dir: str, *options: str, stdin: object = None, stdout: object = subprocess.PIPE
 ) -> contextlib.AbstractContextManager[tuple[Process, str | int]]:
     """``enchufe -v -l --ssl-cert --ssl-key OPTIONS 127.0.0.1 0``."""
-    certificate = ("--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key)
-    return enchufe_listener(tcp("127.0.0.1"), sock_dir, *certificate, *options, stdin=stdin, stdout=stdout)
+    return enchufe_listener(
+        tcp("127.0.0.1"), sock_dir, *tls_files.listener_options, *options, stdin=stdin, stdout=stdout
+    )
 
 
 def tls_client(tls_files: TlsFiles, port: int, *options: str, stdin: object = None, stdout: object = None) -> Process:
@@ -89,7 +98,7 @@ def test_enchufe_client_talks_to_socat_listener(tls_files: TlsFiles) -> None:
         assert client.read_stdout(len(FROM_SOCAT)) == FROM_SOCAT
         socat.wait_for_line(r" N SSL proto version used: TLSv1\.3$")
         client.close_stdin()
-        socat.wait_for_line(LISTENER_SOCKET_EOF)
+        socat.wait_for_line(SOCAT_LISTENER_EOF)
         socat.close_stdin()
         assert socat.wait() == 0
         assert client.wait() == 0
@@ -120,11 +129,11 @@ def test_enchufe_end_of_input_is_close_notify_and_the_peer_still_answers(
         if enchufe_role == "client":
             socat, port = stack.enter_context(socat_tls_listener(tls_files))
             ours = stack.enter_context(tls_client(tls_files, port))
-            eof_notice = LISTENER_SOCKET_EOF
+            eof_notice = SOCAT_LISTENER_EOF
         else:
             ours, where = stack.enter_context(tls_listener(tls_files, sock_dir))
             socat = stack.enter_context(socat_tls_client(tls_files, int(where)))
-            eof_notice = CLIENT_SOCKET_EOF
+            eof_notice = SOCAT_CLIENT_EOF
         ours.write(FROM_ENCHUFE)
         assert socat.read_stdout(len(FROM_ENCHUFE)) == FROM_ENCHUFE
         ours.close_stdin()
@@ -148,7 +157,7 @@ def test_enchufe_client_keeps_sending_after_the_peers_close_notify(tls_files: Tl
         client.write(AFTER_EOF)  # ... and what it sends still arrives
         assert socat.read_stdout(len(AFTER_EOF)) == AFTER_EOF
         client.close_stdin()
-        socat.wait_for_line(LISTENER_SOCKET_EOF)
+        socat.wait_for_line(SOCAT_LISTENER_EOF)
         assert socat.wait() == 0
         assert client.wait() == 0
     assert TRUNCATED not in client.stderr
@@ -185,7 +194,7 @@ def test_bulk_enchufe_client_to_socat(tls_files: TlsFiles, random_100mib: Random
             socat_tls_listener(tls_files, stdout=sink) as (socat, port),
             tls_client(tls_files, port, stdin=source) as client,
         ):
-            socat.wait_for_line(LISTENER_SOCKET_EOF, BULK_TIMEOUT)
+            socat.wait_for_line(SOCAT_LISTENER_EOF, BULK_TIMEOUT)
             socat.close_stdin()
             assert socat.wait(BULK_TIMEOUT) == 0
             assert client.wait(BULK_TIMEOUT) == 0

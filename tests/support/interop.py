@@ -32,6 +32,9 @@ from support.procs import Process, enchufe, free_port
 
 __all__ = [
     "NCAT_LISTENING",
+    "SOCAT_CLIENT_EOF",
+    "SOCAT_LINGER",
+    "SOCAT_LISTENER_EOF",
     "SOCAT_LISTENING",
     "STREAM_TRANSPORTS",
     "TRANSPORTS",
@@ -55,6 +58,12 @@ NCAT_LISTENING = r"^Ncat: Listening on "
 SOCAT_LISTENING = r" N (listening|receiving) on "
 #: enchufe -v prints this once its socket is bound.
 ENCHUFE_LISTENING = r"^enchufe: Listening on "
+#: socat's -t: long enough that socat never ends a test by itself.
+SOCAT_LINGER = ("-t", "60")
+#: socat -d -d's notices that its first address (a listener's network side) or its
+#: second (a client's) hit EOF.
+SOCAT_LISTENER_EOF = r" N socket 1 \(fd \d+\) is at EOF$"
+SOCAT_CLIENT_EOF = r" N socket 2 \(fd \d+\) is at EOF$"
 
 
 @dataclass(frozen=True, slots=True)

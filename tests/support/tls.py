@@ -40,6 +40,11 @@ class TlsFiles:
     wrong_name: str
     other_ca: str
 
+    @property
+    def listener_options(self) -> tuple[str, ...]:
+        """The command's options for a listener presenting ``server``."""
+        return ("--ssl-cert", self.server_cert, "--ssl-key", self.server_key)
+
     def server_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.server)
