@@ -151,7 +151,7 @@ def _configure(
 def translate_tls_error(exc: ssl.SSLError) -> TlsError:
     """Turn an :class:`ssl.SSLError` into a :class:`TlsError` with OpenSSL's reason."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = exc.verify_message or _reason(exc)
+        reason = (exc.verify_message or _reason(exc)).rstrip(".")  # the caller ends the sentence
         return CertificateError(f"Certificate verification failed ({reason})", reason=reason)
     return TlsError(_reason(exc))
 
