@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from enchufe.errors import (
         AddressError,
         BindError,
+        CertificateError,
         ConnectError,
         ConnectionLost,
         ConnectTimeout,
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
         ResolveError,
         StreamClosed,
         TimedOut,
+        TlsError,
+        TlsSetupError,
         UnexpectedEOF,
         Unsupported,
     )
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from enchufe.net.relay import Relay, RelayResult
     from enchufe.net.resolve import Resolver, SystemResolver
     from enchufe.net.stream import SocketStream, Stream
+    from enchufe.net.tls import TlsStream, client_context, server_context, start_tls
     from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Server, serve
     from enchufe.serve.pool import RequestServer
@@ -50,6 +54,7 @@ _EXPORTS = {
     "parse_address": "enchufe.address",
     "AddressError": "enchufe.errors",
     "BindError": "enchufe.errors",
+    "CertificateError": "enchufe.errors",
     "ConnectError": "enchufe.errors",
     "ConnectionLost": "enchufe.errors",
     "ConnectTimeout": "enchufe.errors",
@@ -62,6 +67,8 @@ _EXPORTS = {
     "ResolveError": "enchufe.errors",
     "StreamClosed": "enchufe.errors",
     "TimedOut": "enchufe.errors",
+    "TlsError": "enchufe.errors",
+    "TlsSetupError": "enchufe.errors",
     "UnexpectedEOF": "enchufe.errors",
     "Unsupported": "enchufe.errors",
     "open_connection": "enchufe.net.connect",
@@ -76,6 +83,10 @@ _EXPORTS = {
     "SystemResolver": "enchufe.net.resolve",
     "SocketStream": "enchufe.net.stream",
     "Stream": "enchufe.net.stream",
+    "TlsStream": "enchufe.net.tls",
+    "client_context": "enchufe.net.tls",
+    "server_context": "enchufe.net.tls",
+    "start_tls": "enchufe.net.tls",
     "Server": "enchufe.serve.engine",
     "DatagramServer": "enchufe.serve.datagram_server",
     "RequestServer": "enchufe.serve.pool",
@@ -86,6 +97,7 @@ __all__ = [
     "Address",
     "AddressError",
     "BindError",
+    "CertificateError",
     "ConnectError",
     "ConnectTimeout",
     "Connection",
@@ -111,15 +123,21 @@ __all__ = [
     "StreamClosed",
     "SystemResolver",
     "TimedOut",
+    "TlsError",
+    "TlsSetupError",
+    "TlsStream",
     "UnexpectedEOF",
     "UnixAddress",
     "Unsupported",
     "__version__",
     "accept_first",
+    "client_context",
     "open_connection",
     "open_listeners",
     "parse_address",
     "serve",
+    "server_context",
+    "start_tls",
 ]
 
 

@@ -23,7 +23,8 @@ enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, ev
         ├── UnexpectedEOF (EOFError)       the peer closed before a read was satisfied
         ├── ReceiveLimitExceeded (ValueError)  no delimiter within a read's size limit
         ├── TlsError                       the TLS (or DTLS) handshake or a record failed
-        │   └── CertificateError           the peer's certificate did not verify
+        │   ├── CertificateError           the peer's certificate did not verify
+        │   └── TlsSetupError              a certificate, key or cipher list that does not load
         └── TimedOut (TimeoutError)
             ├── ConnectTimeout             connect timeout (ncat's -w)
             ├── IdleTimeout                no traffic for the idle timeout (ncat's -i)
@@ -53,6 +54,7 @@ __all__ = [
     "StreamClosed",
     "TimedOut",
     "TlsError",
+    "TlsSetupError",
     "UnexpectedEOF",
     "Unsupported",
 ]
@@ -180,6 +182,11 @@ class CertificateError(TlsError):
         super().__init__(message)
         self.reason = reason
         self.certificate = certificate
+
+
+class TlsSetupError(TlsError):
+    """A TLS context could not be made: a certificate or key file that does not load, a
+    key that does not match its certificate, a cipher list OpenSSL rejects."""
 
 
 class TimedOut(NetworkError, TimeoutError):

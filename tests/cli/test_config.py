@@ -689,7 +689,7 @@ def test_source_route_is_ignored_in_listen_mode() -> None:
     [
         # Options that share getopt's value 0 are "the same" to glibc: it takes the first.
         (["--pro", "x", "localhost"], "--proxy is not supported yet."),
-        (["--ssl-c", "x", "localhost"], "--ssl-cert is not supported yet."),
+        (["--ssl-c", "x", "localhost"], "The --ssl-key and --ssl-cert options must be used together."),
         # Different letters or argument types stay ambiguous (checked against ncat 7.93).
         (["--te"], "option '--te' is ambiguous; possibilities: '--telnet' '--test'"),
         (["--ver"], "option '--ver' is ambiguous; possibilities: '--version' '--verbose'"),
@@ -721,3 +721,29 @@ def test_posixly_correct_stops_at_the_first_operand(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("POSIXLY_CORRECT", "1")
     assert message(["127.0.0.1", "40999", "-v"]) == "Got more than one port specification: 40999 -v."
     assert parse_args(["-v", "127.0.0.1", "40999"]).verbosity == 1
+
+
+# --- --ssl* ----------------------------------------------------------------------------------
+
+
+def test_every_ssl_option_implies_ssl_and_a_trustfile_implies_verify() -> None:
+    assert not parse_args(["localhost"]).ssl
+    for option in (
+        ["--ssl"],
+        ["--ssl-verify"],
+        ["--ssl-ciphers", "HIGH"],
+        ["--ssl-servername", "a"],
+        ["--ssl-alpn", "h2"],
+    ):
+        assert parse_args([*option, "localhost"]).ssl, option
+    config = parse_args(["--ssl-trustfile", "ca.pem", "localhost"])
+    assert config.ssl and config.ssl_verify and config.ssl_trustfile == "ca.pem"
+    assert not parse_args(["--ssl", "localhost"]).ssl_verify
+
+
+def test_ssl_values_are_kept() -> None:
+    config = parse_args(
+        ["-l", "--ssl-cert", "c.pem", "--ssl-key", "k.pem", "--ssl-ciphers", "HIGH", "--ssl-alpn", "h2,,http/1.1", "0"]
+    )
+    assert (config.ssl_cert, config.ssl_key, config.ssl_ciphers) == ("c.pem", "k.pem", "HIGH")
+    assert config.ssl_alpn == ("h2", "http/1.1")

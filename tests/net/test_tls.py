@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from enchufe.errors import CertificateError, TimedOut, TlsError
+from enchufe.errors import CertificateError, TimedOut, TlsError, TlsSetupError
 from enchufe.net.fdstream import FdStream
 from enchufe.net.relay import Relay
 from enchufe.net.stream import SocketStream
@@ -99,6 +99,7 @@ def test_a_socket_that_ends_without_close_notify_is_truncation(pair: tuple[TlsSt
     server.raw.send_eof()  # TCP's end, without TLS's
     assert _read_all(client) == b"partial"
     assert client.truncated
+    client.send_eof()  # nobody left to say close_notify to: the socket's end alone, no error
 
 
 def test_decrypted_data_is_pending_before_the_socket_is_readable(pair: tuple[TlsStream, TlsStream]) -> None:
@@ -143,7 +144,7 @@ def test_an_untrusted_certificate_fails_with_the_reason_and_the_certificate(tls_
     thread.join()
     assert isinstance(outcome["error"], TlsError)  # the server heard the client's alert
     assert caught.value.reason == "unable to get local issuer certificate"
-    assert str(caught.value) == "Certificate verification failed (unable to get local issuer certificate)."
+    assert str(caught.value) == "Certificate verification failed (unable to get local issuer certificate)"
     if sys.version_info >= (3, 13):  # before it, ssl keeps no certificate it could not verify
         assert caught.value.certificate is not None
         ssl.DER_cert_to_PEM_cert(caught.value.certificate)  # a whole certificate
@@ -199,6 +200,11 @@ def test_alpn_picks_the_servers_first_choice_among_the_clients(tls_files: TlsFil
     server.close()
 
 
-def test_a_missing_certificate_file_is_a_tls_error_naming_it(tmp_path: object) -> None:
-    with pytest.raises(TlsError, match=r"nowhere\.pem: No such file or directory"):
+def test_a_missing_certificate_file_is_a_setup_error_naming_it() -> None:
+    with pytest.raises(TlsSetupError, match=r"nowhere\.pem: No such file or directory"):
         server_context("/nowhere.pem")
+
+
+def test_a_cipher_list_openssl_rejects_is_a_setup_error() -> None:
+    with pytest.raises(TlsSetupError, match="Unable to set OpenSSL cipher list: No cipher can be selected"):
+        client_context(ciphers="BOGUS")

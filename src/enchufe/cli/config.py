@@ -103,6 +103,19 @@ class Config:
     #: ``--allow``/``--deny``/``--allowfile``/``--denyfile`` in command-line order, as
     #: ``("allow", "10.0.0.0/8")``, ``("denyfile", PATH)``.
     access: tuple[tuple[str, str], ...] = ()
+    #: --ssl, or any --ssl-* option (each implies it).
+    ssl: bool = False
+    #: --ssl-cert and --ssl-key: the server's certificate (listen mode) or the client's.
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    #: --ssl-verify, or --ssl-trustfile (which implies it): refuse a server whose
+    #: certificate does not verify; no effect in listen mode, as in ncat.
+    ssl_verify: bool = False
+    ssl_trustfile: str | None = None
+    ssl_ciphers: str | None = None
+    ssl_servername: str | None = None
+    #: --ssl-alpn's comma-separated list: offered by a client, chosen from by a listener.
+    ssl_alpn: tuple[str, ...] = ()
 
     def __init__(self, **fields: object) -> None:
         unknown = fields.keys() - set(_FIELDS)
@@ -282,6 +295,15 @@ def _build(
         raise UsageError("Invalid option combination: `--max-conns' with connect.")
     if given("-g") and not listen and ip_version != 4:
         raise UsageError("Sorry, -g can only currently be used with IPv4.")
+    ssl = any(name == "--ssl" or name.startswith("--ssl-") for name in values)
+    if ssl and unix:
+        raise UsageError("SSL option not supported when using Unix domain sockets.")
+    if given("--ssl-cert") != given("--ssl-key"):
+        raise UsageError("The --ssl-key and --ssl-cert options must be used together.")
+    if ssl and transport == "datagram":
+        raise UsageError("--udp --ssl (DTLS) is not supported yet.")
+    if ssl and listen and (given("-k") or broker) and exec_option is None:
+        raise UsageError("--ssl with -k, --broker or --chat is not supported yet.")
 
     source_port = 0
     host: str | None = None
@@ -342,6 +364,14 @@ def _build(
         source_route=hops("-g") if given("-g") and not listen else (),
         access=access,
         source_route_pointer=int(number("-G")) if given("-G") else 4,
+        ssl=ssl,
+        ssl_cert=text("--ssl-cert") if given("--ssl-cert") else None,
+        ssl_key=text("--ssl-key") if given("--ssl-key") else None,
+        ssl_verify=given("--ssl-verify") or given("--ssl-trustfile"),
+        ssl_trustfile=text("--ssl-trustfile") if given("--ssl-trustfile") else None,
+        ssl_ciphers=text("--ssl-ciphers") if given("--ssl-ciphers") else None,
+        ssl_servername=text("--ssl-servername") if given("--ssl-servername") else None,
+        ssl_alpn=tuple(name for name in text("--ssl-alpn").split(",") if name) if given("--ssl-alpn") else (),
     )
 
 

@@ -128,6 +128,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_wa
         NetworkError,
         OutputFailed,
         ResolveError,
+        TlsSetupError,
         Unsupported,
     )
 
@@ -165,7 +166,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_wa
     except OutputFailed as exc:
         messages.bare(f"write: {exc}")  # ncat's die("write"): perror's words, status 2
         return status.OTHER_ERROR
-    except (ResolveError, BindError, Unsupported, AddressError) as exc:
+    except (ResolveError, BindError, Unsupported, AddressError, TlsSetupError) as exc:
         messages.error(f"{exc}. QUITTING.")
         return status.OTHER_ERROR
     except NetworkError as exc:

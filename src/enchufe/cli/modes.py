@@ -24,6 +24,7 @@ from enchufe.net.resolve import SystemResolver
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
     from typing import NoReturn
 
@@ -139,6 +140,11 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         source = None
     elif unix_source:
         messages.info(f"[{source}] used as source DGRAM Unix domain socket.")
+    tls: ssl.SSLContext | bool = False
+    if config.ssl:
+        from enchufe.cli.tls_setup import check_server, client_tls
+
+        tls = client_tls(config)
     started = time.monotonic()
     conn = open_connection(
         target,
@@ -151,12 +157,21 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         on_attempt_failed=attempt_failed,
         source_route=config.source_route,
         source_route_pointer=config.source_route_pointer,
+        tls=tls,
+        server_hostname=config.ssl_servername or config.host,
     )
     with conn:
-        messages.info(f"Connected to {conn.peer or target}.")
+        if tls:
+            check_server(conn, config, messages)
+        else:
+            messages.info(f"Connected to {conn.peer or target}.")
         if config.zero_io:
             return _zero_io(config, conn, messages, started)
         result = _relay(config, conn, env, logs, listening=False)
+        if tls:
+            from enchufe.cli.tls_setup import report_truncation
+
+            report_truncation(conn, messages)
     if config.py_handler is not None:
         return status.SUCCESS  # the handler moved the data: there is no relay's count to tell
     messages.info(
@@ -181,6 +196,11 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     if config.max_conns is not None and not (config.keep_open or config.broker):
         messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
     access = _access_list(config, messages)
+    tls = None
+    if config.ssl:
+        from enchufe.cli.tls_setup import server_tls
+
+        tls = server_tls(config, messages)
     listeners = open_listeners(
         address,
         port=config.port,
@@ -193,7 +213,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
         if config.keep_open or config.broker:
-            return _keep_open(config, env, listeners, access, logs)
+            return _keep_open(config, env, listeners, access, logs, tls)
         deadline = None if config.accept_timeout is None else time.monotonic() + config.accept_timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -219,7 +239,19 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         if config.max_conns == 0:
             _refuse_every_connection(conn, env)
         messages.info(f"Connection from {_describe(conn.peer)}.")
-        _relay(config, conn, env, logs, listening=True)
+        if tls is not None:
+            from enchufe.cli.tls_setup import accept_tls
+
+            secured = accept_tls(conn, tls, messages)
+            if secured is None:
+                return status.NETWORK_ERROR  # ncat's single-shot listener ends with its client
+            conn = secured
+        with conn:
+            _relay(config, conn, env, logs, listening=True)
+            if tls is not None:
+                from enchufe.cli.tls_setup import report_truncation
+
+                report_truncation(conn, messages)
     return status.SUCCESS
 
 
@@ -267,6 +299,7 @@ def _keep_open(
     listeners: list[Listener],
     access: Callable[[Address | None], bool] | None,
     logs: list[SessionLog],
+    tls: ssl.SSLContext | None,
 ) -> int:
     """-l -k, --broker, --chat: every client at once on one event loop
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
@@ -277,7 +310,7 @@ def _keep_open(
     max_clients = 100 if config.max_conns is None else config.max_conns
     _make_room_for(max_clients, _descriptors_per_client(config))
     if config.exec_argv is not None or config.py_handler is not None:
-        return _exec_each(config, env, listeners, access, max_clients, logs)
+        return _exec_each(config, env, listeners, access, max_clients, logs, tls)
     from enchufe.net.loop import EventLoop
     from enchufe.net.stream import translate_os_error
     from enchufe.serve.keep_open import KeepOpen
@@ -394,6 +427,7 @@ def _exec_each(
     access: Callable[[Address | None], bool] | None,
     max_clients: int,
     logs: list[SessionLog],
+    tls: ssl.SSLContext | None,
 ) -> int:
     """-l -k -e/-c/--lua-exec: one program per connection, as inetd does, each relayed
     in its own thread (a blocking relay between two descriptors is what a thread is
@@ -415,6 +449,11 @@ def _exec_each(
 
     def refused(peer: Address | None, reason: str) -> None:
         messages.info(f"New connection denied: {reason}")
+
+    def handshake_failed(peer: Address | None, error: NetworkError) -> None:
+        from enchufe.cli.tls_setup import handshake_failure
+
+        messages.info(handshake_failure(peer, error))
 
     server: Server | DatagramServer
     if config.transport == "datagram":
@@ -443,6 +482,8 @@ def _exec_each(
             access=access,
             on_refused=refused,
             daemon_threads=True,
+            tls=tls,
+            on_tls_failed=handshake_failed,
         )
     try:
         server.start()

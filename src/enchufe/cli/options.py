@@ -70,11 +70,7 @@ LONG_IDENTITY = {
 }
 
 #: Options recognised but not implemented yet: refused with exit status 2.
-NOT_YET = frozenset({
-    "--vsock", "--proxy", "--proxy-type",
-    "--proxy-auth", "--proxy-dns", "--ssl", "--ssl-cert", "--ssl-key", "--ssl-verify",
-    "--ssl-trustfile", "--ssl-ciphers", "--ssl-servername", "--ssl-alpn",
-})  # fmt: skip
+NOT_YET = frozenset({"--vsock", "--proxy", "--proxy-type", "--proxy-auth", "--proxy-dns"})
 
 USAGE = """\
 enchufe {version}, an ncat-compatible netcat
@@ -124,7 +120,7 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
       --proxy-type <type>    Specify proxy type ("http", "socks4", "socks5")
       --proxy-auth <auth>    Authenticate with HTTP or SOCKS proxy server
       --proxy-dns <type>     Specify where to resolve proxy destination
-      --ssl                  Connect or listen with SSL (not supported yet)
+      --ssl                  Connect or listen with SSL
       --ssl-cert             Specify SSL certificate file (PEM) for listening
       --ssl-key              Specify SSL private key (PEM) for listening
       --ssl-verify           Verify trust and domain name of certificates

@@ -26,6 +26,7 @@ from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable, Sequence
 
     from enchufe.net.sockets import Transport
@@ -50,6 +51,8 @@ def open_connection(
     on_attempt_failed: AttemptFailed | None = None,
     source_route: Sequence[str] = (),
     source_route_pointer: int = 4,
+    tls: ssl.SSLContext | bool = False,
+    server_hostname: str | None = None,
 ) -> Connection:
     """Connect to ``address`` and return the connection.
 
@@ -75,6 +78,13 @@ def open_connection(
             ``family=socket.AF_INET``.
         source_route_pointer: the route's hop pointer (ncat's ``-G``); Linux accepts
             only 4.
+        tls: ``True`` runs a TLS handshake once connected, verifying the server's
+            certificate and name against the system's CAs
+            (:func:`enchufe.net.tls.client_context`); an ``ssl.SSLContext`` is used as
+            it is (``client_context(verify=False)`` verifies nothing). The handshake
+            has the same ``timeout`` as the connect.
+        server_hostname: the name sent by SNI and checked against the certificate;
+            by default the target's host (an IP address is checked, not sent).
 
     Raises:
         AddressError: a source route without ``family=socket.AF_INET``.
@@ -83,11 +93,16 @@ def open_connection(
         ConnectError: the last address refused or was unreachable.
         ConnectTimeout: the last address did not answer in time.
         Unsupported: the kernel lacks the transport (SCTP here), or refuses the
-            source route.
+            source route; or TLS over datagrams was asked for.
+        CertificateError: the server's certificate did not verify.
+        TlsError: the TLS handshake failed.
     """
+    if tls is not False and transport == "datagram":
+        raise Unsupported("TLS over datagrams is DTLS, which open_connection does not do")
     target = parse_address(address) if isinstance(address, str) else address
     if isinstance(target, UnixAddress):
-        return _connect_unix(target, transport, None if source_host is None else UnixAddress(source_host))
+        conn = _connect_unix(target, transport, None if source_host is None else UnixAddress(source_host))
+        return conn if tls is False else _secure(conn, tls, server_hostname, timeout)
     resolver = resolver or SystemResolver()
     type_, proto = socket_kind(transport)
     if source_route and family != socket.AF_INET:
@@ -107,8 +122,22 @@ def open_connection(
                 on_attempt_failed(InetAddress(candidate.sockaddr[0], candidate.sockaddr[1]), exc)
             continue
         stream = SocketStream(sock)
-        return Connection(stream, local=stream.local_address, peer=stream.peer_address)
+        conn = Connection(stream, local=stream.local_address, peer=stream.peer_address)
+        return conn if tls is False else _secure(conn, tls, server_hostname or target.host, timeout)
     raise last_error
+
+
+def _secure(
+    conn: Connection, tls: ssl.SSLContext | bool, server_hostname: str | None, timeout: float | None
+) -> Connection:
+    """Run the client's TLS handshake over ``conn``; the TLS connection replaces it."""
+    from enchufe.net.tls import client_context, start_tls
+
+    assert isinstance(conn.stream, SocketStream)
+    context = client_context() if tls is True else tls
+    assert context is not False
+    stream = start_tls(conn.stream, context, server_hostname=server_hostname, timeout=timeout)
+    return Connection(stream, local=conn.local, peer=conn.peer)
 
 
 def _connect_one(

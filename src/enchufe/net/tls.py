@@ -32,7 +32,15 @@ import ssl
 import threading
 import time
 
-from enchufe.errors import CertificateError, ConnectionLost, MalformedCertificate, NetworkError, StreamClosed, TlsError
+from enchufe.errors import (
+    CertificateError,
+    ConnectionLost,
+    MalformedCertificate,
+    NetworkError,
+    StreamClosed,
+    TlsError,
+    TlsSetupError,
+)
 from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream
 from enchufe.proto.x509 import Certificate
 
@@ -87,7 +95,7 @@ def client_context(
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if verify:
         if cafile is not None:
-            context.load_verify_locations(cafile)
+            _load_trust(context, cafile)
         else:
             context.load_default_certs()
     else:
@@ -116,35 +124,53 @@ def server_context(
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if cafile is not None:
-        context.load_verify_locations(cafile)
+        _load_trust(context, cafile)
         context.verify_mode = ssl.CERT_REQUIRED
     _configure(context, ciphers, alpn, certfile, keyfile)
     return context
 
 
+def _load_trust(context: ssl.SSLContext, cafile: str) -> None:
+    try:
+        context.load_verify_locations(cafile)
+    except ssl.SSLError as exc:
+        raise TlsSetupError(f"{cafile}: {_reason(exc)}") from exc
+    except OSError as exc:
+        raise TlsSetupError(f"{cafile}: {exc.strerror}", errno=exc.errno) from exc
+
+
 def _configure(
     context: ssl.SSLContext, ciphers: str | None, alpn: Sequence[str], certfile: str | None, keyfile: str | None
 ) -> None:
-    try:
-        if ciphers is not None:
+    if ciphers is not None:
+        try:
             context.set_ciphers(ciphers)
+        except ssl.SSLError as exc:
+            raise TlsSetupError(f"Unable to set OpenSSL cipher list: {_reason(exc)}") from exc
+    try:
         if alpn:
             context.set_alpn_protocols(list(alpn))
         if certfile is not None:
             context.load_cert_chain(certfile, keyfile)
     except ssl.SSLError as exc:
-        raise translate_tls_error(exc) from exc
+        raise TlsSetupError(_reason(exc)) from exc
     except OSError as exc:  # a certificate or key file that cannot be read
-        raise TlsError(f"{exc.filename or certfile}: {exc.strerror}", errno=exc.errno) from exc
+        raise TlsSetupError(f"{exc.filename or certfile}: {exc.strerror}", errno=exc.errno) from exc
 
 
 def translate_tls_error(exc: ssl.SSLError) -> TlsError:
     """Turn an :class:`ssl.SSLError` into a :class:`TlsError` with OpenSSL's reason."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = exc.verify_message or exc.reason or str(exc)
-        return CertificateError(f"Certificate verification failed ({reason}).", reason=reason)
-    reason = exc.reason or exc.strerror or str(exc)
-    return TlsError(reason.replace("_", " ").lower() if reason.isupper() else reason)
+        reason = exc.verify_message or _reason(exc)
+        return CertificateError(f"Certificate verification failed ({reason})", reason=reason)
+    return TlsError(_reason(exc))
+
+
+def _reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason in words: ``WRONG_VERSION_NUMBER`` reads ``wrong version number``."""
+    reason = getattr(exc, "reason", None) or exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+    reason = reason.rstrip(".")  # the caller ends the sentence
+    return reason.replace("_", " ").lower() if reason.isupper() else reason
 
 
 def default_trusted_subjects() -> DefaultTrustedSubjects:
@@ -424,8 +450,15 @@ class TlsStream:
                 return
             self._eof_sent = True
             self._read_everything_here()
-            with contextlib.suppress(ssl.SSLWantReadError):  # the peer's close_notify is not awaited
+            try:
                 self._tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass  # the peer's close_notify is not awaited
+            except ssl.SSLError as exc:
+                # A peer whose socket ended without close_notify left TLS failed: there
+                # is nobody to say close_notify to, and its socket still gets the end.
+                if not self.truncated:
+                    raise translate_tls_error(exc) from exc
             self._send_what_tls_made(None)
         self.raw.send_eof()
 
@@ -464,8 +497,12 @@ class TlsStream:
         if not self._eof_sent and self._lock.acquire(blocking=False):
             try:
                 self._eof_sent = True
-                with contextlib.suppress(ssl.SSLError, NetworkError):
+                # The first SSL_shutdown makes close_notify; the second one unwrap()
+                # makes may fail on what the peer sent since (a session ticket): that
+                # is nobody's business any more, but close_notify must still go.
+                with contextlib.suppress(ssl.SSLError):
                     self._tls.unwrap()
+                with contextlib.suppress(NetworkError):
                     self._send_what_tls_made(time.monotonic())
             finally:
                 self._lock.release()

@@ -43,11 +43,14 @@ from enchufe.net.connection import Connection
 from enchufe.net.listen import Listener, close_all, open_listeners
 from enchufe.serve.policy import (
     DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     Access,
     ErrorHook,
     HandlerThreads,
     RefusalHook,
     ServerPolicies,
+    TlsFailureHook,
+    handshake_first,
     join_until,
     print_error,
     shut_down,
@@ -56,6 +59,8 @@ from enchufe.serve.policy import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
+
     from enchufe.net.sockets import Transport
 
 __all__ = ["Handler", "Server", "serve"]
@@ -84,6 +89,13 @@ class Server(ServerPolicies):
         on_refused: ``on_refused(peer, reason)`` after a refused connection is closed.
         daemon_threads: handler threads do not keep the process alive (socketserver's
             option): a handler still running when the program exits is abandoned.
+        tls: a server ``ssl.SSLContext``
+            (:func:`enchufe.net.tls.server_context`): each connection's TLS handshake
+            runs in its own thread, and the handler gets the TLS connection.
+        handshake_timeout: seconds a client has for its handshake.
+        on_tls_failed: ``on_tls_failed(peer, error)`` for a handshake that failed or
+            ran out of time (``TlsError``, ``TimedOut``); the handler never sees that
+            client. By default nothing is said: it is the client's doing.
 
     Use it as a context manager, or call :meth:`start` / :meth:`serve_forever` and
     later :meth:`close`. A server runs once: it cannot start again after
@@ -101,6 +113,9 @@ class Server(ServerPolicies):
         access: Access | None = None,
         on_refused: RefusalHook | None = None,
         daemon_threads: bool = False,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        on_tls_failed: TlsFailureHook | None = None,
     ) -> None:
         super().__init__(
             listeners,
@@ -112,6 +127,8 @@ class Server(ServerPolicies):
         )
         self.handler = handler
         self._lock = threading.Lock()
+        if tls is not None:
+            handler = handshake_first(handler, tls, timeout=handshake_timeout, on_failed=on_tls_failed)
         self._handlers = HandlerThreads(handler, on_error, daemon=daemon_threads)
         self._stopping = threading.Event()
         #: Set when the accept loop has ended, in whichever thread ran it.

@@ -9,6 +9,8 @@ same promises; the code for them lives here, once:
 - **Errors** (:func:`print_error`): the default ``on_error``, a traceback on stderr.
 - **A thread per connection** (:class:`HandlerThreads`, for the servers that hold
   one): named ``conn-<peer>``, counted for the limit, forgotten as they finish.
+- **TLS** (:func:`handshake_first`): the server's handshake, in the connection's
+  thread, before the handler.
 - **Ending** (:func:`shut_down`, :func:`join_until`, :func:`warn_left_running`): a
   connection still open after the grace period is shut down so that blocked reads
   return end of file; threads are joined until one deadline; a thread still running
@@ -18,7 +20,6 @@ same promises; the code for them lives here, once:
 from __future__ import annotations
 
 import contextlib
-import socket
 import sys
 import threading
 import time
@@ -33,15 +34,21 @@ from enchufe.net.stream import SocketStream
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from typing import Self
+
+    from enchufe.errors import NetworkError
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "Access",
     "ErrorHook",
     "HandlerThreads",
     "RefusalHook",
     "ServerPolicies",
+    "TlsFailureHook",
+    "handshake_first",
     "join_until",
     "print_error",
     "refusal",
@@ -52,7 +59,12 @@ __all__ = [
 #: Seconds ``close()`` waits for threads once their connections are shut down.
 DEFAULT_CLOSE_TIMEOUT = 5.0
 
+#: Seconds a client has for its TLS handshake: one that connects and says nothing
+#: must not hold a thread and a place under the limit for ever.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
 ErrorHook = Callable[[Connection, Exception], None]
+TlsFailureHook = Callable[[Address | None, "NetworkError"], None]
 Access = Callable[[Address | None], bool]
 RefusalHook = Callable[[Address | None, str], None]
 
@@ -204,9 +216,36 @@ def shut_down(conn: Connection) -> None:
     The handler still owns the connection and closes it; closing it here instead could
     let the descriptor number be reused under a handler that still uses it.
     """
-    if isinstance(conn.stream, SocketStream):
-        with contextlib.suppress(OSError):
-            conn.stream.sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        conn.stream.abort()
+
+
+def handshake_first(
+    handler: Callable[[Connection], None],
+    context: ssl.SSLContext,
+    *,
+    timeout: float | None,
+    on_failed: TlsFailureHook | None,
+) -> Callable[[Connection], None]:
+    """``handler``, called once the server's TLS handshake with the client is done, with
+    the TLS connection; a handshake that fails or takes longer than ``timeout`` goes to
+    ``on_failed(peer, error)`` instead (the handler never sees that client). The
+    handshake runs in the connection's own thread: a stalled client delays nobody."""
+    from enchufe.errors import TimedOut, TlsError
+    from enchufe.net.tls import start_tls
+
+    def handle(conn: Connection) -> None:
+        try:
+            assert isinstance(conn.stream, SocketStream)
+            stream = start_tls(conn.stream, context, server_side=True, timeout=timeout)
+        except (TlsError, TimedOut) as exc:
+            if on_failed is not None:
+                on_failed(conn.peer, exc)
+            return
+        with Connection(stream, local=conn.local, peer=conn.peer, timeout=conn.timeout) as secured:
+            handler(secured)
+
+    return handle
 
 
 def join_until(thread: threading.Thread, deadline: float | None) -> None:
