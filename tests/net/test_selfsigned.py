@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from enchufe.errors import TlsError
+from enchufe.errors import TlsSetupError
 from enchufe.net.selfsigned import make_temporary_certificate
 from enchufe.net.stream import SocketStream
 from enchufe.net.tls import TlsStream, client_context, server_context, start_tls
@@ -120,7 +120,7 @@ def test_without_the_openssl_command_the_error_says_what_to_do(
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     with pytest.raises(
-        TlsError, match=r"give a certificate and its key \(--ssl-cert and --ssl-key\), or install openssl"
+        TlsSetupError, match=r"give a certificate and its key \(--ssl-cert and --ssl-key\), or install openssl"
     ):
         make_temporary_certificate()
     assert list(private_tmpdir.iterdir()) == [empty]
@@ -135,6 +135,6 @@ def test_a_failing_openssl_command_is_reported_with_its_last_line(
     broken.write_text("#!/bin/sh\necho 'req: first line' >&2\necho 'req: invalid digest' >&2\nexit 1\n")
     broken.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_directory))
-    with pytest.raises(TlsError, match=r"^openssl could not make a temporary certificate: req: invalid digest$"):
+    with pytest.raises(TlsSetupError, match=r"^openssl could not make a temporary certificate: req: invalid digest$"):
         make_temporary_certificate()
     assert list(private_tmpdir.iterdir()) == [bin_directory]

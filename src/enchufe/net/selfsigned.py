@@ -25,7 +25,7 @@ import os
 import ssl
 import subprocess
 
-from enchufe.errors import TlsError
+from enchufe.errors import TlsSetupError
 from enchufe.proto.x509 import sha1_fingerprint
 
 TYPE_CHECKING = False
@@ -79,7 +79,7 @@ def make_temporary_certificate(*, timeout: float = 30.0) -> TemporaryCertificate
     a day, with the ``openssl`` command.
 
     Raises:
-        TlsError: there is no ``openssl`` command (the message says what to do
+        TlsSetupError: there is no ``openssl`` command (the message says what to do
             instead), or it failed, or it took more than ``timeout`` seconds.
     """
     directory = _private_directory()
@@ -105,15 +105,17 @@ def _run_openssl(certfile: str, keyfile: str, timeout: float) -> None:
             command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, umask=0o077, check=False
         )
     except FileNotFoundError:
-        raise TlsError(_NO_OPENSSL) from None
+        raise TlsSetupError(_NO_OPENSSL) from None
     except subprocess.TimeoutExpired:
-        raise TlsError(f"openssl took more than {timeout:g} seconds to make a temporary certificate") from None
+        raise TlsSetupError(f"openssl took more than {timeout:g} seconds to make a temporary certificate") from None
     except OSError as exc:  # found, but cannot be run
-        raise TlsError(f"cannot run openssl to make a temporary certificate: {exc.strerror}", errno=exc.errno) from exc
+        raise TlsSetupError(
+            f"cannot run openssl to make a temporary certificate: {exc.strerror}", errno=exc.errno
+        ) from exc
     if result.returncode != 0:
         lines = result.stderr.decode(errors="replace").strip().splitlines()
         reason = lines[-1] if lines else f"exit status {result.returncode}"
-        raise TlsError(f"openssl could not make a temporary certificate: {reason}")
+        raise TlsSetupError(f"openssl could not make a temporary certificate: {reason}")
 
 
 def _remove(directory: str, *files: str) -> None:
@@ -135,5 +137,7 @@ def _private_directory() -> str:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise TlsError(f"cannot make a temporary certificate in {parent}: {exc.strerror}", errno=exc.errno) from exc
+            raise TlsSetupError(
+                f"cannot make a temporary certificate in {parent}: {exc.strerror}", errno=exc.errno
+            ) from exc
         return path
