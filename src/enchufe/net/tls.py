@@ -56,6 +56,7 @@ __all__ = [
     "TlsStream",
     "client_context",
     "default_trusted_subjects",
+    "peer_chain",
     "server_context",
     "start_tls",
     "translate_tls_error",
@@ -171,6 +172,17 @@ def _reason(exc: ssl.SSLError) -> str:
     reason = getattr(exc, "reason", None) or exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
     reason = reason.rstrip(".")  # the caller ends the sentence
     return reason.replace("_", " ").lower() if reason.isupper() else reason
+
+
+def peer_chain(stream: TlsStream) -> list[bytes] | None:
+    """The certificates (DER) the peer sent after its own, verified or not, in its
+    order, for :func:`enchufe.proto.x509.problems`; ``None`` where :mod:`ssl` cannot
+    tell (``get_unverified_chain()`` is Python 3.13's)."""
+    unverified_chain = getattr(stream._tls, "get_unverified_chain", None)
+    if unverified_chain is None:
+        return None
+    chain: list[bytes] | None = unverified_chain()
+    return list(chain[1:]) if chain else []
 
 
 def default_trusted_subjects() -> DefaultTrustedSubjects:
