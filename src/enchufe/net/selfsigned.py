@@ -3,7 +3,7 @@
 ncat makes a 2048-bit RSA key when ``-l --ssl`` has no ``--ssl-cert``: slow, and broken
 on OpenSSL 3.5 (nmap/nmap#3264). :func:`make_temporary_certificate` asks the
 ``openssl`` command for an EC P-256 key and a certificate signed with SHA-256, which
-takes about 10 ms; the ``cryptography`` package would take 56 ms just to import
+takes 8 to 12 ms; the ``cryptography`` package would take 54 ms just to import
 (benchmarks/temporary_certificate.py). The standard library cannot make a certificate.
 
 The certificate is issued to ``localhost``, ``127.0.0.1`` and ``::1``, valid for a day
