@@ -13,8 +13,9 @@ themselves and the names of the trusted CAs, in OpenSSL's words and in the order
 OpenSSL would meet them, so that its first problem is the one a verifying handshake
 would have failed with:
 
-- ``self-signed certificate``: issued by itself (the same name, no authority key
-  identifier pointing elsewhere) and no trusted CA has its name;
+- ``self-signed certificate``: issued by itself (the same name as OpenSSL compares
+  names, and no authority key identifier naming another key) and no trusted CA has
+  its name;
 - ``self-signed certificate in certificate chain``, ``unable to get local issuer
   certificate``: only when the caller passes the chain the peer sent (Python 3.13's
   ``get_unverified_chain()``), walked from issuer to issuer until a trusted CA's name;
@@ -25,12 +26,15 @@ would have failed with:
   no DNS name);
 - ``certificate is not yet valid`` and ``certificate has expired``.
 
-What it cannot tell, and so never says: a forged certificate. No signature is
-checked, and a trusted CA is known by its name only, so a certificate signed by
-someone else in a trusted CA's name looks fine; so does a revoked one, one whose CA
-expired, or whose key usage forbids the use. "No problem" is not "verified": only
-``--ssl-verify`` verifies. A problem found is real, though: a verifying handshake
-would fail on it (the tests hold :func:`problems` to real handshakes).
+What it cannot tell, and so never says: what takes a signature, or more than the
+CAs' names. No signature is checked and a trusted CA is known by its name only, so a
+forged certificate in a trusted CA's name looks fine; so do a revoked one, one whose
+CA has expired, and one whose key usage, extended key usage, basic constraints or
+name constraints forbid the use. Without the chain (before Python 3.13) a certificate
+issued by a CA nobody trusts, a private CA say, looks fine unless it is self-signed.
+"No problem" is not "verified": only ``--ssl-verify`` verifies. A problem found is
+real, though: a verifying handshake would fail on it (the tests hold :func:`problems`
+to real handshakes).
 
 Times are POSIX seconds (``time.time()``; ``datetime.datetime.fromtimestamp(t,
 datetime.UTC)`` for a datetime), so reading a certificate needs no clock and no
