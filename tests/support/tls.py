@@ -9,20 +9,23 @@ peers (openssl, ncat, socat, curl) want them:
 - ``client``: a client certificate with its key;
 - ``expired``: a certificate for the same names that expired a year ago;
 - ``other_ca``: a second CA's certificate, which issued none of the above.
+
+:func:`in_thread` runs one end of a handshake while the test drives the other.
 """
 
 from __future__ import annotations
 
 import datetime
 import ssl
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trustme
 
-__all__ = ["TlsFiles", "tls_files"]
+__all__ = ["TlsFiles", "in_thread", "tls_files"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,19 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFiles]:
         expired=write("expired.pem", expired.private_key_and_cert_chain_pem),
         other_ca=write("other-ca.pem", other_ca.cert_pem),
     )
+
+
+def in_thread(work: Callable[[], object], name: str = "tls-peer") -> tuple[threading.Thread, dict[str, object]]:
+    """Start ``work`` in a thread; once joined, the dict holds its ``"value"`` or its
+    ``"error"``."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread, outcome
