@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import ssl
 import stat
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from enchufe.errors import TlsSetupError
 from enchufe.net.selfsigned import make_temporary_certificate
-from enchufe.net.stream import SocketStream
-from enchufe.net.tls import TlsStream, client_context, server_context, start_tls
+from enchufe.net.tls import client_context, server_context
 from enchufe.proto.x509 import Certificate
+from support.certificates import handshaken
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -33,27 +31,12 @@ def private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _handshake(server: ssl.SSLContext, client: ssl.SSLContext, host: str) -> tuple[TlsStream, TlsStream]:
-    a, b = socket.socketpair()
-    outcome: dict[str, TlsStream] = {}
-    thread = threading.Thread(
-        target=lambda: outcome.setdefault("server", start_tls(SocketStream(b), server, server_side=True, timeout=10)),
-        name="tls-server",
-    )
-    thread.start()
-    try:
-        client_stream = start_tls(SocketStream(a), client, server_hostname=host, timeout=10)
-    finally:
-        thread.join()
-    return client_stream, outcome["server"]
-
-
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1"])
 def test_a_client_that_trusts_the_certificate_verifies_it_for_each_loopback_name(host: str) -> None:
     with make_temporary_certificate() as certificate:
         server = server_context(certificate.certfile, certificate.keyfile)
         client = client_context(cafile=certificate.certfile)
-    client_stream, server_stream = _handshake(server, client, host)
+    client_stream, server_stream = handshaken(server, client, host)
     try:
         client_stream.send_all(b"over TLS")
         assert server_stream.recv() == b"over TLS"

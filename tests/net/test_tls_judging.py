@@ -4,20 +4,17 @@ first looked up), and peer_chain(), the certificates the server sent after its o
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from enchufe.net.stream import SocketStream
-from enchufe.net.tls import TlsStream, client_context, default_trusted_subjects, peer_chain, server_context, start_tls
+from enchufe.net.tls import TlsStream, client_context, default_trusted_subjects, peer_chain, server_context
 from enchufe.proto.x509 import Certificate, problems
-from support.certificates import Issued, issue, verify_by_handshake
+from support.certificates import Issued, handshaken, issue, verify_by_handshake
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -79,18 +76,7 @@ def _connect(tmp_path: Path, sent: list[Issued]) -> tuple[TlsStream, TlsStream]:
     (tmp_path / "chain.pem").write_bytes(b"".join(issued.pem for issued in sent))
     (tmp_path / "key.pem").write_bytes(sent[0].key_pem)
     server = server_context(str(tmp_path / "chain.pem"), str(tmp_path / "key.pem"))
-    a, b = socket.socketpair()
-    outcome: dict[str, TlsStream] = {}
-    thread = threading.Thread(
-        target=lambda: outcome.setdefault("server", start_tls(SocketStream(b), server, server_side=True, timeout=10)),
-        name="tls-server",
-    )
-    thread.start()
-    try:
-        client = start_tls(SocketStream(a), client_context(verify=False), server_hostname="localhost", timeout=10)
-    finally:
-        thread.join()
-    return client, outcome["server"]
+    return handshaken(server, client_context(verify=False), "localhost")
 
 
 @pytest.mark.skipif(sys.version_info < (3, 13), reason="ssl has get_unverified_chain() from Python 3.13")

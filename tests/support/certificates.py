@@ -7,6 +7,8 @@
 - :func:`verify_by_handshake`: the outcome of a verifying TLS handshake (Python's
   ``ssl``, OpenSSL underneath) between a server presenting a chain and a client
   trusting some CAs, run over memory BIOs: no socket, no thread.
+- :func:`handshaken`: enchufe's client and server ``TlsStream`` over a socket pair.
+- :data:`AWKWARD_NAME`: a name with every shape ncat's one-line text has.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import calendar
 import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
 import subprocess
 import time
@@ -28,11 +31,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
+from enchufe.net.stream import SocketStream
+from enchufe.net.tls import TlsStream, start_tls
+from support.tls import in_thread
+
 __all__ = [
     "AWKWARD_NAME",
     "Issued",
     "attribute",
     "common_name",
+    "handshaken",
     "issue",
     "openssl_fields",
     "openssl_req",
@@ -230,3 +238,17 @@ def verify_by_handshake(
             server.do_handshake()
         client_in.write(server_out.read())
     raise AssertionError("the handshake did not end")
+
+
+def handshaken(server: ssl.SSLContext, client: ssl.SSLContext, host: str) -> tuple[TlsStream, TlsStream]:
+    """A client and a server :class:`TlsStream` over a socket pair, their handshake
+    done (the client asking for ``host``); the caller closes both."""
+    ours, theirs = socket.socketpair()
+    thread, outcome = in_thread(lambda: start_tls(SocketStream(theirs), server, server_side=True, timeout=10))
+    try:
+        client_stream = start_tls(SocketStream(ours), client, server_hostname=host, timeout=10)
+    finally:
+        thread.join()
+    server_stream = outcome.get("value")
+    assert isinstance(server_stream, TlsStream), outcome
+    return client_stream, server_stream
