@@ -9,7 +9,8 @@ ncat 7.93 ends TLS in its own way (ncat-reference §3.1, and what these tests sh
 - its client keeps running after the server's ``close_notify`` until its own stdin
   ends (7.93's connect mode).
 
-So half-close over TLS is tested against socat (test_tls_socat.py).
+So half-close over TLS is tested against socat (test_tls_socat.py). Also here: ncat as the
+client of a listener with a temporary certificate, whose fingerprint both say.
 """
 
 from __future__ import annotations
@@ -120,3 +121,22 @@ def test_ncat_client_that_refuses_the_certificate_fails_enchufe_listener(tls_fil
         assert listener.wait() == 1
         assert listener.stdout == b""
     assert ncat.stderr_lines == ["Ncat: Input/output error."]
+
+
+def test_ncat_client_sees_the_temporary_certificate_enchufe_listener_said(sock_dir: str) -> None:
+    """``-l --ssl`` without a certificate makes one, and says its fingerprint, as ncat."""
+    fingerprint = r"SHA-1 fingerprint: ((?:[0-9A-F]{4} ){9}[0-9A-F]{4})$"
+    with enchufe_listener(tcp("127.0.0.1"), sock_dir, "--ssl") as (listener, port):
+        # Said before "Listening on", which enchufe_listener has waited for.
+        said = next(m.group(1) for line in listener.stderr_lines if (m := re.match("^enchufe: " + fingerprint, line)))
+        with start(["ncat", "-v", "--ssl", "127.0.0.1", str(port)]) as ncat:
+            ncat.write(FROM_NCAT)
+            assert listener.read_stdout(len(FROM_NCAT)) == FROM_NCAT
+            listener.write(FROM_ENCHUFE)
+            assert ncat.read_stdout(len(FROM_ENCHUFE)) == FROM_ENCHUFE
+            assert ncat.wait_for_line("^Ncat: " + fingerprint).group(1) == said
+            listener.close_stdin()
+            assert ncat.stdout_at_eof()
+            ncat.close_stdin()
+            assert ncat.wait() == 0
+            assert listener.wait() == 0
