@@ -9,11 +9,14 @@ peers (openssl, ncat, socat, curl) want them:
 - ``client``: a client certificate with its key;
 - ``expired``: a certificate for the same names that expired a year ago;
 - ``other_ca``: a second CA's certificate, which issued none of the above.
+
+``tls_client(port)`` is a client of the command under test that checks nothing.
 """
 
 from __future__ import annotations
 
 import datetime
+import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +25,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-__all__ = ["TlsFiles", "tls_files"]
+from support.cli_e2e import STEP_TIMEOUT
+
+__all__ = ["TlsFiles", "tls_client", "tls_files"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +75,16 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFiles]:
         expired=write("expired.pem", expired.private_key_and_cert_chain_pem),
         other_ca=write("other-ca.pem", other_ca.cert_pem),
     )
+
+
+def tls_client(port: int, *, alpn: list[str] | None = None, suppress_ragged_eofs: bool = True) -> ssl.SSLSocket:
+    """A TLS client of 127.0.0.1:``port`` that verifies nothing, handshake done.
+    ``suppress_ragged_eofs=False``: a server that ends without close_notify makes
+    ``recv`` raise ``SSLEOFError`` rather than return ``b""``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
+    return context.wrap_socket(raw, suppress_ragged_eofs=suppress_ragged_eofs)
