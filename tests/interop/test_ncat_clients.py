@@ -11,19 +11,15 @@ and ``-l -k -c`` (``-e``'s path, the program being ``/bin/sh``). Single-shot
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import select
 import shutil
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from conftest import requires_ipv6
 from support.cli_e2e import stop_listener
-from support.interop import TRANSPORTS, Process, Transport, enchufe_listener, start, transport_params
-from support.procs import DEFAULT_TIMEOUT
+from support.interop import TRANSPORTS, Process, Transport, enchufe_listener, read_until, start, transport_params
 
 if shutil.which("ncat") is None:
     pytest.skip("ncat is not installed", allow_module_level=True)
@@ -41,22 +37,6 @@ def ncat_clients(transport: Transport, where: str | int, count: int) -> Iterator
     """``count`` ncat clients of ``where``, their stdin an open pipe; killed on exit."""
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(start(["ncat", *transport.ncat_connect(where)])) for _ in range(count)]
-
-
-def read_until(proc: Process, pattern: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """Read ``proc``'s stdout until it matches ``pattern`` (a regex); all that was read,
-    which may go past the match."""
-    assert proc.popen.stdout is not None
-    fd = proc.popen.stdout.fileno()
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not re.search(pattern, data):
-        remaining = max(deadline - time.monotonic(), 0)
-        assert select.select([fd], [], [], remaining)[0], f"no {pattern!r} within {timeout} s; got {data!r}"
-        chunk = os.read(fd, 4096)
-        assert chunk, f"stdout ended without {pattern!r}; got {data!r}"
-        data += chunk
-    return data
 
 
 def end(clients: list[Process]) -> None:
