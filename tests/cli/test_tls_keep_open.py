@@ -8,14 +8,12 @@ stall); ncat and openssl as clients are in tests/interop/test_tls_keep_open_inte
 from __future__ import annotations
 
 import re
-import socket
-import ssl
 
 import pytest
 
-from support.cli_e2e import STEP_TIMEOUT, connect, recv_exactly, recv_until_eof, stop_listener
+from support.cli_e2e import connect, quiet, read_announcement, recv_exactly, recv_until_eof, stop_listener
 from support.procs import Process, enchufe, run_enchufe
-from support.tls import TlsFiles, tls_client
+from support.tls import TlsFiles, half_a_hello, tls_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,27 +23,6 @@ FAILED = r"^enchufe: Failed SSL connection from 127\.0\.0\.1: "
 def listener(tls_files: TlsFiles, *args: str) -> Process:
     certificate = ("--ssl-cert", tls_files.server_cert, "--ssl-key", tls_files.server_key)
     return enchufe("-v", *certificate, *args, "127.0.0.1", "0")
-
-
-def still_connected_and_unanswered(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    finally:
-        sock.settimeout(STEP_TIMEOUT)
-    return False
-
-
-def half_a_hello() -> bytes:
-    outgoing = ssl.MemoryBIO()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
-    with pytest.raises(ssl.SSLWantReadError):
-        tls.do_handshake()
-    hello = outgoing.read()
-    return hello[: len(hello) // 2]
 
 
 def test_keep_open_serves_tls_clients_both_ways_and_ends_them_with_close_notify(tls_files: TlsFiles) -> None:
@@ -97,7 +74,7 @@ def test_stalled_handshakes_never_delay_another_clients_handshake(tls_files: Tls
         with tls_client(port) as good:
             good.sendall(b"served\n")
             assert cmd.read_stdout(7) == b"served\n"
-            assert all(still_connected_and_unanswered(sock) for sock in stalled)
+            assert all(quiet(sock) for sock in stalled)
         for sock in stalled:
             sock.close()
         stop_listener(cmd)
@@ -132,38 +109,22 @@ def test_broker_over_tls_passes_each_clients_bytes_to_the_others(tls_files: TlsF
         stop_listener(cmd)
 
 
-ANNOUNCE = re.compile(
-    rb"<announce> 127\.0\.0\.1:(\d+) is connected as <user(\d+)>\.\n<announce> already connected: .*\.\n"
-)
-
-
-def read_announcement(sock: ssl.SSLSocket) -> tuple[int, int]:
-    """One join announcement: the newcomer's port and user number."""
-    data = b""
-    while not ANNOUNCE.fullmatch(data):
-        chunk = sock.recv(4096)
-        assert chunk, data
-        data += chunk
-    match = ANNOUNCE.fullmatch(data)
-    assert match is not None
-    return int(match.group(1)), int(match.group(2))
-
-
 def test_chat_over_tls_announces_a_member_once_its_handshake_is_done(tls_files: TlsFiles) -> None:
     with listener(tls_files, "-l", "--chat") as cmd:
         port = cmd.listening_port()
         with tls_client(port) as a:
-            assert read_announcement(a)[0] == a.getsockname()[1]
+            user_a, _ = read_announcement(a)
             with connect(port) as silent:  # accepted, in its handshake: no member yet
                 cmd.wait_for_line(r"Connection from")
                 with tls_client(port) as b:
-                    b_port, user_b = read_announcement(b)
-                    assert read_announcement(a) == (b_port, user_b) == (b.getsockname()[1], user_b)
+                    user_b, _ = read_announcement(b)
+                    assert read_announcement(a, newcomer=b)[0] == user_b  # not the silent one's
                     b.sendall(b"hi\n")
                     expected = f"<user{user_b}> hi\n".encode()
                     assert recv_exactly(a, len(expected)) == expected
-                assert still_connected_and_unanswered(silent)
+                assert quiet(silent)
         stop_listener(cmd)
+    assert user_a != user_b
 
 
 def test_udp_with_ssl_is_refused_with_one_line() -> None:

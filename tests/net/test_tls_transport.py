@@ -48,12 +48,19 @@ class PausingRecorder(Recorder):
 class Rig(LoopThread):
     """A server TlsTransport on the loop; ``peer`` is the client's raw socket."""
 
-    def __init__(self, tls_files: TlsFiles, protocol: Recorder | None = None, **options: object) -> None:
+    def __init__(
+        self,
+        tls_files: TlsFiles,
+        protocol: Recorder | None = None,
+        *,
+        client_receive_buffer: int | None = None,
+        **options: object,
+    ) -> None:
         super().__init__()
         self.tls_files = tls_files
         self.protocol = protocol or Recorder(record_made=True)
         self.failures: queue.Queue[NetworkError] = queue.Queue()
-        ours, self.peer = tcp_pair()
+        ours, self.peer = tcp_pair(client_receive_buffer=client_receive_buffer)
         context = server_context(tls_files.server)
 
         def start() -> TlsTransport:
@@ -114,6 +121,17 @@ def read_all(stream: TlsStream) -> bytes:
     return b"".join(chunks)
 
 
+def sha256_of_next(stream: TlsStream, size: int) -> bytes:
+    """The sha256 of the next ``size`` bytes ``stream`` receives."""
+    digest = hashlib.sha256()
+    while size > 0:
+        chunk = stream.recv(1 << 20, timeout=TIMEOUT)
+        assert chunk, f"the stream ended {size} bytes short"
+        digest.update(chunk)
+        size -= len(chunk)
+    return digest.digest()
+
+
 def test_the_protocol_hears_of_the_connection_once_the_handshake_is_done(rig: Rig) -> None:
     assert rig.call(lambda: rig.protocol.transport) is None  # connected, no hello yet
     client = rig.handshake()
@@ -129,10 +147,7 @@ def test_large_data_crosses_both_ways_whole(rig: Rig) -> None:
     client.send_all(upload)  # the loop reads as it comes: nothing waits for the test
     assert hashlib.sha256(rig.received(len(upload))).digest() == hashlib.sha256(upload).digest()
     rig.call(lambda: rig.transport.write(download))
-    received = b""
-    while len(received) < len(download):
-        received += client.recv(1 << 20, timeout=TIMEOUT)
-    assert hashlib.sha256(received).digest() == hashlib.sha256(download).digest()
+    assert sha256_of_next(client, len(download)) == hashlib.sha256(download).digest()
 
 
 def test_the_peers_close_notify_is_end_of_stream_and_writing_goes_on(rig: Rig) -> None:
@@ -245,17 +260,18 @@ def test_records_waiting_inside_tls_survive_write_eof_and_arrive_in_order(tls_fi
         made.close()
 
 
-def test_a_client_that_stops_reading_pauses_the_writer_and_loses_nothing(rig: Rig) -> None:
-    client = rig.handshake()
-    payload = os.urandom(4 << 20)  # far above the kernel's buffers and the high-water mark
-    rig.call(lambda: rig.transport.write(payload))
-    assert rig.protocol.next() == ("pause",)
-    assert rig.call(lambda: rig.transport.write_buffer_size) > HIGH_WATER
-    received = b""
-    while len(received) < len(payload):
-        received += client.recv(1 << 20, timeout=TIMEOUT)
-    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
-    assert rig.protocol.next() == ("resume",)
+def test_a_client_that_stops_reading_pauses_the_writer_and_loses_nothing(tls_files: TlsFiles) -> None:
+    made = Rig(tls_files, client_receive_buffer=64 * 1024)
+    try:
+        client = made.handshake()
+        payload = os.urandom(8 << 20)  # far above the kernel's buffers and the high-water mark
+        made.call(lambda: made.transport.write(payload))
+        assert made.protocol.next() == ("pause",)
+        assert made.call(lambda: made.transport.write_buffer_size) > HIGH_WATER
+        assert sha256_of_next(client, len(payload)) == hashlib.sha256(payload).digest()
+        assert made.protocol.next() == ("resume",)
+    finally:
+        made.close()
 
 
 def test_paused_reading_leaves_records_unread_until_resumed(rig: Rig) -> None:

@@ -1,15 +1,12 @@
 """The hub with TLS: handshakes on the loop, stalled or failing clients that hold up
 nobody, a place held during the handshake, and TLS's own end for every client.
 
-Clients are real loopback TCP connections; the good ones speak the library's blocking
+Clients are socket pairs; the good ones speak the library's blocking
 TlsStream from the test's thread while the hub's loop runs in its own.
 """
 
 from __future__ import annotations
 
-import queue
-import socket
-import ssl
 from collections.abc import Iterator
 
 import pytest
@@ -17,41 +14,21 @@ import pytest
 from enchufe.errors import NetworkError, TimedOut, TlsError
 from enchufe.net.stream import SocketStream
 from enchufe.net.tls import TlsStream, client_context, server_context, start_tls
-from enchufe.serve.hub import Client, Hub
-from support.loop import LoopThread, tcp_pair
-from support.tls import TlsFiles
+from enchufe.serve.hub import Client
+from support.cli_e2e import quiet
+from support.hub import TIMEOUT, HubRig
+from support.tls import TlsFiles, half_a_hello
 
 pytestmark = pytest.mark.timeout(30)
 
-TIMEOUT = 10.0
 
-
-class Rig(LoopThread):
-    """A TLS hub on a loop in its own thread; every event goes on one queue."""
+class Rig(HubRig):
+    """A TLS hub; ``connect()`` is a client that has said nothing yet."""
 
     def __init__(self, tls_files: TlsFiles, **options: object) -> None:
-        super().__init__()
+        super().__init__(record_ready=True, tls=server_context(tls_files.server), **options)
         self.tls_files = tls_files
-        self.events: queue.Queue[tuple[object, ...]] = queue.Queue()
-        self.hub = Hub(
-            self.loop,
-            on_data=lambda client, data: self.events.put(("data", client.id, data)),
-            on_ready=lambda client: self.events.put(("ready", client.id)),
-            on_leave=lambda client, exc: self.events.put(("leave", client.id, exc)),
-            on_tls_failed=lambda client, error: self.events.put(("tls failed", client.id, error)),
-            tls=server_context(tls_files.server),
-            **options,  # type: ignore[arg-type]
-        )
-        self.sockets: list[socket.socket] = []
         self.streams: list[TlsStream] = []
-
-    def connect(self) -> tuple[socket.socket, Client]:
-        """A TCP client the hub has taken in (its handshake not started)."""
-        ours, theirs = tcp_pair()
-        self.sockets.append(theirs)
-        client = self.call(lambda: self.hub.add(ours))
-        assert isinstance(client, Client)
-        return theirs, client
 
     def connect_tls(self) -> tuple[TlsStream, Client]:
         """A client whose handshake is done, and the hub has said it is ready."""
@@ -62,17 +39,10 @@ class Rig(LoopThread):
         assert self.next() == ("ready", client.id)
         return stream, client
 
-    def next(self) -> tuple[object, ...]:
-        return self.events.get(timeout=TIMEOUT)
-
     def close(self) -> None:
-        self.call(self.hub.abort)
-        self.call(lambda: None)  # one more turn: the connection_lost callbacks run
         super().close()
         for stream in self.streams:
             stream.close()
-        for sock in self.sockets:
-            sock.close()
 
 
 @pytest.fixture
@@ -80,29 +50,6 @@ def rig(tls_files: TlsFiles) -> Iterator[Rig]:
     made = Rig(tls_files)
     yield made
     made.close()
-
-
-def half_a_hello() -> bytes:
-    """The first half of a real ClientHello."""
-    outgoing = ssl.MemoryBIO()
-    tls = client_context(verify=False).wrap_bio(ssl.MemoryBIO(), outgoing)
-    with pytest.raises(ssl.SSLWantReadError):
-        tls.do_handshake()
-    hello = outgoing.read()
-    return hello[: len(hello) // 2]
-
-
-def still_connected_and_unanswered(sock: socket.socket) -> bool:
-    """True while the hub has neither answered nor closed ``sock``."""
-    timeout = sock.gettimeout()
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    finally:
-        sock.settimeout(timeout)
-    return False
 
 
 def test_tls_clients_hear_broadcasts_and_are_heard(rig: Rig) -> None:
@@ -135,7 +82,7 @@ def test_stalled_handshakes_never_delay_another_clients_handshake(tls_files: Tls
         assert failure[:2] == ("tls failed", garbage_client.id) and isinstance(failure[2], TlsError)
         assert rig.next() == ("leave", garbage_client.id, failure[2])
         good, good_client = rig.connect_tls()
-        assert all(still_connected_and_unanswered(sock) for sock in stalled)
+        assert all(quiet(sock) for sock in stalled)
         good.send_all(b"served")
         assert rig.next() == ("data", good_client.id, b"served")
         assert rig.call(lambda: (len(rig.hub), rig.hub.ready())) == (len(stalled) + 1, 1)
@@ -152,7 +99,7 @@ def test_a_client_in_its_handshake_holds_a_place_and_gets_no_broadcast(rig: Rig)
     assert rig.call(lambda: (len(rig.hub), rig.hub.ready())) == (2, 1)
     assert rig.call(lambda: rig.hub.broadcast(b"one is")) == 1
     assert good.recv(100, timeout=TIMEOUT) == b"one is"
-    assert still_connected_and_unanswered(silent)
+    assert quiet(silent)
 
 
 def test_a_silent_client_is_cut_off_when_its_handshake_time_is_up(tls_files: TlsFiles) -> None:

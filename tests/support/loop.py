@@ -15,11 +15,16 @@ from enchufe.net.transport import ClientTransport, StreamProtocol
 TIMEOUT = 10.0
 
 
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
+def tcp_pair(*, client_receive_buffer: int | None = None) -> tuple[socket.socket, socket.socket]:
     """A connected pair of loopback TCP sockets: (the accepted one, the client's, with
-    a timeout of :data:`TIMEOUT`)."""
+    a timeout of :data:`TIMEOUT`). ``client_receive_buffer`` caps what the client's
+    kernel takes before the client reads (loopback's autotuning allows megabytes)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        client = socket.socket()
+        if client_receive_buffer is not None:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, client_receive_buffer)  # before the window is agreed
+        client.settimeout(TIMEOUT)
+        client.connect(listener.getsockname())
         accepted, _ = listener.accept()
     return accepted, client
 

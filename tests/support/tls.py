@@ -10,11 +10,13 @@ peers (openssl, ncat, socat, curl) want them:
 - ``expired``: a certificate for the same names that expired a year ago;
 - ``other_ca``: a second CA's certificate, which issued none of the above.
 
-``tls_client(port)`` is a client of the command under test that checks nothing.
+``tls_client(port)`` is a client of the command under test that checks nothing;
+``half_a_hello()`` the first half of a ClientHello, for a client that stalls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import ssl
@@ -27,7 +29,7 @@ import trustme
 
 from support.cli_e2e import STEP_TIMEOUT
 
-__all__ = ["TlsFiles", "tls_client", "tls_files"]
+__all__ = ["TlsFiles", "half_a_hello", "tls_client", "tls_files"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +90,14 @@ def tls_client(port: int, *, alpn: list[str] | None = None, suppress_ragged_eofs
         context.set_alpn_protocols(alpn)
     raw = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
     return context.wrap_socket(raw, suppress_ragged_eofs=suppress_ragged_eofs)
+
+
+def half_a_hello() -> bytes:
+    """The first half of a real TLS ClientHello: a client that stalls in the middle."""
+    outgoing = ssl.MemoryBIO()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):  # the hello is out, the answer awaited
+        tls.do_handshake()
+    hello = outgoing.read()
+    return hello[: len(hello) // 2]
