@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src"
-HEAVY = ["dataclasses", "inspect", "typing", "re", "enum", "socket", "threading", "encodings.idna"]
+HEAVY = ["dataclasses", "inspect", "typing", "re", "enum", "socket", "threading", "encodings.idna", "ssl"]
 
 
 def modules_loaded_by(argv: list[str]) -> set[str]:
@@ -39,3 +39,10 @@ def test_a_refused_connect_imports_only_what_a_socket_needs() -> None:
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
     assert modules_loaded_by(["127.0.0.1", str(port)]) == {"enum", "socket", "threading"}
+
+
+def test_many_clients_without_tls_import_no_ssl() -> None:
+    """-l -k, --broker and --chat reach the event loop, the hub and their transports
+    (and end at once here: no client within -w); TLS's modules wait for --ssl."""
+    for mode in (["-l", "-k"], ["--broker"], ["-l", "--chat"]):
+        assert "ssl" not in modules_loaded_by([*mode, "-w", "1ms", "127.0.0.1", "0"]), mode
