@@ -20,12 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The dev tools, lupa (for --lua-exec) and enchufe itself (editable) go into .venv,
+# The dev tools, lupa (for --lua-exec), pyOpenSSL (for DTLS) and enchufe itself (editable) go into .venv,
 # never into $python.
 export PIP_ROOT_USER_ACTION=ignore
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 venv_python=.venv/bin/python
-"$venv_python" -m pip install -q --disable-pip-version-check -e '.[dev,lua]'
+"$venv_python" -m pip install -q --disable-pip-version-check -e '.[dev,lua,dtls]'
 "$venv_python" -m ruff check src tests benchmarks
 "$venv_python" -m ruff format --check src tests benchmarks
 "$venv_python" -m mypy
@@ -38,7 +38,7 @@ if command -v pyenv >/dev/null 2>&1; then
         [ -n "$version" ] || continue
         venv=".venv-$minor"
         [ -x "$venv/bin/python" ] || "$(pyenv root)/versions/$version/bin/python" -m venv "$venv"
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,lua]'
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,lua,dtls]'
         "$venv/bin/python" -m pytest -q -m "not interop and not slow"
     done
 fi

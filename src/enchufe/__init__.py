@@ -37,6 +37,14 @@ if TYPE_CHECKING:
     )
     from enchufe.net.connect import open_connection
     from enchufe.net.connection import Connection
+    from enchufe.net.dtls import (
+        DtlsContext,
+        DtlsStream,
+        accept_dtls,
+        dtls_client_context,
+        dtls_server_context,
+        start_dtls,
+    )
     from enchufe.net.fdstream import FdStream
     from enchufe.net.listen import Listener, accept_first, open_listeners
     from enchufe.net.relay import Relay, RelayResult
@@ -84,6 +92,12 @@ _EXPORTS = {
     "SocketStream": "enchufe.net.stream",
     "Stream": "enchufe.net.stream",
     "TlsStream": "enchufe.net.tls",
+    "DtlsContext": "enchufe.net.dtls",
+    "DtlsStream": "enchufe.net.dtls",
+    "accept_dtls": "enchufe.net.dtls",
+    "dtls_client_context": "enchufe.net.dtls",
+    "dtls_server_context": "enchufe.net.dtls",
+    "start_dtls": "enchufe.net.dtls",
     "client_context": "enchufe.net.tls",
     "server_context": "enchufe.net.tls",
     "start_tls": "enchufe.net.tls",
@@ -103,6 +117,8 @@ __all__ = [
     "Connection",
     "ConnectionLost",
     "DatagramServer",
+    "DtlsContext",
+    "DtlsStream",
     "EnchufeError",
     "FdStream",
     "IdleTimeout",
@@ -130,13 +146,17 @@ __all__ = [
     "UnixAddress",
     "Unsupported",
     "__version__",
+    "accept_dtls",
     "accept_first",
     "client_context",
+    "dtls_client_context",
+    "dtls_server_context",
     "open_connection",
     "open_listeners",
     "parse_address",
     "serve",
     "server_context",
+    "start_dtls",
     "start_tls",
 ]
 

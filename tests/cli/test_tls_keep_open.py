@@ -12,7 +12,7 @@ import re
 import pytest
 
 from support.cli_e2e import connect, quiet, read_announcement, recv_exactly, recv_until_eof, stop_listener
-from support.procs import Process, enchufe, run_enchufe
+from support.procs import Process, enchufe
 from support.tls import TlsFiles, half_a_hello, tls_client
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,9 +125,3 @@ def test_chat_over_tls_announces_a_member_once_its_handshake_is_done(tls_files: 
                 assert quiet(silent)
         stop_listener(cmd)
     assert user_a != user_b
-
-
-def test_udp_with_ssl_is_refused_with_one_line() -> None:
-    result = run_enchufe("-u", "-l", "-k", "--ssl", "127.0.0.1", "0")
-    assert result.returncode == 2
-    assert result.stderr == b"enchufe: --udp --ssl (DTLS) is not supported yet. QUITTING.\n"

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import requires_ipv6
 from support.cli_e2e import stop_listener
-from support.interop import TRANSPORTS, Process, Transport, enchufe_listener, read_until, start, transport_params
+from support.interop import TRANSPORTS, Process, Transport, enchufe_listener, start, transport_params
 
 if shutil.which("ncat") is None:
     pytest.skip("ncat is not installed", allow_module_level=True)
@@ -93,15 +93,15 @@ def test_chat(transport: Transport, sock_dir: str) -> None:
         for _ in range(2):
             server.wait_for_line("Connection from")
         # Each is told who was there before it: nobody, for whichever ncat came first.
-        greetings = [read_until(client, rb"already connected: [^\n]*\n") for client in clients]
+        greetings = [client.read_until(rb"already connected: [^\n]*\n") for client in clients]
         first, second = clients if b"nobody" in greetings[0] else clients[::-1]
         assert re.search(rb"already connected: .*<user\d+>\.\n", greetings[clients.index(second)])
         first.write(b"hello\x01\n")
-        assert re.search(rb"^<user\d+> hello\\001\n", read_until(second, rb"hello"), re.MULTILINE)
+        assert re.search(rb"^<user\d+> hello\\001\n", second.read_until(rb"hello"), re.MULTILINE)
         first.close_stdin()
         assert first.wait() == 0
         assert b"hello" not in first.stdout  # a member does not hear itself
-        assert re.search(rb"<announce> <user\d+> is disconnected\.\n", read_until(second, rb"disconnected\.\n"))
+        assert re.search(rb"<announce> <user\d+> is disconnected\.\n", second.read_until(rb"disconnected\.\n"))
         end([second])
         stop_listener(server)
         assert server.stdout == b""
@@ -132,7 +132,7 @@ def test_keep_open_exec(transport: Transport, sock_dir: str) -> None:
         pids = set()
         for number, client in enumerate(clients):
             server.wait_for_line("Connection from")
-            pids.add(read_until(client, rb"pid \d+\n"))
+            pids.add(client.read_until(rb"pid \d+\n"))
             client.write(f"to program {number}\n".encode())
             assert client.read_stdout(13) == f"to program {number}\n".encode()
         assert len(pids) == 2  # one program per client, at the same time

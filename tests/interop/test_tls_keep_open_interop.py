@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.cli_e2e import stop_listener
-from support.interop import Process, read_until, start
+from support.interop import Process, start
 from support.procs import enchufe
 from support.tls import TlsFiles
 
@@ -54,13 +54,13 @@ def test_ncat_ssl_clients_of_keep_open(tls_files: TlsFiles) -> None:
 
 def test_ncat_ssl_clients_of_chat(tls_files: TlsFiles) -> None:
     with tls_listener(tls_files, "-l", "--chat") as (server, port), ncat_ssl_clients(port, 2) as clients:
-        greetings = [read_until(client, rb"already connected: [^\n]*\n") for client in clients]
+        greetings = [client.read_until(rb"already connected: [^\n]*\n") for client in clients]
         first, second = clients if b"nobody" in greetings[0] else clients[::-1]
         first.write(b"hello\x01\n")
-        assert re.search(rb"^<user\d+> hello\\001\n", read_until(second, rb"hello"), re.MULTILINE)
+        assert re.search(rb"^<user\d+> hello\\001\n", second.read_until(rb"hello"), re.MULTILINE)
         first.close_stdin()
         assert first.wait() == 0, first.stderr
-        assert re.search(rb"<announce> <user\d+> is disconnected\.\n", read_until(second, rb"disconnected\.\n"))
+        assert re.search(rb"<announce> <user\d+> is disconnected\.\n", second.read_until(rb"disconnected\.\n"))
         second.close_stdin()
         assert second.wait() == 0, second.stderr
         stop_listener(server)
@@ -74,9 +74,9 @@ def test_openssl_s_client_of_keep_open_ends_with_close_notify_both_ways(tls_file
             client.write(b"from s_client\n")
             assert server.read_stdout(14) == b"from s_client\n"
             server.write(b"from the host\n")
-            read_until(client, rb"from the host\n")
+            client.read_until(rb"from the host\n")
             server.close_stdin()  # the end of the host's input: close_notify to every client
-            rest = read_until(client, rb">>> [^\n]*Alert[^\n]*close_notify")  # s_client answers with its own
+            rest = client.read_until(rb">>> [^\n]*Alert[^\n]*close_notify")  # s_client answers with its own
             assert re.search(rb"<<< [^\n]*Alert[^\n]*close_notify", rest)
             assert client.wait() == 0
         assert server.still_running_after()

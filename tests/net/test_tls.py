@@ -8,8 +8,7 @@ import select
 import socket
 import ssl
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,30 +17,16 @@ from enchufe.net.fdstream import FdStream
 from enchufe.net.relay import Relay
 from enchufe.net.stream import SocketStream
 from enchufe.net.tls import TlsStream, client_context, server_context, start_tls
-from support.tls import TlsFiles
+from support.tls import TlsFiles, in_thread
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def _in_thread(work: Callable[[], object]) -> tuple[threading.Thread, dict[str, object]]:
-    outcome: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="tls-peer")
-    thread.start()
-    return thread, outcome
 
 
 @pytest.fixture
 def pair(tls_files: TlsFiles) -> Iterator[tuple[TlsStream, TlsStream]]:
     """A client and a server TlsStream, handshaken, over a socket pair."""
     a, b = socket.socketpair()
-    thread, outcome = _in_thread(
+    thread, outcome = in_thread(
         lambda: start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=10)
     )
     client = start_tls(SocketStream(a), client_context(cafile=tls_files.ca), server_hostname="localhost", timeout=10)
@@ -71,7 +56,7 @@ def test_the_handshake_settles_version_cipher_and_certificate(pair: tuple[TlsStr
 def test_bytes_cross_both_ways_and_each_end_of_stream_is_a_half_close(pair: tuple[TlsStream, TlsStream]) -> None:
     client, server = pair
     upload = os.urandom(3 * 1024 * 1024)
-    thread, outcome = _in_thread(lambda: _read_all(server))
+    thread, outcome = in_thread(lambda: _read_all(server))
     client.send_all(upload)
     client.send_eof()  # close_notify: the server reads to its end ...
     thread.join()
@@ -119,7 +104,7 @@ def test_a_relay_delivers_what_tls_has_already_decrypted(pair: tuple[TlsStream, 
     in_read, in_write = os.pipe()  # a local input with nothing to say
     local = FdStream(in_read, out_write, owns_fds=True)
     relay = Relay(local, client)
-    running, outcome = _in_thread(relay.run)
+    running, outcome = in_thread(relay.run)
     output = b""
     poller = select.poll()
     poller.register(out_read, select.POLLIN)
@@ -136,7 +121,7 @@ def test_a_relay_delivers_what_tls_has_already_decrypted(pair: tuple[TlsStream, 
 
 def test_an_untrusted_certificate_fails_with_the_reason_and_the_certificate(tls_files: TlsFiles) -> None:
     a, b = socket.socketpair()
-    thread, outcome = _in_thread(
+    thread, outcome = in_thread(
         lambda: start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=10)
     )
     with pytest.raises(CertificateError) as caught:
@@ -152,7 +137,7 @@ def test_an_untrusted_certificate_fails_with_the_reason_and_the_certificate(tls_
 
 def test_a_name_the_certificate_does_not_carry_fails(tls_files: TlsFiles) -> None:
     a, b = socket.socketpair()
-    thread, _ = _in_thread(
+    thread, _ = in_thread(
         lambda: start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=10)
     )
     with pytest.raises(CertificateError, match="Hostname mismatch"):
@@ -186,7 +171,7 @@ def test_a_peer_that_closes_during_the_handshake_is_a_tls_error(tls_files: TlsFi
 
 def test_alpn_picks_the_servers_first_choice_among_the_clients(tls_files: TlsFiles) -> None:
     a, b = socket.socketpair()
-    thread, outcome = _in_thread(
+    thread, outcome = in_thread(
         lambda: start_tls(
             SocketStream(b), server_context(tls_files.server, alpn=["h2", "http/1.1"]), server_side=True, timeout=10
         )

@@ -10,7 +10,6 @@
   closed stdin and competes with the stderr reader thread).
 - :func:`ncat_listener`, :func:`socat_listener`, :func:`enchufe_listener`: start a
   listener, wait for its readiness line (never a sleep), yield it with its endpoint.
-- :func:`read_until`: a process's stdout up to a pattern, within a deadline.
 - :func:`shared_random_file`: the 100 MiB of random bytes for the bulk transfers,
   written once per test session however many modules use it.
 """
@@ -21,17 +20,15 @@ import contextlib
 import hashlib
 import os
 import re
-import select
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from support.procs import DEFAULT_TIMEOUT, Process, enchufe, free_port
+from support.procs import Process, enchufe, free_port
 
 __all__ = [
     "NCAT_LISTENING",
@@ -44,7 +41,6 @@ __all__ = [
     "enchufe_listener",
     "free_port",
     "ncat_listener",
-    "read_until",
     "sha256_file",
     "shared_random_file",
     "socat_listener",
@@ -155,22 +151,6 @@ def transport_params(transports: Sequence[Transport], requires_ipv6: pytest.Mark
     return [
         pytest.param(t, id=t.name, marks=[requires_ipv6] if t.family == socket.AF_INET6 else []) for t in transports
     ]
-
-
-def read_until(proc: Process, pattern: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """Read ``proc``'s stdout until it matches ``pattern`` (a regex); all that was read,
-    which may go past the match."""
-    assert proc.popen.stdout is not None
-    fd = proc.popen.stdout.fileno()
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not re.search(pattern, data):
-        remaining = max(deadline - time.monotonic(), 0)
-        assert select.select([fd], [], [], remaining)[0], f"no {pattern!r} within {timeout} s; got {data!r}"
-        chunk = os.read(fd, 4096)
-        assert chunk, f"stdout ended without {pattern!r}; got {data!r}"
-        data += chunk
-    return data
 
 
 def start(argv: Sequence[str], *, stdin: object = None, stdout: object = subprocess.PIPE) -> Process:

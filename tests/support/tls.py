@@ -12,6 +12,7 @@ peers (openssl, ncat, socat, curl) want them:
 
 ``tls_client(port)`` is a client of the command under test that checks nothing;
 ``half_a_hello()`` the first half of a ClientHello, for a client that stalls.
+:func:`in_thread` runs one end of a handshake while the test drives the other.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import contextlib
 import datetime
 import socket
 import ssl
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import trustme
 
 from support.cli_e2e import STEP_TIMEOUT
 
-__all__ = ["TlsFiles", "half_a_hello", "tls_client", "tls_files"]
+__all__ = ["TlsFiles", "half_a_hello", "in_thread", "tls_client", "tls_files"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +103,19 @@ def half_a_hello() -> bytes:
         tls.do_handshake()
     hello = outgoing.read()
     return hello[: len(hello) // 2]
+
+
+def in_thread(work: Callable[[], object], name: str = "tls-peer") -> tuple[threading.Thread, dict[str, object]]:
+    """Start ``work`` in a thread; once joined, the dict holds its ``"value"`` or its
+    ``"error"``."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread, outcome

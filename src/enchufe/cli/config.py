@@ -300,8 +300,8 @@ def _build(
         raise UsageError("SSL option not supported when using Unix domain sockets.")
     if given("--ssl-cert") != given("--ssl-key"):
         raise UsageError("The --ssl-key and --ssl-cert options must be used together.")
-    if ssl and transport == "datagram":
-        raise UsageError("--udp --ssl (DTLS) is not supported yet.")
+    if ssl and transport == "datagram" and listen and (given("-k") or broker):
+        raise UsageError("--udp --ssl (DTLS) with -k, --broker or --chat is not supported yet.")
 
     source_port = 0
     host: str | None = None

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
+    from enchufe.net.dtls import DtlsContext
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
     from enchufe.net.process import ChildProcess
@@ -140,11 +141,11 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         source = None
     elif unix_source:
         messages.info(f"[{source}] used as source DGRAM Unix domain socket.")
-    tls: ssl.SSLContext | bool = False
+    tls: ssl.SSLContext | DtlsContext | bool = False
     if config.ssl:
-        from enchufe.cli.tls_setup import check_server, client_tls
+        from enchufe.cli.tls_setup import check_server, client_dtls, client_tls
 
-        tls = client_tls(config)
+        tls = client_dtls(config) if config.transport == "datagram" else client_tls(config)
     started = time.monotonic()
     conn = open_connection(
         target,
@@ -184,7 +185,7 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
 
 
 def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
-    from enchufe.net.listen import NCAT_BACKLOG, close_all, open_listeners, wait_for_peer
+    from enchufe.net.listen import NCAT_BACKLOG, close_all, open_listeners
 
     messages = env.messages
     address: Address | None = None
@@ -197,7 +198,12 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
     access = _access_list(config, messages)
     tls = None
-    if config.ssl:
+    dtls = None
+    if config.ssl and config.transport == "datagram":
+        from enchufe.cli.tls_setup import server_dtls
+
+        dtls = server_dtls(config, messages)
+    elif config.ssl:
         from enchufe.cli.tls_setup import server_tls
 
         tls = server_tls(config, messages)
@@ -215,24 +221,10 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         if config.keep_open or config.broker:
             return _keep_open(config, env, listeners, access, logs, tls)
         deadline = None if config.accept_timeout is None else time.monotonic() + config.accept_timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                with env.signals.interruptible():
-                    listener = wait_for_peer(listeners, timeout=remaining, wake_fd=env.signals.wake_fd)
-            except TimedOut:
-                raise ConnectTimeout(f"no client within {config.accept_timeout} s") from None
-            # A denied client does not use up a single-shot listener (ncat's does, and
-            # then runs on with nothing listening). A UDP peer is judged by its first
-            # datagram, which is dropped if it is denied.
-            if listener.is_datagram and access is not None and not access(listener.next_sender()):
-                listener.drop_next()
-            else:
-                conn = listener.accept()
-                if access is None or access(conn.peer):
-                    break
-                conn.close()
-            messages.info("New connection denied: not allowed")
+        if dtls is not None:
+            conn = _accept_dtls(config, env, listeners, access, dtls, deadline)
+        else:
+            conn = _accept_one(config, env, listeners, access, deadline)
     finally:
         close_all(listeners)
     with conn:
@@ -246,6 +238,11 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
             if secured is None:
                 return status.NETWORK_ERROR  # ncat's single-shot listener ends with its client
             conn = secured
+        elif dtls is not None:
+            from enchufe.cli.tls_setup import finish_dtls
+
+            if finish_dtls(conn, messages) is None:
+                return status.NETWORK_ERROR
         with conn:
             _relay(config, conn, env, logs, listening=True)
             if tls is not None:
@@ -253,6 +250,63 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
 
                 report_truncation(conn, messages)
     return status.SUCCESS
+
+
+def _accept_one(
+    config: Config,
+    env: Environment,
+    listeners: list[Listener],
+    access: Callable[[Address | None], bool] | None,
+    deadline: float | None,
+) -> Connection:
+    """A single-shot listener's client: the first one admitted."""
+    from enchufe.net.listen import wait_for_peer
+
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            with env.signals.interruptible():
+                listener = wait_for_peer(listeners, timeout=remaining, wake_fd=env.signals.wake_fd)
+        except TimedOut:
+            raise ConnectTimeout(f"no client within {config.accept_timeout} s") from None
+        # A denied client does not use up a single-shot listener (ncat's does, and
+        # then runs on with nothing listening). A UDP peer is judged by its first
+        # datagram, which is dropped if it is denied.
+        if listener.is_datagram and access is not None and not access(listener.next_sender()):
+            listener.drop_next()
+        else:
+            conn = listener.accept()
+            if access is None or access(conn.peer):
+                return conn
+            conn.close()
+        env.messages.info("New connection denied: not allowed")
+
+
+def _accept_dtls(
+    config: Config,
+    env: Environment,
+    listeners: list[Listener],
+    access: Callable[[Address | None], bool] | None,
+    context: DtlsContext,
+    deadline: float | None,
+) -> Connection:
+    """A single-shot DTLS listener's client: the first whose address passed the cookie
+    exchange (``accept_dtls``), before the rest of its handshake."""
+    from enchufe.net.dtls import accept_dtls
+
+    def admit(sender: Address | None) -> bool:
+        if access is None or access(sender):
+            return True
+        env.messages.info("New connection denied: not allowed")
+        return False
+
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        with env.signals.interruptible():
+            stream = accept_dtls(listeners, context, timeout=remaining, wake_fd=env.signals.wake_fd, admit=admit)
+    except TimedOut:
+        raise ConnectTimeout(f"no client within {config.accept_timeout} s") from None
+    return Connection(stream, local=stream.local_address, peer=stream.peer_address)
 
 
 def _access_list(config: Config, messages: Messages) -> Callable[[Address | None], bool] | None:
@@ -765,9 +819,9 @@ def _chain(steps: list[Callable[[bytes], bytes]]) -> Callable[[bytes], bytes] | 
 
 
 def _zero_io(config: Config, conn: Connection, messages: Messages, started: float) -> int:
-    """ncat's -z: TCP has already connected; UDP sends one NUL byte and calls the port
-    open unless an ICMP port-unreachable comes back within 2 seconds."""
-    if config.transport == "datagram":
+    """ncat's -z: TCP (or DTLS) has already connected; UDP sends one NUL byte and calls
+    the port open unless an ICMP port-unreachable comes back within 2 seconds."""
+    if config.transport == "datagram" and not config.ssl:  # a DTLS handshake has said it already
         conn.send_all(b"\0")
         try:
             conn.recv(1, timeout=_UDP_PROBE_WAIT)

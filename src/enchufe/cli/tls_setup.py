@@ -7,7 +7,10 @@ ncat's 2048-bit RSA key takes up to a second). The host name is checked after th
 handshake, as ncat's post-connect check does, so that a mismatch is said in ncat's
 words with the names the certificate carries.
 
-Imported only when ``--ssl`` is given: it imports :mod:`ssl`.
+Over UDP (``--udp --ssl``) the contexts are DTLS's (:mod:`enchufe.net.dtls`, pyOpenSSL's),
+from the same options.
+
+Imported only when ``--ssl`` is given: it imports :mod:`ssl` (and, for DTLS, pyOpenSSL).
 """
 
 from __future__ import annotations
@@ -20,13 +23,28 @@ from enchufe.net.tls import NCAT_CIPHERS, TlsStream, client_context, server_cont
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable
+    from typing import TypeVar
 
     from enchufe.address import Address
     from enchufe.cli.config import Config
     from enchufe.cli.output import Messages
     from enchufe.errors import NetworkError
+    from enchufe.net.dtls import DtlsContext, DtlsStream
 
-__all__ = ["accept_tls", "check_server", "client_tls", "handshake_failure", "report_truncation", "server_tls"]
+    Context = TypeVar("Context", ssl.SSLContext, DtlsContext)
+
+__all__ = [
+    "accept_tls",
+    "check_server",
+    "client_dtls",
+    "client_tls",
+    "finish_dtls",
+    "handshake_failure",
+    "report_truncation",
+    "server_dtls",
+    "server_tls",
+]
 
 #: Seconds a single-shot listener's client has for its handshake (the servers' default).
 _HANDSHAKE_TIMEOUT = 10.0
@@ -35,7 +53,22 @@ _HANDSHAKE_TIMEOUT = 10.0
 def client_tls(config: Config) -> ssl.SSLContext:
     """The context of a client: ncat's options, its defaults, and no name check in
     the handshake (:func:`check_server` makes it)."""
-    context = client_context(
+    context = _client_context(config, client_context)
+    context.check_hostname = False
+    return context
+
+
+def client_dtls(config: Config) -> DtlsContext:
+    """A DTLS client's context, from the same options as :func:`client_tls`'s; with
+    ``--ssl-verify`` the name is checked in the handshake."""
+    from enchufe.net.dtls import dtls_client_context
+
+    return _client_context(config, dtls_client_context)
+
+
+def _client_context(config: Config, make: Callable[..., Context]) -> Context:
+    """``make`` (TLS's or DTLS's client_context) with ncat's options and defaults."""
+    return make(
         verify=config.ssl_verify,
         cafile=config.ssl_trustfile,
         ciphers=config.ssl_ciphers or NCAT_CIPHERS,
@@ -43,25 +76,40 @@ def client_tls(config: Config) -> ssl.SSLContext:
         certfile=config.ssl_cert,
         keyfile=config.ssl_key,
     )
-    context.check_hostname = False
-    return context
 
 
 def server_tls(config: Config, messages: Messages) -> ssl.SSLContext:
     """The context of a listener: ``--ssl-cert``/``--ssl-key``, or a temporary
     certificate made now (its fingerprint said with ``-v``, as ncat does)."""
-    certfile, keyfile = config.ssl_cert, config.ssl_key
-    if certfile is None:
-        raise TlsSetupError("a listener without --ssl-cert and --ssl-key is not supported yet")
+    certfile, keyfile = _certificate_files(config, messages)
     return server_context(certfile, keyfile, ciphers=config.ssl_ciphers or NCAT_CIPHERS, alpn=config.ssl_alpn)
+
+
+def server_dtls(config: Config, messages: Messages) -> DtlsContext:
+    """A DTLS listener's context, from the same options as :func:`server_tls`'s."""
+    from enchufe.net.dtls import dtls_server_context
+
+    certfile, keyfile = _certificate_files(config, messages)
+    return dtls_server_context(certfile, keyfile, ciphers=config.ssl_ciphers or NCAT_CIPHERS, alpn=config.ssl_alpn)
+
+
+def _certificate_files(config: Config, messages: Messages) -> tuple[str, str | None]:
+    """The listener's certificate and key files."""
+    if config.ssl_cert is None:
+        raise TlsSetupError("a listener without --ssl-cert and --ssl-key is not supported yet")
+    return config.ssl_cert, config.ssl_key
 
 
 def check_server(conn: Connection, config: Config, messages: Messages) -> None:
     """What a client says of the server it reached over TLS, with ``-v``: ncat's
     ``SSL connection to ADDRESS. ORGANIZATION`` and the certificate's SHA-1
     fingerprint."""
-    assert isinstance(conn.stream, TlsStream)
-    certificate = conn.stream.peer_certificate
+    stream = conn.stream
+    if not isinstance(stream, TlsStream):
+        from enchufe.net.dtls import DtlsStream
+
+        assert isinstance(stream, DtlsStream)
+    certificate = stream.peer_certificate
     messages.info(f"SSL connection to {conn.peer}.")
     if certificate is not None:
         messages.info(f"SHA-1 fingerprint: {_fingerprint(certificate)}")
@@ -80,7 +128,23 @@ def accept_tls(conn: Connection, context: ssl.SSLContext, messages: Messages) ->
     return Connection(stream, local=conn.local, peer=conn.peer)
 
 
-def report_client(stream: TlsStream, messages: Messages) -> None:
+def finish_dtls(conn: Connection, messages: Messages) -> Connection | None:
+    """A DTLS listener's handshake with the client :func:`~enchufe.net.dtls.accept_dtls`
+    found: the connection, or None once the failure is said, as :func:`accept_tls`."""
+    from enchufe.net.dtls import DtlsStream
+
+    stream = conn.stream
+    assert isinstance(stream, DtlsStream)
+    try:
+        stream.handshake(timeout=_HANDSHAKE_TIMEOUT)
+    except (TlsError, TimedOut) as exc:
+        messages.info(handshake_failure(conn.peer, exc))
+        return None
+    report_client(stream, messages)
+    return conn
+
+
+def report_client(stream: TlsStream | DtlsStream, messages: Messages) -> None:
     """What a listener says of a client's handshake with ``-v``: the protocol ALPN chose."""
     if stream.alpn_protocol is not None:
         messages.info(f"ALPN protocol chosen: {stream.alpn_protocol}")

@@ -13,6 +13,7 @@ The file is removed when the connection closes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -22,13 +23,14 @@ from enchufe.errors import AddressError, BindError, ConnectError, NetworkError, 
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import Resolved, Resolver, SystemResolver
 from enchufe.net.sockets import new_socket, socket_kind
-from enchufe.net.stream import SocketStream, address_from_sockaddr, translate_os_error
+from enchufe.net.stream import SocketStream, Stream, address_from_sockaddr, translate_os_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
+    from enchufe.net.dtls import DtlsContext
     from enchufe.net.sockets import Transport
 
     AttemptFailed = Callable[[Address, NetworkError], None]
@@ -51,7 +53,7 @@ def open_connection(
     on_attempt_failed: AttemptFailed | None = None,
     source_route: Sequence[str] = (),
     source_route_pointer: int = 4,
-    tls: ssl.SSLContext | bool = False,
+    tls: ssl.SSLContext | DtlsContext | bool = False,
     server_hostname: str | None = None,
 ) -> Connection:
     """Connect to ``address`` and return the connection.
@@ -82,7 +84,8 @@ def open_connection(
             certificate and name against the system's CAs
             (:func:`enchufe.net.tls.client_context`); an ``ssl.SSLContext`` is used as
             it is (``client_context(verify=False)`` verifies nothing). The handshake
-            has the same ``timeout`` as the connect.
+            has the same ``timeout`` as the connect. Over UDP it is DTLS
+            (:func:`enchufe.net.dtls.dtls_client_context`, pyOpenSSL's).
         server_hostname: the name sent by SNI and checked against the certificate;
             by default the target's host (an IP address is checked, not sent).
 
@@ -93,13 +96,13 @@ def open_connection(
         ConnectError: the last address refused or was unreachable.
         ConnectTimeout: the last address did not answer in time.
         Unsupported: the kernel lacks the transport (SCTP here), or refuses the
-            source route; or TLS over datagrams was asked for.
+            source route; or DTLS was asked for without pyOpenSSL, or over a Unix socket.
         CertificateError: the server's certificate did not verify.
         TlsError: the TLS handshake failed.
     """
-    if tls is not False and transport == "datagram":
-        raise Unsupported("TLS over datagrams is DTLS, which open_connection does not do")
     target = parse_address(address) if isinstance(address, str) else address
+    if isinstance(target, UnixAddress) and tls is not False and transport == "datagram":
+        raise Unsupported("DTLS over a Unix datagram socket is not supported")
     if isinstance(target, UnixAddress):
         conn = _connect_unix(target, transport, None if source_host is None else UnixAddress(source_host))
         return conn if tls is False else _secure(conn, tls, server_hostname, timeout)
@@ -128,16 +131,40 @@ def open_connection(
 
 
 def _secure(
-    conn: Connection, tls: ssl.SSLContext | bool, server_hostname: str | None, timeout: float | None
+    conn: Connection, tls: ssl.SSLContext | DtlsContext | bool, server_hostname: str | None, timeout: float | None
 ) -> Connection:
-    """Run the client's TLS handshake over ``conn``; the TLS connection replaces it."""
-    from enchufe.net.tls import client_context, start_tls
-
+    """Run the client's TLS handshake (over UDP, DTLS's) over ``conn``; the secure
+    connection replaces it. A context of the other kind is a ``TypeError``."""
     assert isinstance(conn.stream, SocketStream)
-    context = client_context() if tls is True else tls
-    assert context is not False
-    stream = start_tls(conn.stream, context, server_hostname=server_hostname, timeout=timeout)
+    stream: Stream
+    if conn.stream.is_datagram:
+        from enchufe.net.dtls import DtlsContext, dtls_client_context, start_dtls
+
+        with _closed_on_failure(conn):
+            dtls = dtls_client_context() if tls is True else tls
+            if not isinstance(dtls, DtlsContext):
+                raise TypeError("DTLS takes a DtlsContext (enchufe.net.dtls.dtls_client_context)")
+        stream = start_dtls(conn.stream, dtls, server_hostname=server_hostname, timeout=timeout)
+    else:
+        import ssl
+
+        from enchufe.net.tls import client_context, start_tls
+
+        with _closed_on_failure(conn):
+            context = client_context() if tls is True else tls
+            if not isinstance(context, ssl.SSLContext):
+                raise TypeError("TLS takes an ssl.SSLContext (enchufe.net.tls.client_context)")
+        stream = start_tls(conn.stream, context, server_hostname=server_hostname, timeout=timeout)
     return Connection(stream, local=conn.local, peer=conn.peer)
+
+
+@contextlib.contextmanager
+def _closed_on_failure(conn: Connection) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _connect_one(

@@ -48,6 +48,7 @@ __all__ = [
     "SocketStream",
     "Stream",
     "address_from_sockaddr",
+    "remaining_time",
     "translate_os_error",
 ]
 
@@ -258,6 +259,12 @@ class SocketStream:
 
     def __repr__(self) -> str:
         return f"<SocketStream fd={self.sock.fileno()}>"
+
+
+def remaining_time(deadline: float | None) -> float | None:
+    """The ``timeout`` left until a ``time.monotonic()`` deadline (``None``: none), for
+    a stream whose one call makes several timed calls underneath."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _wait(sock: socket.socket, event: int, deadline: float) -> None:

@@ -35,7 +35,7 @@ import threading
 import time
 
 from enchufe.errors import CertificateError, ConnectionLost, NetworkError, StreamClosed, TlsError, TlsSetupError
-from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream
+from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream, remaining_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -536,21 +536,17 @@ class TlsStream(Negotiated):
         self._send_lock.acquire()
         self._lock.release()
         try:
-            self.raw.send_all(data, timeout=_remaining(deadline))
+            self.raw.send_all(data, timeout=remaining_time(deadline))
         finally:
             self._send_lock.release()
             self._lock.acquire()
 
     def _receive_raw(self, deadline: float | None) -> bool:
         """Read what the socket has into the TLS state; False at the socket's end."""
-        data = self.raw.recv(DEFAULT_RECV_SIZE, timeout=_remaining(deadline))
+        data = self.raw.recv(DEFAULT_RECV_SIZE, timeout=remaining_time(deadline))
         with self._lock:
             self._state.receive(data)
         return bool(data)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _offered_certificate(tls: ssl.SSLObject) -> bytes | None:
