@@ -11,6 +11,7 @@ enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, ev
 
     EnchufeError
     ├── AddressError (ValueError)          bad host:port, port, unix path or time value
+    ├── MalformedCertificate (ValueError)  bytes that are not a DER X.509 certificate
     ├── OutputFailed (OSError)             the local side refused received data (stdout)
     └── NetworkError (OSError)             .errno keeps the system's error number
         ├── ResolveError                   the name does not resolve
@@ -44,6 +45,7 @@ __all__ = [
     "ConnectionLost",
     "EnchufeError",
     "IdleTimeout",
+    "MalformedCertificate",
     "NetworkError",
     "OutputFailed",
     "ReceiveLimitExceeded",
@@ -64,6 +66,11 @@ class EnchufeError(Exception):
 
 class AddressError(EnchufeError, ValueError):
     """A host, port, address or time value could not be parsed or is out of range."""
+
+
+class MalformedCertificate(EnchufeError, ValueError):
+    """Bytes given as a certificate are not a DER X.509 certificate, or break its rules
+    (:mod:`enchufe.proto.x509`): cut short, a wrong type, an impossible date."""
 
 
 class OutputFailed(EnchufeError, OSError):

@@ -72,8 +72,10 @@ def test_each_peer_has_its_own_connection_and_thread(peers: list[socket.socket])
 
 def test_a_handler_that_returns_ends_the_session_and_the_peer_may_come_back(peers: list[socket.socket]) -> None:
     calls: queue.Queue[bytes] = queue.Queue()
+    handlers: queue.Queue[threading.Thread] = queue.Queue()
 
     def once(conn: Connection) -> None:
+        handlers.put(threading.current_thread())
         data = conn.recv()
         calls.put(data)
         conn.send_all(b"bye " + data)
@@ -83,6 +85,9 @@ def test_a_handler_that_returns_ends_the_session_and_the_peer_may_come_back(peer
         a = peers[0]
         a.sendto(b"one", address)
         assert a.recv(100) == b"bye one"
+        # Once the handler has returned (and its connection is closed), whether or not
+        # the loop has noticed yet, the next datagram opens a new session.
+        handlers.get(timeout=TIMEOUT).join(TIMEOUT)
         a.sendto(b"two", address)  # a new session, a new handler
         assert a.recv(100) == b"bye two"
         assert [calls.get(timeout=TIMEOUT) for _ in range(2)] == [b"one", b"two"]

@@ -114,6 +114,13 @@ class DatagramSession:
         """End the session now (``on_close`` is told ``"closed"``)."""
         self._owner._end(self, "closed")
 
+    def close_and_pass_on(self, data: bytes) -> None:
+        """End the session, and take ``data`` (the peer's, which this session can no
+        longer use) as the first datagram of the peer's next session, as if it had
+        just arrived: the owner of an ended conversation loses nothing the peer sent."""
+        self.close()
+        self._owner._dispatch(self.sockaddr, data)
+
     abort = close  # nothing is buffered: closing now and closing after a flush are one
 
     def __repr__(self) -> str:
@@ -214,6 +221,10 @@ class DatagramSessions:
             if self.on_error is not None:
                 self.on_error(translate_os_error(exc, "recv"))
             return
+        self._dispatch(sockaddr, data)
+
+    def _dispatch(self, sockaddr: SockAddr, data: bytes) -> None:
+        """Hand one datagram to its peer's session, opening (and admitting) one first."""
         key = sockaddr if sockaddr else None
         session = self._sessions.get(key)
         if session is None:

@@ -30,18 +30,29 @@ Importing this module imports :mod:`ssl` (about 10 ms): only TLS paths import it
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 import threading
 import time
 
-from enchufe.errors import CertificateError, ConnectionLost, NetworkError, StreamClosed, TlsError, TlsSetupError
+from enchufe.errors import (
+    CertificateError,
+    ConnectionLost,
+    MalformedCertificate,
+    NetworkError,
+    StreamClosed,
+    TlsError,
+    TlsSetupError,
+)
 from enchufe.net.stream import DEFAULT_RECV_SIZE, SocketStream, remaining_time
+from enchufe.proto.x509 import Certificate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from enchufe.address import Address
+    from enchufe.proto.x509 import Name
 
 __all__ = [
     "CLOSED_IN_HANDSHAKE",
@@ -49,6 +60,8 @@ __all__ = [
     "TlsState",
     "TlsStream",
     "client_context",
+    "default_trusted_subjects",
+    "peer_chain",
     "server_context",
     "start_tls",
     "translate_tls_error",
@@ -165,6 +178,85 @@ def _reason(exc: ssl.SSLError) -> str:
     reason = getattr(exc, "reason", None) or exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
     reason = reason.rstrip(".")  # the caller ends the sentence
     return reason.replace("_", " ").lower() if reason.isupper() else reason
+
+
+def peer_chain(stream: Negotiated) -> list[bytes] | None:
+    """The certificates (DER) the peer of a :class:`TlsStream` (or a
+    :class:`~enchufe.net.tls_transport.TlsTransport`) sent after its own, verified or
+    not, in its order, for :func:`enchufe.proto.x509.problems`; ``None`` where
+    :mod:`ssl` cannot tell (``get_unverified_chain()`` is Python 3.13's)."""
+    unverified_chain = getattr(stream._state.tls, "get_unverified_chain", None)
+    if unverified_chain is None:
+        return None
+    chain: list[bytes] | None = unverified_chain()
+    return list(chain[1:]) if chain else []
+
+
+def default_trusted_subjects() -> DefaultTrustedSubjects:
+    """The names of the CAs a client trusts by default (``load_default_certs()``), to
+    judge a certificate that was not verified (:func:`enchufe.proto.x509.problems`).
+
+    They are read the first time a name is looked up (some 40 ms for the 144 CAs of a
+    Debian system), which :func:`~enchufe.proto.x509.problems` does only when it needs
+    to: not for a certificate issued by a CA when the chain is not known.
+    """
+    return DefaultTrustedSubjects()
+
+
+class DefaultTrustedSubjects:
+    """A container of the names of the CAs ``load_default_certs()`` trusts: the system's
+    CA file's, and the certificates of its CA directory (OpenSSL's hashed directory,
+    ``/etc/ssl/certs``), which ``get_ca_certs()`` leaves out until a handshake has used
+    them. A certificate that cannot be read is left out.
+    """
+
+    def __init__(self) -> None:
+        self._names: frozenset[Name] | None = None
+
+    def __contains__(self, name: object) -> bool:
+        if self._names is None:
+            self._names = self._read()
+        return name in self._names
+
+    @staticmethod
+    def _read() -> frozenset[Name]:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_default_certs()
+        certificates = set(context.get_ca_certs(binary_form=True))
+        directory = ssl.get_default_verify_paths().capath
+        if directory is not None:
+            certificates.update(_hashed_directory_certificates(directory))
+        names = set()
+        for der in certificates:
+            with contextlib.suppress(MalformedCertificate):
+                names.add(Certificate(der).subject)
+        return frozenset(names)
+
+
+def _hashed_directory_certificates(directory: str) -> list[bytes]:
+    """The certificates (DER) in the files of an OpenSSL CA directory, named by the
+    hash of their subject: ``2e5ac55d.0``."""
+    try:
+        file_names = os.listdir(directory)
+    except OSError:
+        return []
+    footer = "-----END CERTIFICATE-----"
+    certificates = []
+    for file_name in file_names:
+        stem, _, number = file_name.partition(".")
+        if len(stem) != 8 or not number.isdigit() or not set(stem) <= set("0123456789abcdef"):
+            continue  # not a certificate's name (".r0" is a CRL's)
+        try:
+            with open(os.path.join(directory, file_name), encoding="ascii", errors="replace") as file:
+                text = file.read()
+        except OSError:
+            continue
+        for block in text.split(footer)[:-1]:
+            start = block.find("-----BEGIN CERTIFICATE-----")
+            if start != -1:
+                with contextlib.suppress(ValueError):  # bad base64
+                    certificates.append(ssl.PEM_cert_to_DER_cert(block[start:] + footer))
+    return certificates
 
 
 def start_tls(

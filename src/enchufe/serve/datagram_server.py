@@ -225,7 +225,9 @@ class DatagramServer(ServerPolicies):
         except BlockingIOError:
             pass  # the handler is not reading: dropped, as the network drops datagrams
         except OSError:
-            session.close()  # the handler has closed its connection
+            # The handler has returned, and the loop has not seen its end yet: this
+            # datagram belongs to the peer's next session, with a handler of its own.
+            session.close_and_pass_on(data)
 
     def _reply(self, peer: _Peer) -> None:
         try:
