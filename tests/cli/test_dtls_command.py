@@ -76,7 +76,7 @@ def test_connect_mode_is_a_dtls_client_both_ways(dtls_server: DtlsServer, tls_fi
     dtls_server.close()
     assert dtls_server.error is None
     assert dtls_server.received == b"hello from enchufe\n"
-    assert f"enchufe: SSL connection to 127.0.0.1:{dtls_server.port}." in proc.stderr_lines
+    assert f"enchufe: SSL connection to 127.0.0.1:{dtls_server.port}. enchufe test server" in proc.stderr_lines
     assert any(line.startswith("enchufe: SHA-1 fingerprint: ") for line in proc.stderr_lines)
 
 

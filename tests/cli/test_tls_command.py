@@ -108,7 +108,7 @@ def test_connect_moves_bytes_both_ways_and_reports_the_server(
     assert server.received == b"from the client\n"
     assert server.error is None  # the client ended with close_notify, not a bare close
     stderr = result.stderr.decode()
-    assert f"enchufe: SSL connection to 127.0.0.1:{server.port}." in stderr
+    assert f"enchufe: SSL connection to 127.0.0.1:{server.port}. enchufe test server\n" in stderr
     assert f"enchufe: SHA-1 fingerprint: {fingerprint(tls_files.server_cert)}" in stderr
     assert "Connected to" not in stderr
 
@@ -286,3 +286,70 @@ def test_a_server_that_ends_without_close_notify_is_said_to_truncate(tls_files: 
             assert proc.wait() == 0, proc.stderr
         thread.join()
     assert "without a TLS close_notify: the data may be truncated." in proc.stderr
+
+
+# -- certificates judged without --ssl-verify, names checked with it, made on the spot ----
+
+
+@pytest.mark.parametrize(
+    ("certificate", "host", "problem"),
+    [
+        ("expired", "localhost", "certificate has expired"),
+        ("server", "example.test", "Hostname mismatch, certificate is not valid for 'example.test'."),
+    ],
+)
+def test_without_verify_a_bad_certificate_costs_one_line_and_the_connection_goes_on(
+    tls_server: Callable[..., TlsServer], tls_files: TlsFiles, certificate: str, host: str, problem: str
+) -> None:
+    server = tls_server(b"still served\n", certfile=getattr(tls_files, certificate))
+    result = run_enchufe("--ssl", "--ssl-servername", host, "127.0.0.1", str(server.port), input=b"hi\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"still served\n"
+    assert result.stderr.decode() == f"enchufe: Certificate verification failed ({problem}).\n"  # even without -v
+
+
+def test_without_verify_a_self_signed_certificate_is_said_with_ncats_details(tls_files: TlsFiles) -> None:
+    with enchufe("-l", "-v", "--ssl", "127.0.0.1", "0") as listener:  # a temporary, self-signed certificate
+        made = listener.wait_for_line(r"SHA-1 fingerprint: (.*)$").group(1)
+        port = listener.listening_port()
+        result = run_enchufe("-v", "--ssl", "127.0.0.1", str(port))
+        listener.kill()
+    lines = result.stderr.decode().splitlines()
+    assert lines[1:6] == [
+        "enchufe: Subject: CN=localhost",
+        "enchufe: Issuer: CN=localhost",
+        f"enchufe: SHA-1 fingerprint: {made}",
+        "enchufe: Certificate verification failed (self-signed certificate).",
+        f"enchufe: SSL connection to 127.0.0.1:{port}.",
+    ], lines
+
+
+def test_verify_refuses_a_certificate_for_another_name_in_ncats_words(
+    tls_server: Callable[..., TlsServer], tls_files: TlsFiles
+) -> None:
+    server = tls_server()
+    result = run_enchufe("--ssl-trustfile", tls_files.ca, "--ssl-servername", "example.test", "127.0.0.1",
+                         str(server.port), input=b"secret\n")  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        'enchufe: Certificate verification error: Connected to "example.test", '
+        'but certificate is for "localhost, 127.0.0.1, ::1".\n'
+    )
+    assert server.done.wait(STEP_TIMEOUT)
+    assert server.received == b""
+
+
+def test_a_listener_without_a_certificate_makes_one_and_serves_with_it() -> None:
+    with enchufe("-l", "-v", "--ssl", "127.0.0.1", "0") as cmd:
+        fingerprint_line = cmd.wait_for_line(r"SHA-1 fingerprint: (.*)$")
+        port = cmd.listening_port()
+        with tls_client(port) as client:
+            der = client.getpeercert(binary_form=True)
+            assert der is not None
+            digest = hashlib.sha1(der).hexdigest().upper()
+            assert fingerprint_line.group(1) == " ".join(digest[i : i + 4] for i in range(0, 40, 4))
+            client.sendall(b"over a made-up certificate\n")
+            assert cmd.read_stdout(27) == b"over a made-up certificate\n"
+            client.unwrap()
+        assert cmd.wait() == 0
+    assert "Generating a temporary EC P-256 key." in cmd.stderr

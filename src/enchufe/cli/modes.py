@@ -18,7 +18,7 @@ from enchufe.cli import status
 from enchufe.cli.config import Config
 from enchufe.cli.output import Messages, SessionLog
 from enchufe.cli.signals import SignalHandlers
-from enchufe.errors import ConnectTimeout, NetworkError, TimedOut
+from enchufe.errors import CertificateError, ConnectTimeout, NetworkError, TimedOut
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import SystemResolver
 
@@ -124,8 +124,6 @@ def _close_logs(logs: list[SessionLog]) -> None:
 
 
 def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
-    from enchufe.net.connect import open_connection
-
     messages = env.messages
     assert config.host is not None
     target: Address = UnixAddress(config.host) if config.unix else InetAddress(config.host, config.port)
@@ -147,20 +145,13 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
 
         tls = client_dtls(config) if config.transport == "datagram" else client_tls(config)
     started = time.monotonic()
-    conn = open_connection(
-        target,
-        transport=config.transport,
-        family=config.family,
-        timeout=config.connect_timeout,
-        source_host=source,
-        source_port=config.source_port,
-        resolver=SystemResolver(numeric_only=config.numeric_only),
-        on_attempt_failed=attempt_failed,
-        source_route=config.source_route,
-        source_route_pointer=config.source_route_pointer,
-        tls=tls,
-        server_hostname=config.ssl_servername or config.host,
-    )
+    try:
+        conn = _open_connection(config, target, source, attempt_failed, tls)
+    except CertificateError as exc:
+        from enchufe.cli.tls_setup import describe_certificate
+
+        describe_certificate(exc.certificate, messages)  # ncat's -v details, where ssl keeps the certificate
+        raise
     with conn:
         if tls:
             check_server(conn, config, messages)
@@ -182,6 +173,31 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     if config.unix and source is not None:
         messages.info(f"Deleting source DGRAM Unix domain socket. [{source}]")
     return status.SUCCESS
+
+
+def _open_connection(
+    config: Config,
+    target: Address,
+    source: str | None,
+    attempt_failed: Callable[[Address, NetworkError], None],
+    tls: ssl.SSLContext | DtlsContext | bool,
+) -> Connection:
+    from enchufe.net.connect import open_connection
+
+    return open_connection(
+        target,
+        transport=config.transport,
+        family=config.family,
+        timeout=config.connect_timeout,
+        source_host=source,
+        source_port=config.source_port,
+        resolver=SystemResolver(numeric_only=config.numeric_only),
+        on_attempt_failed=attempt_failed,
+        source_route=config.source_route,
+        source_route_pointer=config.source_route_pointer,
+        tls=tls,
+        server_hostname=config.ssl_servername or config.host,
+    )
 
 
 def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:

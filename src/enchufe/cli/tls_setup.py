@@ -15,7 +15,9 @@ Imported only when ``--ssl`` is given: it imports :mod:`ssl` (and, for DTLS, pyO
 
 from __future__ import annotations
 
-from enchufe.errors import TimedOut, TlsError, TlsSetupError
+import time
+
+from enchufe.errors import CertificateError, MalformedCertificate, TimedOut, TlsError
 from enchufe.net.connection import Connection
 from enchufe.net.stream import SocketStream
 from enchufe.net.tls import NCAT_CIPHERS, TlsStream, client_context, server_context, start_tls
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from enchufe.cli.output import Messages
     from enchufe.errors import NetworkError
     from enchufe.net.dtls import DtlsContext, DtlsStream
+    from enchufe.proto.x509 import Certificate
 
     Context = TypeVar("Context", ssl.SSLContext, DtlsContext)
 
@@ -39,6 +42,7 @@ __all__ = [
     "check_server",
     "client_dtls",
     "client_tls",
+    "describe_certificate",
     "finish_dtls",
     "handshake_failure",
     "report_truncation",
@@ -81,38 +85,101 @@ def _client_context(config: Config, make: Callable[..., Context]) -> Context:
 def server_tls(config: Config, messages: Messages) -> ssl.SSLContext:
     """The context of a listener: ``--ssl-cert``/``--ssl-key``, or a temporary
     certificate made now (its fingerprint said with ``-v``, as ncat does)."""
-    certfile, keyfile = _certificate_files(config, messages)
-    return server_context(certfile, keyfile, ciphers=config.ssl_ciphers or NCAT_CIPHERS, alpn=config.ssl_alpn)
+    return _listener_context(config, messages, server_context)
 
 
 def server_dtls(config: Config, messages: Messages) -> DtlsContext:
     """A DTLS listener's context, from the same options as :func:`server_tls`'s."""
     from enchufe.net.dtls import dtls_server_context
 
-    certfile, keyfile = _certificate_files(config, messages)
-    return dtls_server_context(certfile, keyfile, ciphers=config.ssl_ciphers or NCAT_CIPHERS, alpn=config.ssl_alpn)
+    return _listener_context(config, messages, dtls_server_context)
 
 
-def _certificate_files(config: Config, messages: Messages) -> tuple[str, str | None]:
-    """The listener's certificate and key files."""
-    if config.ssl_cert is None:
-        raise TlsSetupError("a listener without --ssl-cert and --ssl-key is not supported yet")
-    return config.ssl_cert, config.ssl_key
+def _listener_context(config: Config, messages: Messages, make: Callable[..., Context]) -> Context:
+    """``make`` (TLS's or DTLS's server_context) with the listener's certificate: the
+    one given, or a temporary one, whose files are gone once the context holds it."""
+    options = {"ciphers": config.ssl_ciphers or NCAT_CIPHERS, "alpn": config.ssl_alpn}
+    if config.ssl_cert is not None:
+        return make(config.ssl_cert, config.ssl_key, **options)
+    from enchufe.net.selfsigned import make_temporary_certificate
+
+    messages.info("Generating a temporary EC P-256 key. Use --ssl-key and --ssl-cert to use a permanent one.")
+    with make_temporary_certificate() as temporary:
+        context = make(temporary.certfile, temporary.keyfile, **options)
+    messages.info(f"SHA-1 fingerprint: {temporary.fingerprint}")
+    return context
 
 
 def check_server(conn: Connection, config: Config, messages: Messages) -> None:
-    """What a client says of the server it reached over TLS, with ``-v``: ncat's
-    ``SSL connection to ADDRESS. ORGANIZATION`` and the certificate's SHA-1
-    fingerprint."""
+    """Judge the certificate of the server a client reached, and say so as ncat does.
+
+    With ``--ssl-verify`` OpenSSL has verified the chain; the name is checked here
+    (ncat's post-connect check), and a mismatch raises :class:`CertificateError` in
+    ncat's words before anything is sent. Without it, what is certainly wrong with the
+    certificate (:func:`enchufe.proto.x509.problems`) is said in one line even without
+    ``-v`` (ncat says it with ``-v`` only), and the connection goes on. With ``-v``:
+    ncat's ``SSL connection to ADDRESS. ORGANIZATION`` and the SHA-1 fingerprint.
+    """
+    from enchufe.proto.x509 import Certificate, problems, sha1_fingerprint
+
     stream = conn.stream
     if not isinstance(stream, TlsStream):
         from enchufe.net.dtls import DtlsStream
 
         assert isinstance(stream, DtlsStream)
-    certificate = stream.peer_certificate
-    messages.info(f"SSL connection to {conn.peer}.")
+    der = stream.peer_certificate
+    if der is None:  # an anonymous cipher: nothing to judge or show
+        messages.info(f"SSL connection to {conn.peer}.")
+        return
+    host = config.ssl_servername or config.host
+    try:
+        certificate = Certificate(der)
+    except MalformedCertificate as exc:
+        messages.error(f"Certificate verification failed (the certificate cannot be read: {exc}).")
+        messages.info(f"SSL connection to {conn.peer}.")
+        messages.info(f"SHA-1 fingerprint: {sha1_fingerprint(der)}")
+        return
+    if config.ssl_verify:
+        if isinstance(stream, TlsStream) and host is not None and not certificate.is_valid_for(host):
+            names = ", ".join(certificate.dns_names + certificate.ip_addresses) or certificate.subject.get("CN")
+            raise CertificateError(
+                f'Certificate verification error: Connected to "{host}", but certificate is for "{names}"',
+                reason=f"Hostname mismatch, certificate is not valid for '{host}'.",
+                certificate=der,
+            )
+    else:
+        from enchufe.net.tls import default_trusted_subjects, peer_chain
+
+        chain = peer_chain(stream) if isinstance(stream, TlsStream) else None
+        found = problems(
+            certificate,
+            host=host,
+            now=time.time(),
+            trusted_subjects=default_trusted_subjects(),
+            chain=None if chain is None else [Certificate(issuer) for issuer in chain],
+        )
+        if found:
+            describe_certificate(certificate, messages)
+            messages.error(f"Certificate verification failed ({found[0]}).")
+    organization = f" {certificate.organization}" if certificate.organization else ""
+    messages.info(f"SSL connection to {conn.peer}.{organization}")
+    messages.info(f"SHA-1 fingerprint: {certificate.sha1_fingerprint}")
+
+
+def describe_certificate(certificate: Certificate | bytes | None, messages: Messages) -> None:
+    """ncat's ``-v`` lines for a certificate that did not verify: its subject, its
+    issuer and its SHA-1 fingerprint (nothing for one that cannot be read)."""
+    from enchufe.proto.x509 import Certificate
+
+    if isinstance(certificate, bytes):
+        try:
+            certificate = Certificate(certificate)
+        except MalformedCertificate:
+            return
     if certificate is not None:
-        messages.info(f"SHA-1 fingerprint: {_fingerprint(certificate)}")
+        messages.info(f"Subject: {certificate.subject}")
+        messages.info(f"Issuer: {certificate.issuer}")
+        messages.info(f"SHA-1 fingerprint: {certificate.sha1_fingerprint}")
 
 
 def accept_tls(conn: Connection, context: ssl.SSLContext, messages: Messages) -> Connection | None:
@@ -161,10 +228,3 @@ def handshake_failure(peer: Address | None, error: NetworkError) -> str:
     """ncat's words for a client whose handshake failed (the host alone, as ncat)."""
     host = getattr(peer, "host", peer)
     return f"Failed SSL connection from {host}: {error}"
-
-
-def _fingerprint(certificate: bytes) -> str:
-    import hashlib
-
-    digest = hashlib.sha1(certificate).hexdigest().upper()
-    return " ".join(digest[i : i + 4] for i in range(0, len(digest), 4))
