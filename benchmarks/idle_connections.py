@@ -11,9 +11,17 @@ what the server's stdin says. Memory per connection is (PSS after - PSS before) 
 client makes one request (a line, echoed) once connected, so it is accepted, served
 once and parked, and "one more served" is one more client's echo.
 
-    python3 benchmarks/idle_connections.py [-n 10000] [--only enchufe,ncat,enchufe-request]
+    python3 benchmarks/idle_connections.py [-n 10000] [--only enchufe,ncat,enchufe-request] [--tls]
 
-Needs an open-file limit above N in this shell (``ulimit -n``).
+``--tls``: the same over TLS 1.3 (``--ssl`` with a temporary EC P-256 certificate made
+by the ``openssl`` command; each client completes its handshake before the next one
+connects), for ``enchufe`` and ``ncat`` (``RequestServer`` has no TLS). It also
+measures what OpenSSL itself holds for a connection: a process of this file
+(``--openssl-alone N``) keeps N server ``SSLObject``s over memory BIOs, each after a
+completed handshake with an in-memory client that is then freed, and reports its PSS
+before and after.
+
+The open-file limit is raised to N + 100 (up to the hard limit) for the servers.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ import re
 import resource
 import select
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +62,77 @@ def serve_request(port: int) -> None:
         print(f"Listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):  # SIGTERM: the with block closes everything
             server.serve_forever()
+
+
+def make_certificate(directory: str) -> tuple[str, str]:
+    """A self-signed EC P-256 certificate for localhost and its key, as PEM files."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    ec_p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    subject = ["-subj", "/CN=localhost", "-days", "1"]
+    subprocess.run(
+        ["openssl", "req", "-x509", *ec_p256, *subject, "-keyout", key, "-out", cert], check=True, capture_output=True
+    )
+    return cert, key
+
+
+def trusting_nothing() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def openssl_alone(count: int, cert: str, key: str) -> None:
+    """PSS before and after holding ``count`` server SSLObjects whose handshake is done
+    (their in-memory clients freed): what OpenSSL and ssl's objects cost, no socket."""
+    import gc
+
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    client_context = trusting_nothing()
+    held = []
+
+    def handshake() -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+        s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+        server = server_context.wrap_bio(s_in, s_out, server_side=True)
+        client = client_context.wrap_bio(c_in, c_out)
+        done = {"server": False, "client": False}
+        while not all(done.values()):
+            for name, end in (("client", client), ("server", server)):
+                try:
+                    end.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+            s_in.write(c_out.read())
+            c_in.write(s_out.read())
+        s_out.read()  # the session tickets, which the client would have taken
+        return server, s_in, s_out
+
+    handshake()  # the first one loads what every later one shares
+    gc.collect()
+    before = pss_kib(os.getpid())
+    for _ in range(count):
+        held.append(handshake())
+    gc.collect()
+    after = pss_kib(os.getpid())
+    print(f"{before} {after} {(after - before) / count:.2f}")
+
+
+def wait_for_ticket(sock: ssl.SSLSocket) -> None:
+    """Until the server's TLS 1.3 session ticket arrives: it sends one once it has the
+    client's last handshake message, so its side of the handshake is done too."""
+    deadline = time.monotonic() + 10
+    readable = select.poll()  # not select(): the descriptor is above 1024 with thousands of clients
+    readable.register(sock, select.POLLIN)
+    sock.setblocking(False)
+    try:
+        while not (sock.session is not None and sock.session.has_ticket) and time.monotonic() < deadline:
+            readable.poll(max(0.0, deadline - time.monotonic()) * 1000)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                sock.recv(1)  # the ticket is read, no data comes
+    finally:
+        sock.settimeout(5)
 
 
 def round_trip(sock: socket.socket) -> bool:
@@ -113,12 +194,19 @@ class Lines:
         return False
 
 
-def measure(tool: str, count: int) -> dict[str, object]:
+def measure(tool: str, count: int, certificate: tuple[str, str] | None) -> dict[str, object]:
     port = free_port()
-    argv = [*TOOLS[tool], "-v", "-l", "-k", "-m", str(count + 10), "127.0.0.1", str(port)]
+    tls = [] if certificate is None else ["--ssl-cert", certificate[0], "--ssl-key", certificate[1]]
+    argv = [*TOOLS[tool], "-v", "-l", "-k", "-m", str(count + 10), *tls, "127.0.0.1", str(port)]
     request_style = tool == "enchufe-request"
     if request_style:
         argv = [*TOOLS[tool], str(port)]
+    context = None if certificate is None else trusting_nothing()
+
+    def connect() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        return sock if context is None else context.wrap_socket(sock)  # the handshake, done
+
     server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     clients: list[socket.socket] = []
     result: dict[str, object] = {"tool": tool, "asked": count}
@@ -133,7 +221,7 @@ def measure(tool: str, count: int) -> dict[str, object]:
         failure = ""
         for index in range(count):
             try:
-                clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                clients.append(connect())
             except OSError as exc:
                 failure = f"connection {index + 1}: {exc}"
                 break
@@ -160,11 +248,13 @@ def measure(tool: str, count: int) -> dict[str, object]:
                 per_connection_kib=round((after - before) / max(held, 1), 2),
                 threads=threads(server.pid),
             )
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as one_more:
+            with connect() as one_more:
                 if request_style:
                     result["one_more_served"] = round_trip(one_more)
                     return result
                 lines.wait_for_accept(time.monotonic() + 10)  # a client that joins later misses earlier input
+                if isinstance(one_more, ssl.SSLSocket):
+                    wait_for_ticket(one_more)  # and one in its handshake is no member yet
                 assert server.stdin is not None
                 server.stdin.write(b"still serving\n")
                 server.stdin.flush()
@@ -195,20 +285,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10000, help="idle connections to open (default 10000)")
     parser.add_argument("--only", default="enchufe,ncat,enchufe-request", help="comma-separated tools")
+    parser.add_argument("--tls", action="store_true", help="over TLS (--ssl), with an EC P-256 certificate")
     parser.add_argument("--serve-request", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--openssl-alone", nargs=3, metavar=("N", "CERT", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_request:
         serve_request(args.serve_request)
         return
+    if args.openssl_alone:
+        openssl_alone(int(args.openssl_alone[0]), *args.openssl_alone[1:])
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < args.n + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.n + 100), hard))
-    print(f"# {args.n} idle TCP connections to TOOL -l -k on 127.0.0.1, {time.strftime('%Y-%m-%d')}")
+    with tempfile.TemporaryDirectory() as directory:
+        certificate = make_certificate(directory) if args.tls else None
+        report(args.n, args.only.split(","), certificate)
+
+
+def report(count: int, tools: list[str], certificate: tuple[str, str] | None) -> None:
+    kind = "TCP" if certificate is None else "TLS 1.3"
+    print(f"# {count} idle {kind} connections to TOOL -l -k on 127.0.0.1, {time.strftime('%Y-%m-%d')}")
     header = ["tool", "held", "seconds", "PSS before KiB", "PSS after KiB", "KiB per connection", "threads"]
     print("| " + " | ".join([*header, "one more served", "note"]) + " |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
-    for tool in args.only.split(","):
-        row = measure(tool, args.n)
+    for tool in tools:
+        if certificate is not None and tool == "enchufe-request":
+            print(f"| {tool} | - | - | - | - | - | - | - | RequestServer has no TLS |", flush=True)
+            continue
+        row = measure(tool, count, certificate)
         note = row.get("failure", "-")
         if "exit_status" in row:
             note = f"{note}; exit {row['exit_status']}: {row.get('stderr', '')}"
@@ -216,6 +321,19 @@ def main() -> None:
             f"| {tool} | {row.get('held')} | {row.get('seconds')} | {row.get('pss_before_kib', '-')} | "
             f"{row.get('pss_after_kib', '-')} | {row.get('per_connection_kib', '-')} | {row.get('threads', '-')} | "
             f"{row.get('one_more_served', '-')} | {note} |",
+            flush=True,
+        )
+    if certificate is not None:
+        alone = subprocess.run(
+            [sys.executable, __file__, "--openssl-alone", str(count), *certificate],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        before, after, per_connection = alone.stdout.split()
+        print(
+            f"| OpenSSL alone (server SSLObject + BIOs, handshake done) | {count} | - | {before} | {after} | "
+            f"{per_connection} | 1 | - | no socket, no transport |",
             flush=True,
         )
 

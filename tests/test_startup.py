@@ -80,3 +80,10 @@ def test_a_plain_connect_does_not_import_tls() -> None:
 def test_ssl_imports_tls() -> None:
     with closing_listener() as port:  # the handshake fails: what it imported is the point
         assert set(TLS) <= modules_loaded_by(["--ssl", "127.0.0.1", str(port)])
+
+
+def test_many_clients_without_tls_import_no_ssl() -> None:
+    """-l -k, --broker and --chat reach the event loop, the hub and their transports
+    (and end at once here: no client within -w); TLS's modules wait for --ssl."""
+    for mode in (["-l", "-k"], ["--broker"], ["-l", "--chat"]):
+        assert "ssl" not in modules_loaded_by([*mode, "-w", "1ms", "127.0.0.1", "0"]), mode

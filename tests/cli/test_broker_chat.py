@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import socket
-
-from support.cli_e2e import STEP_TIMEOUT, connect, recv_exactly, stop_listener
+from support.cli_e2e import connect, quiet, read_announcement, recv_exactly, stop_listener
 from support.procs import Process, enchufe
-
-ANNOUNCE = re.compile(
-    rb"<announce> 127\.0\.0\.1:(\d+) is connected as <user(\d+)>\.\n<announce> already connected: (.*)\.\n"
-)
 
 
 def stop(cmd: Process) -> None:
     stop_listener(cmd)
     assert cmd.stdout == b""  # the host's output receives nothing in either mode
-
-
-def quiet(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    finally:
-        sock.settimeout(STEP_TIMEOUT)
-    return False
 
 
 def test_broker_passes_each_clients_bytes_to_the_others_only() -> None:
@@ -41,20 +23,6 @@ def test_broker_passes_each_clients_bytes_to_the_others_only() -> None:
             assert recv_exactly(a, 14) == recv_exactly(b, 14) == recv_exactly(c, 14) == b"from the host\n"
             assert quiet(a)  # a never hears itself
         stop(cmd)
-
-
-def read_announcement(sock: socket.socket, newcomer: socket.socket | None = None) -> tuple[int, bytes]:
-    """Read one join announcement (of ``newcomer``, ``sock`` itself by default): the
-    user number and the "already connected" list."""
-    data = b""
-    while not ANNOUNCE.fullmatch(data):
-        chunk = sock.recv(4096)
-        assert chunk, data
-        data += chunk
-    match = ANNOUNCE.fullmatch(data)
-    assert match is not None
-    assert int(match.group(1)) == (newcomer or sock).getsockname()[1]
-    return int(match.group(2)), match.group(3)
 
 
 def test_chat_announces_and_prefixes_each_read_as_ncat_does() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from support.cli_e2e import STEP_TIMEOUT, recv_exactly, recv_until_eof
 from support.procs import enchufe, run_enchufe
-from support.tls import TlsFiles
+from support.tls import TlsFiles, tls_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,16 +84,6 @@ def tls_server(tls_files: TlsFiles) -> Iterator[Callable[..., TlsServer]]:
     yield start
     for server in servers:
         server.close()
-
-
-def tls_client(port: int, *, alpn: list[str] | None = None) -> ssl.SSLSocket:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if alpn:
-        context.set_alpn_protocols(alpn)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
-    return context.wrap_socket(raw)
 
 
 def fingerprint(pem_file: str) -> str:

@@ -11,11 +11,8 @@ and ``-l -k -c`` (``-e``'s path, the program being ``/bin/sh``). Single-shot
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import select
 import shutil
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +20,6 @@ import pytest
 from conftest import requires_ipv6
 from support.cli_e2e import stop_listener
 from support.interop import TRANSPORTS, Process, Transport, enchufe_listener, start, transport_params
-from support.procs import DEFAULT_TIMEOUT
 
 if shutil.which("ncat") is None:
     pytest.skip("ncat is not installed", allow_module_level=True)
@@ -41,22 +37,6 @@ def ncat_clients(transport: Transport, where: str | int, count: int) -> Iterator
     """``count`` ncat clients of ``where``, their stdin an open pipe; killed on exit."""
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(start(["ncat", *transport.ncat_connect(where)])) for _ in range(count)]
-
-
-def read_until(proc: Process, pattern: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """Read ``proc``'s stdout until it matches ``pattern`` (a regex); all that was read,
-    which may go past the match."""
-    assert proc.popen.stdout is not None
-    fd = proc.popen.stdout.fileno()
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not re.search(pattern, data):
-        remaining = max(deadline - time.monotonic(), 0)
-        assert select.select([fd], [], [], remaining)[0], f"no {pattern!r} within {timeout} s; got {data!r}"
-        chunk = os.read(fd, 4096)
-        assert chunk, f"stdout ended without {pattern!r}; got {data!r}"
-        data += chunk
-    return data
 
 
 def end(clients: list[Process]) -> None:
@@ -113,15 +93,15 @@ def test_chat(transport: Transport, sock_dir: str) -> None:
         for _ in range(2):
             server.wait_for_line("Connection from")
         # Each is told who was there before it: nobody, for whichever ncat came first.
-        greetings = [read_until(client, rb"already connected: [^\n]*\n") for client in clients]
+        greetings = [client.read_until(rb"already connected: [^\n]*\n") for client in clients]
         first, second = clients if b"nobody" in greetings[0] else clients[::-1]
         assert re.search(rb"already connected: .*<user\d+>\.\n", greetings[clients.index(second)])
         first.write(b"hello\x01\n")
-        assert re.search(rb"^<user\d+> hello\\001\n", read_until(second, rb"hello"), re.MULTILINE)
+        assert re.search(rb"^<user\d+> hello\\001\n", second.read_until(rb"hello"), re.MULTILINE)
         first.close_stdin()
         assert first.wait() == 0
         assert b"hello" not in first.stdout  # a member does not hear itself
-        assert re.search(rb"<announce> <user\d+> is disconnected\.\n", read_until(second, rb"disconnected\.\n"))
+        assert re.search(rb"<announce> <user\d+> is disconnected\.\n", second.read_until(rb"disconnected\.\n"))
         end([second])
         stop_listener(server)
         assert server.stdout == b""
@@ -152,7 +132,7 @@ def test_keep_open_exec(transport: Transport, sock_dir: str) -> None:
         pids = set()
         for number, client in enumerate(clients):
             server.wait_for_line("Connection from")
-            pids.add(read_until(client, rb"pid \d+\n"))
+            pids.add(client.read_until(rb"pid \d+\n"))
             client.write(f"to program {number}\n".encode())
             assert client.read_stdout(13) == f"to program {number}\n".encode()
         assert len(pids) == 2  # one program per client, at the same time

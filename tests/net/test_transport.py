@@ -1,8 +1,8 @@
 """Socket transports on the loop: data, half-close, backpressure and endings, on real sockets.
 
 The loop runs in a thread of its own; the test plays the peer on the other end of a
-socket pair and drives the transport with ``call_soon_threadsafe``. The protocol puts
-every event it gets on a queue, which the test reads with a deadline.
+socket pair and drives the transport with ``call_soon_threadsafe``. The protocol (a
+``Recorder``) puts every event it gets on a queue, which the test reads with a deadline.
 """
 
 from __future__ import annotations
@@ -20,38 +20,9 @@ from enchufe.errors import ConnectionLost, NetworkError
 from enchufe.net.loop import EventLoop
 from enchufe.net.transport import SocketTransport, StreamProtocol
 from support.cli_e2e import recv_exactly
-from support.loop import LoopThread
+from support.loop import LoopThread, Recorder
 
 TIMEOUT = 10.0
-
-
-class Recorder(StreamProtocol):
-    """Puts each event on a queue: ("data", b"..."), ("eof",), ("pause",), ..."""
-
-    def __init__(self) -> None:
-        self.events: queue.Queue[tuple[object, ...]] = queue.Queue()
-        self.transport: SocketTransport | None = None
-
-    def connection_made(self, transport: SocketTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.events.put(("data", data))
-
-    def eof_received(self) -> None:
-        self.events.put(("eof",))
-
-    def pause_writing(self) -> None:
-        self.events.put(("pause",))
-
-    def resume_writing(self) -> None:
-        self.events.put(("resume",))
-
-    def connection_lost(self, exc: NetworkError | None) -> None:
-        self.events.put(("lost", exc))
-
-    def next(self) -> tuple[object, ...]:
-        return self.events.get(timeout=TIMEOUT)
 
 
 class Rig(LoopThread):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,55 +10,18 @@ from collections.abc import Iterator
 import pytest
 
 from enchufe.errors import NetworkError
-from enchufe.serve.hub import Client, Hub
 from support.cli_e2e import recv_exactly
-from support.loop import LoopThread
-
-TIMEOUT = 20.0
-
-
-class Rig(LoopThread):
-    """A hub on a loop in its own thread; the test plays the clients' far ends."""
-
-    def __init__(self, **options: object) -> None:
-        super().__init__()
-        self.events: queue.Queue[tuple[object, ...]] = queue.Queue()
-        self.hub = Hub(
-            self.loop,
-            on_data=lambda client, data: self.events.put(("data", client.id, data)),
-            on_leave=lambda client, exc: self.events.put(("leave", client.id, exc)),
-            on_drop=lambda client, reason: self.events.put(("drop", client.id, reason)),
-            **options,  # type: ignore[arg-type]
-        )
-        self.peers: list[socket.socket] = []
-
-    def connect(self) -> tuple[socket.socket, Client]:
-        ours, theirs = socket.socketpair()
-        theirs.settimeout(TIMEOUT)
-        self.peers.append(theirs)
-        client = self.call(lambda: self.hub.add(ours))
-        assert isinstance(client, Client)
-        return theirs, client
-
-    def next(self) -> tuple[object, ...]:
-        return self.events.get(timeout=TIMEOUT)
-
-    def close(self) -> None:
-        self.call(self.hub.abort)
-        self.call(lambda: None)  # one more turn: the connection_lost callbacks run
-        super().close()
-        for peer in self.peers:
-            peer.close()
+from support.hub import TIMEOUT, HubRig
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
-    made = Rig()
+def rig() -> Iterator[HubRig]:
+    made = HubRig()
     yield made
     made.close()
 
 
-def test_broadcast_reaches_everyone_but_the_excluded(rig: Rig) -> None:
+def test_broadcast_reaches_everyone_but_the_excluded(rig: HubRig) -> None:
     (a, client_a), (b, _), (c, _) = rig.connect(), rig.connect(), rig.connect()
     assert rig.call(lambda: rig.hub.broadcast(b"to all but a", exclude=client_a)) == 2
     assert recv_exactly(b, 12) == recv_exactly(c, 12) == b"to all but a"
@@ -68,7 +30,7 @@ def test_broadcast_reaches_everyone_but_the_excluded(rig: Rig) -> None:
         a.recv(1)
 
 
-def test_what_each_client_says_is_reported_with_who_said_it(rig: Rig) -> None:
+def test_what_each_client_says_is_reported_with_who_said_it(rig: HubRig) -> None:
     (a, client_a), (b, client_b) = rig.connect(), rig.connect()
     a.sendall(b"from a")
     assert rig.next() == ("data", client_a.id, b"from a")
@@ -76,7 +38,7 @@ def test_what_each_client_says_is_reported_with_who_said_it(rig: Rig) -> None:
     assert rig.next() == ("data", client_b.id, b"from b")
 
 
-def test_a_client_that_half_closes_leaves_after_its_output_is_flushed(rig: Rig) -> None:
+def test_a_client_that_half_closes_leaves_after_its_output_is_flushed(rig: HubRig) -> None:
     (a, client_a), (b, _) = rig.connect(), rig.connect()
     a.shutdown(socket.SHUT_WR)
     assert rig.next() == ("leave", client_a.id, None)
@@ -86,7 +48,7 @@ def test_a_client_that_half_closes_leaves_after_its_output_is_flushed(rig: Rig) 
     assert recv_exactly(b, 8) == b"still on"
 
 
-def test_a_broadcast_skips_a_client_whose_output_is_half_closed(rig: Rig) -> None:
+def test_a_broadcast_skips_a_client_whose_output_is_half_closed(rig: HubRig) -> None:
     """After the end of the host's input every client is half-closed; a later message
     (a chat departure) reaches nobody and breaks nothing."""
     (a, client_a), (b, _) = rig.connect(), rig.connect()
@@ -99,7 +61,7 @@ def test_a_broadcast_skips_a_client_whose_output_is_half_closed(rig: Rig) -> Non
 def test_a_stalled_client_delays_nobody_and_memory_stays_bounded() -> None:
     """50 MB to two clients, one of which never reads: the reader gets all of it, in
     order, and the stalled one is dropped once it is max_backlog behind."""
-    rig = Rig(max_backlog=1 << 20, high_water=64 * 1024)
+    rig = HubRig(max_backlog=1 << 20, high_water=64 * 1024)
     try:
         (fast, _), (_stalled, stalled_client) = rig.connect(), rig.connect()
         chunk = bytes(range(256)) * 256  # 64 KiB
@@ -136,7 +98,7 @@ def test_a_stalled_client_delays_nobody_and_memory_stays_bounded() -> None:
 
 
 def test_no_room_only_when_every_client_is_full() -> None:
-    rig = Rig(high_water=1024)
+    rig = HubRig(high_water=1024)
     try:
         (a, _), (_b, _) = rig.connect(), rig.connect()
         assert rig.call(rig.hub.has_room) is True
@@ -153,7 +115,7 @@ def test_no_room_only_when_every_client_is_full() -> None:
         rig.close()
 
 
-def test_a_client_that_vanishes_leaves_the_hub(rig: Rig) -> None:
+def test_a_client_that_vanishes_leaves_the_hub(rig: HubRig) -> None:
     a, client_a = rig.connect()
     a.close()
     rig.call(lambda: rig.hub.broadcast(b"x" * 65536))
@@ -163,7 +125,7 @@ def test_a_client_that_vanishes_leaves_the_hub(rig: Rig) -> None:
 
 
 def test_an_idle_client_is_cut_off_alone() -> None:
-    made = Rig(idle_timeout=0.2, on_idle=lambda client: made.events.put(("idle", client.id)))
+    made = HubRig(idle_timeout=0.2, on_idle=lambda client: made.events.put(("idle", client.id)))
     try:
         a, client_a = made.connect()
         assert made.next() == ("idle", client_a.id)

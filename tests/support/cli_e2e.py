@@ -7,6 +7,7 @@ sends and receives step by step, each step bounded by :data:`STEP_TIMEOUT`.
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import signal
 import socket
@@ -115,3 +116,35 @@ def two_clients_and_a_third_refused(cmd: Process) -> Iterator[tuple[socket.socke
             cmd.wait_for_line(r"New connection denied: connection limit reached \(2\)")
             assert third.recv(10) == b""
         yield a, b
+
+
+def quiet(sock: socket.socket) -> bool:
+    """True while nothing came from ``sock``'s peer, not even its end (a look, no wait)."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    finally:
+        sock.settimeout(STEP_TIMEOUT)
+    return False
+
+
+#: A chat's join announcement, as the newcomer and everyone else hear it.
+ANNOUNCE = re.compile(
+    rb"<announce> 127\.0\.0\.1:(\d+) is connected as <user(\d+)>\.\n<announce> already connected: (.*)\.\n"
+)
+
+
+def read_announcement(sock: socket.socket, newcomer: socket.socket | None = None) -> tuple[int, bytes]:
+    """Read one join announcement (of ``newcomer``, ``sock`` itself by default): the
+    user number and the "already connected" list."""
+    data = b""
+    while not ANNOUNCE.fullmatch(data):
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    match = ANNOUNCE.fullmatch(data)
+    assert match is not None
+    assert int(match.group(1)) == (newcomer or sock).getsockname()[1]
+    return int(match.group(2)), match.group(3)

@@ -120,20 +120,21 @@ class Process:
             data += chunk
         return data
 
-    def read_until(self, marker: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        """Read stdout until ``marker`` has appeared (openssl's ``ACCEPT``, a line a
-        peer relayed); return what was read."""
+    def read_until(self, pattern: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """Read stdout until ``pattern`` (a regex, searched) has appeared (openssl's
+        ``ACCEPT``, a line a peer relayed); return all that was read, which may go past
+        the match."""
         assert self.popen.stdout is not None
         fd = self.popen.stdout.fileno()
         data = b""
         deadline = time.monotonic() + timeout
-        while marker not in data:
+        while not re.search(pattern, data):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise AssertionError(f"no {marker!r} on stdout; got {data[-300:]!r}, stderr {self.stderr_lines}")
+                raise AssertionError(f"no {pattern!r} on stdout; got {data[-300:]!r}, stderr {self.stderr_lines}")
             chunk = os.read(fd, 65536)
             if not chunk:
-                raise AssertionError(f"stdout ended before {marker!r}; got {data[-300:]!r}")
+                raise AssertionError(f"stdout ended before {pattern!r}; got {data[-300:]!r}")
             data += chunk
         return data
 

@@ -11,12 +11,16 @@ peers (openssl, ncat, socat, curl) want them:
 - ``wrong_name``: a certificate the CA issued for ``other.example`` alone, with its key;
 - ``other_ca``: a second CA's certificate, which issued none of the above.
 
+``tls_client(port)`` is a client of the command under test that checks nothing;
+``half_a_hello()`` the first half of a ClientHello, for a client that stalls.
 :func:`in_thread` runs one end of a handshake while the test drives the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -26,7 +30,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-__all__ = ["TlsFiles", "in_thread", "tls_files"]
+from support.cli_e2e import STEP_TIMEOUT
+
+__all__ = ["TlsFiles", "half_a_hello", "in_thread", "tls_client", "tls_files"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,30 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFiles]:
         wrong_name=write("wrong-name.pem", wrong_name.private_key_and_cert_chain_pem),
         other_ca=write("other-ca.pem", other_ca.cert_pem),
     )
+
+
+def tls_client(port: int, *, alpn: list[str] | None = None, suppress_ragged_eofs: bool = True) -> ssl.SSLSocket:
+    """A TLS client of 127.0.0.1:``port`` that verifies nothing, handshake done.
+    ``suppress_ragged_eofs=False``: a server that ends without close_notify makes
+    ``recv`` raise ``SSLEOFError`` rather than return ``b""``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT)
+    return context.wrap_socket(raw, suppress_ragged_eofs=suppress_ragged_eofs)
+
+
+def half_a_hello() -> bytes:
+    """The first half of a real TLS ClientHello: a client that stalls in the middle."""
+    outgoing = ssl.MemoryBIO()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):  # the hello is out, the answer awaited
+        tls.do_handshake()
+    hello = outgoing.read()
+    return hello[: len(hello) // 2]
 
 
 def in_thread(work: Callable[[], object], name: str = "tls-peer") -> tuple[threading.Thread, dict[str, object]]:

@@ -302,8 +302,6 @@ def _build(
         raise UsageError("The --ssl-key and --ssl-cert options must be used together.")
     if ssl and transport == "datagram" and listen and (given("-k") or broker):
         raise UsageError("--udp --ssl (DTLS) with -k, --broker or --chat is not supported yet.")
-    if ssl and listen and (given("-k") or broker) and exec_option is None:
-        raise UsageError("--ssl with -k, --broker or --chat is not supported yet.")
 
     source_port = 0
     host: str | None = None

@@ -372,7 +372,9 @@ def _keep_open(
     tls: ssl.SSLContext | None,
 ) -> int:
     """-l -k, --broker, --chat: every client at once on one event loop
-    (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s).
+    (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s),
+    each client over TLS with --ssl, its handshake on the loop: "Connection from" is
+    said when it is accepted, as ncat says it, and a failed handshake with ncat's line.
     A signal stops the loop; the clients are cut off, and the signal then ends the
     command (128+signal) as it leaves its handlers. -q ends it with status 0, -w
     (no client in time) with TIMEOUT, a failure of the host's own (a stdout or a -o
@@ -448,6 +450,8 @@ def _keep_open(
             quit_after_input=_quit_after_input(config, listening=True, to_a_program=False),
             accept_timeout=config.accept_timeout,
             label=_client_label if config.client_labels else None,
+            tls=tls,
+            on_tls_failed=_say_tls_failed(messages),
         )
         env.signals.on_signal = loop.stop
         _wake_on_signals(loop, env)
@@ -468,6 +472,18 @@ def _keep_open(
     if server.ended == "accept timeout":
         raise ConnectTimeout(f"no client within {config.accept_timeout} s")
     return status.SUCCESS  # -q, stdout's reader gone (as in a single session), or a signal (raised on leaving)
+
+
+def _say_tls_failed(messages: Messages) -> Callable[[Address | None, NetworkError], None]:
+    """ncat's ``-v`` line for each client whose TLS handshake failed or ran out of time;
+    the server goes on."""
+
+    def say(peer: Address | None, error: NetworkError) -> None:
+        from enchufe.cli.tls_setup import handshake_failure
+
+        messages.info(handshake_failure(peer, error))
+
+    return say
 
 
 def _client_label(peer: Address | None, number: int) -> bytes:
@@ -520,11 +536,6 @@ def _exec_each(
     def refused(peer: Address | None, reason: str) -> None:
         messages.info(f"New connection denied: {reason}")
 
-    def handshake_failed(peer: Address | None, error: NetworkError) -> None:
-        from enchufe.cli.tls_setup import handshake_failure
-
-        messages.info(handshake_failure(peer, error))
-
     server: Server | DatagramServer
     if config.transport == "datagram":
         from enchufe.serve.datagram_server import DatagramServer
@@ -553,7 +564,7 @@ def _exec_each(
             on_refused=refused,
             daemon_threads=True,
             tls=tls,
-            on_tls_failed=handshake_failed,
+            on_tls_failed=_say_tls_failed(messages),
         )
     try:
         server.start()

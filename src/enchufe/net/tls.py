@@ -17,9 +17,12 @@ socket is read and written. That is what lets
   ``recv`` returns without the socket becoming readable, which a relay waiting on
   :meth:`~TlsStream.fileno` would otherwise never read.
 
-The same ``SSLObject`` drives TLS on the event loop (:mod:`enchufe.net.tls_transport`).
-``ssl.SSLError`` becomes :class:`~enchufe.errors.TlsError` (a certificate that does
-not verify: :class:`~enchufe.errors.CertificateError`) in :func:`translate_tls_error`.
+The rules both owners of a connection's TLS need (the blocking :class:`TlsStream`
+here, the event loop's :class:`~enchufe.net.tls_transport.TlsTransport`) live in
+:class:`TlsState`, which touches no socket: bytes in, bytes out, end of stream and the
+traps of Python's ``ssl`` on the way. ``ssl.SSLError`` becomes
+:class:`~enchufe.errors.TlsError` (a certificate that does not verify:
+:class:`~enchufe.errors.CertificateError`) in :func:`translate_tls_error`.
 
 Importing this module imports :mod:`ssl` (about 10 ms): only TLS paths import it.
 """
@@ -53,7 +56,9 @@ if TYPE_CHECKING:
     from enchufe.proto.x509 import Name
 
 __all__ = [
+    "CLOSED_IN_HANDSHAKE",
     "NCAT_CIPHERS",
+    "TlsState",
     "TlsStream",
     "client_context",
     "default_trusted_subjects",
@@ -70,7 +75,8 @@ NCAT_CIPHERS = "ALL:!aNULL:!eNULL:!LOW:!EXP:!RC4:!MD5:@STRENGTH"
 #: The most plaintext encrypted at once: TLS cuts it into 16 KiB records anyway, and a
 #: bounded piece keeps what waits in the outgoing buffer bounded too.
 _WRITE_PIECE = 64 * 1024
-_CLOSED_IN_HANDSHAKE = "the peer closed the connection during the TLS handshake"
+#: Why a handshake failed when the peer's socket ended (or was reset) in the middle.
+CLOSED_IN_HANDSHAKE = "the peer closed the connection during the TLS handshake"
 
 
 def client_context(
@@ -176,11 +182,12 @@ def _reason(exc: ssl.SSLError) -> str:
     return reason.replace("_", " ").lower() if reason.isupper() else reason
 
 
-def peer_chain(stream: TlsStream) -> list[bytes] | None:
-    """The certificates (DER) the peer sent after its own, verified or not, in its
-    order, for :func:`enchufe.proto.x509.problems`; ``None`` where :mod:`ssl` cannot
-    tell (``get_unverified_chain()`` is Python 3.13's)."""
-    unverified_chain = getattr(stream._tls, "get_unverified_chain", None)
+def peer_chain(stream: Negotiated) -> list[bytes] | None:
+    """The certificates (DER) the peer of a :class:`TlsStream` (or a
+    :class:`~enchufe.net.tls_transport.TlsTransport`) sent after its own, verified or
+    not, in its order, for :func:`enchufe.proto.x509.problems`; ``None`` where
+    :mod:`ssl` cannot tell (``get_unverified_chain()`` is Python 3.13's)."""
+    unverified_chain = getattr(stream._state.tls, "get_unverified_chain", None)
     if unverified_chain is None:
         return None
     chain: list[bytes] | None = unverified_chain()
@@ -289,131 +296,85 @@ def start_tls(
     return stream
 
 
-class TlsStream:
-    """A :class:`~enchufe.net.stream.Stream` of plaintext over TLS on a socket.
+class TlsState:
+    """One connection's TLS, bytes in and bytes out: an :class:`ssl.SSLObject` over two
+    memory BIOs, and the rules of end of stream.
 
-    Made by :func:`start_tls`; see the module docstring for end of stream, threads and
-    :meth:`pending`.
+    It touches no socket: its owner hands it what the socket received
+    (:meth:`receive`), sends what it made (:meth:`outgoing`) whenever it was asked
+    for anything, and decides when to do each. What it keeps for both owners:
+
+    - **end of stream.** :meth:`read` returns ``b""`` once for the peer's
+      ``close_notify`` (which Python reports either as ``b""`` or as
+      ``SSLZeroReturnError``) and for a socket that ended without one, which sets
+      :attr:`truncated`.
+    - **records already received are not lost to a shutdown.** ``unwrap()`` calls
+      ``SSL_shutdown`` twice, and the second call reads: records waiting in the
+      incoming buffer would be taken from the reader (OpenSSL 3 fails them as data
+      after close_notify). :meth:`shutdown` decrypts them first and :meth:`read`
+      returns them before anything else, so that reading goes on after it.
+
+    Not thread-safe: :class:`TlsStream` holds its lock around every call, and
+    :class:`~enchufe.net.tls_transport.TlsTransport` runs on one loop's thread.
 
     Attributes:
-        raw: the socket stream underneath.
+        tls: the ``SSLObject``.
         truncated: True once the peer's socket ended without ``close_notify``.
+        eof_sent: True once :meth:`shutdown` was called (``close_notify`` is made).
     """
 
-    is_datagram = False
-
-    def __init__(
-        self,
-        raw: SocketStream,
-        context: ssl.SSLContext,
-        *,
-        server_side: bool = False,
-        server_hostname: str | None = None,
-    ) -> None:
-        self.raw = raw
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None) -> None:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._tls = context.wrap_bio(
+        self.tls = context.wrap_bio(
             self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
         )
-        #: Guards the TLS state and both BIOs; never held while waiting on the socket.
-        self._lock = threading.Lock()
-        #: Held while bytes taken out of the TLS state are sent: taken before the state
-        #: is let go, so records reach the socket in the order they were made.
-        self._send_lock = threading.Lock()
-        #: Held by the one thread reading the socket.
-        self._recv_lock = threading.Lock()
-        self._eof_sent = False
-        #: Plaintext decrypted before send_eof(), not yet returned by recv().
+        self.truncated = False
+        self.eof_sent = False
+        self._ended = False
+        #: Plaintext decrypted by shutdown(), not yet returned by read().
         self._read_ahead = bytearray()
         #: A TLS failure met while reading ahead, raised once the reader gets there.
         self._failure: TlsError | None = None
-        self._ended = False
-        self.truncated = False
 
-    # -- what the handshake settled ------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        """Hand over what the socket received; ``b""`` is the socket's end."""
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
 
-    @property
-    def version(self) -> str | None:
-        """The protocol version, ``"TLSv1.3"`` say."""
-        return self._tls.version()
+    def outgoing(self) -> bytes:
+        """Take what TLS made for the socket (``b""``: nothing)."""
+        return self._outgoing.read() if self._outgoing.pending else b""
 
-    @property
-    def cipher(self) -> str | None:
-        """The cipher suite's name."""
-        cipher = self._tls.cipher()
-        return None if cipher is None else cipher[0]
+    def handshake(self) -> bool:
+        """Go on with the handshake: True once it is done, False while it waits for
+        the peer. What it made (an alert, when it fails) is in :meth:`outgoing`.
 
-    @property
-    def alpn_protocol(self) -> str | None:
-        """The protocol ALPN chose, if any."""
-        return self._tls.selected_alpn_protocol()
-
-    @property
-    def peer_certificate(self) -> bytes | None:
-        """The peer's certificate (DER), verified or not; ``None`` if it sent none."""
-        return self._tls.getpeercert(binary_form=True)
-
-    @property
-    def server_hostname(self) -> str | None:
-        """The name a client asked for (sent by SNI unless it is an address)."""
-        return self._tls.server_hostname
-
-    @property
-    def local_address(self) -> Address | None:
-        return self.raw.local_address
-
-    @property
-    def peer_address(self) -> Address | None:
-        return self.raw.peer_address
-
-    # -- the handshake -------------------------------------------------------------------
-
-    def handshake(self, *, timeout: float | None = None) -> None:
-        """Run the handshake to its end (:func:`start_tls` calls it)."""
+        Raises:
+            CertificateError: the peer's certificate did not verify.
+            TlsError: the handshake failed.
+        """
         try:
-            self._handshake(None if timeout is None else time.monotonic() + timeout)
-        except ConnectionLost as exc:  # a peer that reset, or closed before reading the hello
-            raise TlsError(_CLOSED_IN_HANDSHAKE, errno=exc.errno) from exc
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as exc:
+            error = translate_tls_error(exc)
+            if isinstance(error, CertificateError):
+                error.certificate = _offered_certificate(self.tls)
+            raise error from exc
+        return True
 
-    def _handshake(self, deadline: float | None) -> None:
-        while True:
-            with self._lock:
-                try:
-                    self._tls.do_handshake()
-                    done = True
-                except ssl.SSLWantReadError:
-                    done = False
-                except ssl.SSLError as exc:
-                    self._send_what_tls_made(deadline)  # the alert, so that the peer knows why
-                    raise self._handshake_error(exc) from exc
-                self._send_what_tls_made(deadline)
-            if done:
-                return
-            if not self._receive_raw(deadline):
-                raise TlsError(_CLOSED_IN_HANDSHAKE)
+    def read(self, max_bytes: int) -> bytes | None:
+        """Plaintext (at most ``max_bytes``, from one record), ``b""`` at the end of
+        the stream, ``None`` when TLS needs more of the socket's bytes. Reading may
+        make bytes to send (an answer to a key update).
 
-    def _handshake_error(self, exc: ssl.SSLError) -> TlsError:
-        error = translate_tls_error(exc)
-        if isinstance(error, CertificateError):
-            error.certificate = _offered_certificate(self._tls)
-        return error
-
-    # -- the Stream interface ------------------------------------------------------------
-
-    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: float | None = None) -> bytes:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._recv_lock:
-            while True:
-                with self._lock:
-                    data = self._read(max_bytes, deadline)
-                if data is not None:
-                    return data
-                self._receive_raw(deadline)
-
-    def _read(self, max_bytes: int, deadline: float | None) -> bytes | None:
-        """With ``_lock`` held: plaintext, ``b""`` at the end, ``None`` when TLS needs
-        more of the socket's bytes."""
+        Raises:
+            TlsError: a record failed (it is raised after what came before it).
+        """
         if self._read_ahead:
             data = bytes(self._read_ahead[:max_bytes])
             del self._read_ahead[:max_bytes]
@@ -422,13 +383,10 @@ class TlsStream:
             raise self._failure
         if self._ended:
             return b""
-        try:
-            return self._decrypt(max_bytes)
-        finally:
-            self._send_what_tls_made(deadline)  # reading may answer the peer (a key update)
+        return self._decrypt(max_bytes)
 
     def _decrypt(self, max_bytes: int) -> bytes | None:
-        """:meth:`_read` without what was read ahead: every whole record received, up to
+        """:meth:`read` without what was read ahead: every whole record received, up to
         ``max_bytes``. (``SSL_read`` gives one record, 16 KiB at most, at a time: joining
         them costs less than a relay's pass for each.) An end or a failure after some
         data is met by the next call."""
@@ -452,7 +410,7 @@ class TlsStream:
     def _decrypt_record(self, max_bytes: int) -> bytes | None:
         """One ``SSL_read``: plaintext, ``b""`` at the end, ``None`` for want of bytes."""
         try:
-            data = self._tls.read(max_bytes)
+            data = self.tls.read(max_bytes)
         except ssl.SSLWantReadError:
             return None
         except ssl.SSLZeroReturnError:  # close_notify, once this end has sent its own
@@ -465,51 +423,49 @@ class TlsStream:
         self._ended = not data  # b"" is also how ssl reports close_notify
         return data
 
-    def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        view = memoryview(data)
-        while view:
-            with self._lock:
-                if self._eof_sent:
-                    raise StreamClosed("send after send_eof()")
-                try:
-                    self._tls.write(view[:_WRITE_PIECE])
-                except ssl.SSLEOFError as exc:
-                    # OpenSSL writes nothing once the socket ended without close_notify:
-                    # the peer is gone, as a TCP send to a closed peer's socket says.
-                    raise ConnectionLost(os.strerror(errno.EPIPE), errno=errno.EPIPE) from exc
-                except ssl.SSLError as exc:
-                    raise translate_tls_error(exc) from exc
-                self._send_what_tls_made(deadline)
-            view = view[_WRITE_PIECE:]
+    def write(self, data: bytes | memoryview) -> None:
+        """Encrypt ``data`` into :meth:`outgoing`.
 
-    def send_eof(self) -> None:
-        """Send ``close_notify`` and half-close the socket; reading goes on."""
-        with self._lock:
-            if self._eof_sent:
-                return
-            self._eof_sent = True
-            self._read_everything_here()
-            try:
-                self._tls.unwrap()
-            except ssl.SSLWantReadError:
-                pass  # the peer's close_notify is not awaited
-            except ssl.SSLError as exc:
-                # A peer whose socket ended without close_notify left TLS failed: there
-                # is nobody to say close_notify to, and its socket still gets the end.
-                if not self.truncated:
-                    raise translate_tls_error(exc) from exc
-            self._send_what_tls_made(None)
-        self.raw.send_eof()
+        Raises:
+            StreamClosed: after :meth:`shutdown`.
+            TlsError: TLS failed earlier and cannot write.
+        """
+        if self.eof_sent:
+            raise StreamClosed("send after send_eof()")
+        try:
+            self.tls.write(data)
+        except ssl.SSLEOFError as exc:
+            # OpenSSL writes nothing once the socket ended without close_notify: the
+            # peer is gone, as a TCP send to a closed peer's socket says.
+            raise ConnectionLost(os.strerror(errno.EPIPE), errno=errno.EPIPE) from exc
+        except ssl.SSLError as exc:
+            raise translate_tls_error(exc) from exc
+
+    def shutdown(self) -> None:
+        """Make ``close_notify`` (into :meth:`outgoing`); reading goes on. Idempotent.
+
+        Raises:
+            TlsError: TLS failed earlier and cannot end cleanly (``close_notify`` may
+                still be in :meth:`outgoing`).
+        """
+        if self.eof_sent:
+            return
+        self.eof_sent = True
+        self._read_everything_here()
+        try:
+            self.tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # the peer's close_notify is not awaited
+        except ssl.SSLError as exc:
+            # A peer whose socket ended without close_notify left TLS failed: there is
+            # nobody to say close_notify to, and its socket still gets the end.
+            if not self.truncated:
+                raise translate_tls_error(exc) from exc
 
     def _read_everything_here(self) -> None:
-        """Decrypt every whole record received, into ``_read_ahead``.
-
-        ``unwrap()`` calls ``SSL_shutdown`` a second time, which reads: records waiting
-        in the incoming buffer would be taken from the reader (OpenSSL 3 fails them as
-        data after close_notify). With none left there, that call finds nothing and
-        reading goes on afterwards.
-        """
+        """Decrypt every whole record received, into ``_read_ahead``: with none left in
+        the incoming buffer, ``unwrap()``'s read finds nothing (see the class
+        docstring)."""
         while not self._ended and self._failure is None:
             try:
                 data = self._decrypt(DEFAULT_RECV_SIZE)
@@ -521,14 +477,152 @@ class TlsStream:
             self._read_ahead += data
 
     def pending(self) -> int:
+        """Bytes received and not yet returned by :meth:`read`: decrypted plaintext,
+        or records (whole or not) not yet decrypted; 1 once the end of stream or a
+        failure is known, which :meth:`read` returns at once too (a peer that waits for
+        this end's ``close_notify`` leaves the socket silent)."""
+        received = len(self._read_ahead) + self.tls.pending() + self._incoming.pending
+        return received or int(self._ended or self._failure is not None)
+
+
+class Negotiated:
+    """What the handshake settled, and how the stream ended: the properties of both
+    owners of a :class:`TlsState` (a mixin; ``_state`` is the owner's)."""
+
+    _state: TlsState
+
+    @property
+    def version(self) -> str | None:
+        """The protocol version, ``"TLSv1.3"`` say."""
+        return self._state.tls.version()
+
+    @property
+    def cipher(self) -> str | None:
+        """The cipher suite's name."""
+        cipher = self._state.tls.cipher()
+        return None if cipher is None else cipher[0]
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The protocol ALPN chose, if any."""
+        return self._state.tls.selected_alpn_protocol()
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The peer's certificate (DER), verified or not; ``None`` if it sent none."""
+        return self._state.tls.getpeercert(binary_form=True)
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The name a client asked for (sent by SNI unless it is an address)."""
+        return self._state.tls.server_hostname
+
+    @property
+    def truncated(self) -> bool:
+        """True once the peer's socket ended without ``close_notify``."""
+        return self._state.truncated
+
+
+class TlsStream(Negotiated):
+    """A :class:`~enchufe.net.stream.Stream` of plaintext over TLS on a socket.
+
+    Made by :func:`start_tls`; see the module docstring for end of stream, threads and
+    :meth:`pending`.
+
+    Attributes:
+        raw: the socket stream underneath.
+    """
+
+    is_datagram = False
+
+    def __init__(
+        self,
+        raw: SocketStream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+    ) -> None:
+        self.raw = raw
+        self._state = TlsState(context, server_side=server_side, server_hostname=server_hostname)
+        #: Guards the TLS state; never held while waiting on the socket.
+        self._lock = threading.Lock()
+        #: Held while bytes taken out of the TLS state are sent: taken before the state
+        #: is let go, so records reach the socket in the order they were made.
+        self._send_lock = threading.Lock()
+        #: Held by the one thread reading the socket.
+        self._recv_lock = threading.Lock()
+
+    @property
+    def local_address(self) -> Address | None:
+        return self.raw.local_address
+
+    @property
+    def peer_address(self) -> Address | None:
+        return self.raw.peer_address
+
+    # -- the handshake -------------------------------------------------------------------
+
+    def handshake(self, *, timeout: float | None = None) -> None:
+        """Run the handshake to its end (:func:`start_tls` calls it)."""
+        try:
+            self._handshake(None if timeout is None else time.monotonic() + timeout)
+        except ConnectionLost as exc:  # a peer that reset, or closed before reading the hello
+            raise TlsError(CLOSED_IN_HANDSHAKE, errno=exc.errno) from exc
+
+    def _handshake(self, deadline: float | None) -> None:
+        while True:
+            with self._lock:
+                try:
+                    done = self._state.handshake()
+                finally:
+                    self._send_what_tls_made(deadline)  # an alert too, so that the peer knows why
+            if done:
+                return
+            if not self._receive_raw(deadline):
+                raise TlsError(CLOSED_IN_HANDSHAKE)
+
+    # -- the Stream interface ------------------------------------------------------------
+
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: float | None = None) -> bytes:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._recv_lock:
+            while True:
+                with self._lock:
+                    try:
+                        data = self._state.read(max_bytes)
+                    finally:
+                        self._send_what_tls_made(deadline)  # reading may answer the peer (a key update)
+                if data is not None:
+                    return data
+                self._receive_raw(deadline)
+
+    def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        view = memoryview(data)
+        while view:
+            with self._lock:
+                self._state.write(view[:_WRITE_PIECE])
+                self._send_what_tls_made(deadline)
+            view = view[_WRITE_PIECE:]
+
+    def send_eof(self) -> None:
+        """Send ``close_notify`` and half-close the socket; reading goes on."""
+        with self._lock:
+            if self._state.eof_sent:
+                return
+            self._state.shutdown()
+            self._send_what_tls_made(None)
+        self.raw.send_eof()
+
+    def pending(self) -> int:
         """Bytes received and not yet returned: decrypted plaintext, or records not yet
         decrypted. A ``recv(timeout=0)`` may return them without the socket becoming
         readable (it raises ``TimedOut`` when they are only part of a record). 1 once
         the end of stream or a failure is known, which ``recv`` returns at once too: a
         peer that waits for this end's ``close_notify`` leaves the socket silent."""
         with self._lock:
-            received = len(self._read_ahead) + self._tls.pending() + self._incoming.pending
-            return received or int(self._ended or self._failure is not None)
+            return self._state.pending()
 
     def abort(self) -> None:
         """Break off every blocked call: shut the socket down both ways."""
@@ -537,14 +631,13 @@ class TlsStream:
     def close(self) -> None:
         """Send ``close_notify`` if it was not sent (without waiting for a slow peer),
         then close the socket. Idempotent."""
-        if not self._eof_sent and self._lock.acquire(blocking=False):
+        if not self._state.eof_sent and self._lock.acquire(blocking=False):
             try:
-                self._eof_sent = True
                 # The first SSL_shutdown makes close_notify; the second one unwrap()
                 # makes may fail on what the peer sent since (a session ticket): that
                 # is nobody's business any more, but close_notify must still go.
-                with contextlib.suppress(ssl.SSLError):
-                    self._tls.unwrap()
+                with contextlib.suppress(TlsError):
+                    self._state.shutdown()
                 with contextlib.suppress(NetworkError):
                     self._send_what_tls_made(time.monotonic())
             finally:
@@ -562,9 +655,9 @@ class TlsStream:
     def _send_what_tls_made(self, deadline: float | None) -> None:
         """Send what the TLS state has made; called with ``_lock`` held, which is let
         go while the bytes are sent (so that a reader can go on) and taken back."""
-        if not self._outgoing.pending:
+        data = self._state.outgoing()
+        if not data:
             return
-        data = self._outgoing.read()
         self._send_lock.acquire()
         self._lock.release()
         try:
@@ -577,10 +670,7 @@ class TlsStream:
         """Read what the socket has into the TLS state; False at the socket's end."""
         data = self.raw.recv(DEFAULT_RECV_SIZE, timeout=remaining_time(deadline))
         with self._lock:
-            if data:
-                self._incoming.write(data)
-            else:
-                self._incoming.write_eof()
+            self._state.receive(data)
         return bool(data)
 
 

@@ -43,9 +43,13 @@ from enchufe.net.stream import DEFAULT_RECV_SIZE, translate_os_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from enchufe.net.loop import EventLoop
+    from typing import Protocol
 
-__all__ = ["DEFAULT_HIGH_WATER", "SocketTransport", "StreamProtocol"]
+    from enchufe.net.loop import EventLoop
+else:
+    Protocol = object  # a protocol only matters to type checkers; typing is slow to import
+
+__all__ = ["DEFAULT_HIGH_WATER", "ClientTransport", "SocketTransport", "StreamProtocol"]
 
 #: Buffered output above which the protocol is asked to pause (asyncio uses 64 KiB;
 #: more keeps a bulk relay from stopping and starting on every burst).
@@ -62,10 +66,28 @@ _GATHER_LIMIT = 64 * 1024
 _CHUNKS_PER_SEND = 64
 
 
+class ClientTransport(Protocol):
+    """The vocabulary every transport on the loop speaks to its protocol and owner:
+    :class:`SocketTransport`, :class:`~enchufe.net.tls_transport.TlsTransport`, a UDP
+    peer's :class:`~enchufe.net.datagram.DatagramSession` (see
+    :class:`SocketTransport` for what each method means)."""
+
+    @property
+    def write_buffer_size(self) -> int: ...
+    def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def can_write(self) -> bool: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
 class StreamProtocol:
     """What a transport reports to its owner. Every method does nothing by default."""
 
-    def connection_made(self, transport: SocketTransport) -> None:
+    def connection_made(self, transport: ClientTransport) -> None:
         """The transport is ready; it starts reading after this returns."""
 
     def data_received(self, data: bytes) -> None:

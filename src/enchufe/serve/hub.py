@@ -23,8 +23,16 @@ only guarantees the two properties that ncat lacks:
 
 A client is a TCP or Unix stream connection (:meth:`Hub.add`, a
 :class:`~enchufe.net.transport.SocketTransport`) or anything else that speaks the
-same :class:`ClientTransport` vocabulary (:meth:`Hub.attach`): a UDP peer's
-:class:`~enchufe.net.datagram.DatagramSession`.
+same :class:`~enchufe.net.transport.ClientTransport` vocabulary (:meth:`Hub.attach`):
+a UDP peer's :class:`~enchufe.net.datagram.DatagramSession`.
+
+With a server ``tls`` context, each stream connection is a
+:class:`~enchufe.net.tls_transport.TlsTransport` over its socket transport, and its
+handshake runs on the loop like any other traffic: a client that stalls or sends
+garbage holds up nobody, fails alone (``on_tls_failed``), and one that says
+nothing is cut off after ``handshake_timeout``. A client in its handshake counts
+(:func:`len`, so it holds a place under a limit) but is not *ready*: it receives no
+broadcast, and ``on_ready`` tells its owner when it is.
 
 Everything runs on the loop's thread.
 """
@@ -33,39 +41,23 @@ from __future__ import annotations
 
 from enchufe.net.stream import DEFAULT_RECV_SIZE
 from enchufe.net.transport import DEFAULT_HIGH_WATER, SocketTransport, StreamProtocol
+from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    import ssl
     from collections.abc import Callable, Iterator
-    from typing import Protocol
 
     from enchufe.address import Address
     from enchufe.errors import NetworkError
     from enchufe.net.loop import EventLoop, TimerHandle
-else:
-    Protocol = object  # a protocol only matters to type checkers; typing is slow to import
+    from enchufe.net.transport import ClientTransport
 
-__all__ = ["DEFAULT_MAX_BACKLOG", "Client", "ClientTransport", "Hub"]
+__all__ = ["DEFAULT_MAX_BACKLOG", "Client", "Hub"]
 
 #: How far behind (buffered bytes) a client may fall before it is disconnected.
 DEFAULT_MAX_BACKLOG = 4 * 1024 * 1024
-
-
-class ClientTransport(Protocol):
-    """What the hub and its owner ask of a client's transport (see
-    :class:`~enchufe.net.transport.SocketTransport` for what each one means)."""
-
-    @property
-    def write_buffer_size(self) -> int: ...
-    def write(self, data: bytes) -> None: ...
-    def write_eof(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def is_closing(self) -> bool: ...
-    def can_write(self) -> bool: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
 
 
 class Client(StreamProtocol):
@@ -77,7 +69,8 @@ class Client(StreamProtocol):
             descriptor (a UDP peer has no socket of its own; it gets one unused by
             any socket).
         peer: the client's address, when known.
-        transport: its transport on the loop.
+        transport: its transport on the loop, once it is ready (``None`` during its
+            TLS handshake).
         last_activity: the loop's time when a byte last moved to or from it.
     """
 
@@ -87,6 +80,9 @@ class Client(StreamProtocol):
         self.number = number
         self.peer = peer
         self.transport: ClientTransport | None = None
+        #: The transport the client came with, ready or not (its TLS during the
+        #: handshake): what closing it closes.
+        self._connection: ClientTransport | None = None
         self.last_activity = hub.loop.time()
         self._idle_timer: TimerHandle | None = None
 
@@ -108,6 +104,9 @@ class Client(StreamProtocol):
 
     def connection_made(self, transport: ClientTransport) -> None:
         self.transport = transport
+        if self._connection is None:
+            self._connection = transport
+        self.hub._ready(self)
 
     def data_received(self, data: bytes) -> None:
         if self.hub.idle_timeout is not None:
@@ -126,6 +125,10 @@ class Client(StreamProtocol):
     def connection_lost(self, exc: NetworkError | None) -> None:
         self.hub._forget(self, exc)
 
+    def _handshake_failed(self, error: NetworkError) -> None:
+        if self.hub.on_tls_failed is not None:
+            self.hub.on_tls_failed(self, error)
+
     def __repr__(self) -> str:
         return f"<Client {self.id} {self.peer}>"
 
@@ -136,6 +139,9 @@ class Hub:
     Args:
         loop: the event loop every client runs on.
         on_data: ``on_data(client, data)`` for each chunk a client sends.
+        on_ready: ``on_ready(client)`` once a client can be sent to: at once for a
+            plain connection (from within :meth:`add` or :meth:`attach`), after its
+            handshake for a TLS one.
         on_eof: ``on_eof(client)`` when a client half-closes (default: close it once
             its output is flushed, as ncat's hub does).
         on_leave: ``on_leave(client, error)`` once a client is gone, ``error`` being
@@ -150,6 +156,12 @@ class Hub:
             is cut off; ``None``: never. For the clients of :meth:`add`; an attached
             transport keeps its own time (a UDP peer's session expires by itself).
         on_idle: ``on_idle(client)`` just before an idle client is cut off.
+        tls: a server context: every client of :meth:`add` speaks TLS.
+        handshake_timeout: seconds a TLS client has for its handshake; ``None``: for
+            ever.
+        on_tls_failed: ``on_tls_failed(client, error)`` when a TLS client's
+            handshake fails, it leaves during it, or its time is up; the client then
+            leaves (``on_leave`` with the same error).
     """
 
     def __init__(
@@ -157,6 +169,7 @@ class Hub:
         loop: EventLoop,
         *,
         on_data: Callable[[Client, bytes], None],
+        on_ready: Callable[[Client], None] | None = None,
         on_eof: Callable[[Client], None] | None = None,
         on_leave: Callable[[Client, NetworkError | None], None] | None = None,
         on_drop: Callable[[Client, str], None] | None = None,
@@ -166,27 +179,48 @@ class Hub:
         read_size: int = DEFAULT_RECV_SIZE,
         idle_timeout: float | None = None,
         on_idle: Callable[[Client], None] | None = None,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        on_tls_failed: Callable[[Client, NetworkError], None] | None = None,
     ) -> None:
         self.loop = loop
         self.idle_timeout = idle_timeout
         self.on_idle = on_idle
         self.read_size = read_size
         self.on_data = on_data
+        self.on_ready = on_ready
         self.on_eof = on_eof or self._close_when_flushed
         self.on_leave = on_leave
         self.on_drop = on_drop
         self.on_room = on_room
         self.max_backlog = max_backlog
         self.high_water = high_water
+        self.tls = tls
+        self.handshake_timeout = handshake_timeout
+        self.on_tls_failed = on_tls_failed
         self._clients: dict[int, Client] = {}
+        self._ready_clients = 0
         self._next_id = 1
 
     def add(self, sock: socket.socket, peer: Address | None = None) -> Client:
-        """Take a connected socket into the hub; return its client."""
+        """Take a connected socket into the hub (its TLS handshake starts, with
+        ``tls``); return its client."""
         client = self._new_client(peer, sock.fileno())
-        SocketTransport(self.loop, sock, client, high_water=self.high_water, read_size=self.read_size)
+        protocol: StreamProtocol = client
+        if self.tls is not None:
+            from enchufe.net.tls_transport import TlsTransport  # only TLS imports ssl
+
+            protocol = client._connection = TlsTransport(
+                self.loop,
+                self.tls,
+                client,
+                on_handshake_failed=client._handshake_failed,
+                server_side=True,
+                handshake_timeout=self.handshake_timeout,
+                read_size=self.read_size,
+            )
+        SocketTransport(self.loop, sock, protocol, high_water=self.high_water, read_size=self.read_size)
         self._arm_idle_timer(client)
-        self._room_changed()
         return client
 
     def attach(self, transport: ClientTransport, peer: Address | None, number: int) -> Client:
@@ -197,7 +231,6 @@ class Hub:
         """
         client = self._new_client(peer, number)
         client.connection_made(transport)
-        self._room_changed()
         return client
 
     def _new_client(self, peer: Address | None, number: int) -> Client:
@@ -207,7 +240,12 @@ class Hub:
         return client
 
     def __len__(self) -> int:
+        """Every client, ready or still in its TLS handshake."""
         return len(self._clients)
+
+    def ready(self) -> int:
+        """How many clients are ready (see ``on_ready``)."""
+        return self._ready_clients
 
     def __iter__(self) -> Iterator[Client]:
         return iter(list(self._clients.values()))
@@ -221,8 +259,8 @@ class Hub:
         return reached
 
     def has_room(self) -> bool:
-        """True when some client can take more without going above its high-water
-        mark (or when there is nobody, so nothing would be buffered)."""
+        """True when some ready client can take more without going above its
+        high-water mark (or when none is ready, so nothing would be buffered)."""
         # Called on every join, departure and flow-control change: it stops at the first
         # client with room (usually the first), or the join of the n-th client costs n.
         anyone_open = False
@@ -245,14 +283,14 @@ class Hub:
     def close(self) -> None:
         """Close every client, flushing what each has buffered."""
         for client in list(self._clients.values()):
-            if client.transport is not None:
-                client.transport.close()
+            if client._connection is not None:
+                client._connection.close()
 
     def abort(self) -> None:
         """Cut every client off at once."""
         for client in list(self._clients.values()):
-            if client.transport is not None:
-                client.transport.abort()
+            if client._connection is not None:
+                client._connection.abort()
 
     # -- internals -------------------------------------------------------------------
 
@@ -273,17 +311,25 @@ class Hub:
         if self.loop.time() - client.last_activity < self.idle_timeout:
             self._arm_idle_timer(client)  # traffic since the timer was set: wait for the rest
             return
-        transport = client.transport
-        if transport is not None and not transport.is_closing():
+        connection = client._connection  # in its TLS handshake too: quiet all the same
+        if connection is not None and not connection.is_closing():
             if self.on_idle is not None:
                 self.on_idle(client)
-            transport.abort()
+            connection.abort()
+
+    def _ready(self, client: Client) -> None:
+        self._ready_clients += 1
+        if self.on_ready is not None:
+            self.on_ready(client)
+        self._room_changed()
 
     def _forget(self, client: Client, exc: NetworkError | None) -> None:
         if self._clients.pop(client.id, None) is None:
             return
         if client._idle_timer is not None:
             client._idle_timer.cancel()
+        if client.transport is not None:
+            self._ready_clients -= 1
         if self.on_leave is not None:
             self.on_leave(client, exc)
         self._room_changed()

@@ -36,6 +36,14 @@ applies it: ``outbound`` filters the host's input before it goes out (``-C``, th
 each client has its own Telnet responder (``-t``), its own read delay (``-d``: its
 reading is paused and resumed by a timer, the loop never sleeps) and its own idle
 timeout (``-i``, kept by the hub).
+
+With a server ``tls`` context (ncat's ``--ssl``) every stream client speaks TLS, its
+handshake on the loop (:class:`~enchufe.serve.hub.Hub`). As in ncat, a client is
+announced (``on_join``) and holds a place under ``max_clients`` from the moment it is
+accepted, and becomes a member once its handshake is done: only then does it get the
+host's input, join a room, or wait for the end of the input. A failed handshake is
+``on_tls_failed(peer, error)``, and the others are served on; one not done within
+``handshake_timeout`` (10 s by default; ncat waits for ever) fails too.
 """
 
 from __future__ import annotations
@@ -53,10 +61,12 @@ from enchufe.net.stream import DATAGRAM_PAYLOAD_SIZE, DEFAULT_RECV_SIZE
 from enchufe.proto.chat import NCAT_READ_SIZE
 from enchufe.proto.lines import LineBuffer
 from enchufe.serve.hub import DEFAULT_MAX_BACKLOG, Client, Hub
+from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    import ssl
     from collections.abc import Callable, Sequence
 
     from enchufe.address import Address
@@ -65,6 +75,7 @@ if TYPE_CHECKING:
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop, TimerHandle
     from enchufe.proto.chat import Room
+    from enchufe.serve.policy import TlsFailureHook
 
 __all__ = ["KeepOpen"]
 
@@ -94,8 +105,9 @@ class KeepOpen:
         half_close: at the end of the input, half-close every client
             (``False``: ncat's ``--no-shutdown``).
         on_join, on_leave, on_refused, on_drop: what happens, for the caller to
-            report: ``on_join(peer)``, ``on_leave(peer, error)``,
-            ``on_refused(peer, reason)``, ``on_drop(peer, reason)``.
+            report: ``on_join(peer)`` (a client accepted, before its TLS handshake),
+            ``on_leave(peer, error)``, ``on_refused(peer, reason)``,
+            ``on_drop(peer, reason)``.
         max_backlog: bytes a client may fall behind before it is dropped.
         room: ``--broker``/``--chat``: what clients and the input send goes to the
             other clients as the :class:`~enchufe.proto.chat.Room` says (members are
@@ -120,6 +132,11 @@ class KeepOpen:
         label: ``label(peer, number)`` gives the bytes put before each line a client
             sends, on the output; a client's unfinished line waits for the rest (up
             to 64 KiB), so lines of different clients never mix.
+        tls: a server context: stream clients speak TLS (not for datagram listeners).
+        handshake_timeout: seconds a TLS client has for its handshake (``None``: for
+            ever).
+        on_tls_failed: ``on_tls_failed(peer, error)`` when a TLS client's handshake
+            fails or times out; the client is then gone.
 
     Attributes:
         ended: why the server ended by itself (``"quit"``, ``"accept timeout"``,
@@ -156,6 +173,9 @@ class KeepOpen:
         quit_after_input: float | None = None,
         accept_timeout: float | None = None,
         label: Callable[[Address | None, int], bytes] | None = None,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        on_tls_failed: TlsFailureHook | None = None,
     ) -> None:
         self.loop = loop
         self.room = room
@@ -176,6 +196,8 @@ class KeepOpen:
         self._lines = LineBuffer(_MAX_LABELLED_LINE) if label is not None else None
         self._members: dict[int, Client] = {}
         datagram_listeners = [listener for listener in listeners if listener.is_datagram]
+        if tls is not None and datagram_listeners:
+            raise ValueError("TLS is for stream listeners: datagrams need DTLS")
         if datagram_listeners:
             self._read_size = DATAGRAM_PAYLOAD_SIZE
         else:
@@ -191,6 +213,7 @@ class KeepOpen:
         self.hub = Hub(
             loop,
             on_data=self._from_client,
+            on_ready=self._welcome,
             on_leave=self._left,
             on_drop=(lambda client, reason: on_drop(client.peer, reason)) if on_drop else None,
             on_room=self._update_room,
@@ -198,6 +221,9 @@ class KeepOpen:
             read_size=DEFAULT_RECV_SIZE if room is None else NCAT_READ_SIZE,
             idle_timeout=idle_timeout,
             on_idle=(lambda client: on_idle(client.peer)) if on_idle else None,
+            tls=tls,
+            handshake_timeout=handshake_timeout,
+            on_tls_failed=((lambda client, error: on_tls_failed(client.peer, error)) if on_tls_failed else None),
         )
         self.acceptor = Acceptor(
             loop,
@@ -289,13 +315,14 @@ class KeepOpen:
             self.on_refused(peer, reason)
 
     def _join(self, sock: socket.socket, peer: Address | None) -> None:
-        self._welcome(self.hub.add(sock, peer))
+        self._accepted(peer)
+        self.hub.add(sock, peer)
 
     def _peer_joined(self, session: DatagramSession) -> None:
+        self._accepted(session.peer)
         client = self.hub.attach(session, session.peer, self._next_peer_number)
         self._next_peer_number += 1
         self._sessions[session] = client
-        self._welcome(client)
 
     def _peer_sent(self, session: DatagramSession, data: bytes) -> None:
         if data:  # an empty datagram is traffic (it keeps the session), not data
@@ -307,18 +334,20 @@ class KeepOpen:
             self.hub.on_idle(client)
         client.connection_lost(None)
 
-    def _welcome(self, client: Client) -> None:
+    def _accepted(self, peer: Address | None) -> None:
         if self._accept_timer is not None:
             self._accept_timer.cancel()
             self._accept_timer = None
-        peer = client.peer
         if self.on_join is not None:
             self.on_join(peer)
+
+    def _welcome(self, client: Client) -> None:
+        """A client is ready (its TLS handshake done): it becomes a member."""
         if self._new_responder is not None:
             self._responders[client.id] = self._new_responder()
         if self.room is not None:
             self._members[client.number] = client
-            self._deliver(self.room.join(client.number, str(peer or "localhost")))
+            self._deliver(self.room.join(client.number, str(client.peer or "localhost")))
         assert client.transport is not None
         if self._clients_paused:
             client.transport.pause_reading()
@@ -406,7 +435,7 @@ class KeepOpen:
         self._update_room()
 
     def _update_room(self) -> None:
-        if len(self.hub) and self.hub.has_room():
+        if self.hub.ready() and self.hub.has_room():
             self._room.set()
         else:
             self._room.clear()
