@@ -140,3 +140,19 @@ def test_ncat_client_sees_the_temporary_certificate_enchufe_listener_said(sock_d
             ncat.close_stdin()
             assert ncat.wait() == 0
             assert listener.wait() == 0
+
+
+def test_ncat_client_that_ends_its_input_without_close_notify_still_gets_the_answer(
+    tls_files: TlsFiles, sock_dir: str
+) -> None:
+    """ncat 7.93 ends its stdin with TCP's end alone and reads on: the program behind
+    the listener answers after that end, and the answer must reach ncat (OpenSSL 3,
+    by default, would refuse to write any more)."""
+    program = ("-c", "cat; echo answered after your end")
+    with (
+        enchufe_listener(tcp("127.0.0.1"), sock_dir, *tls_files.listener_options, *program) as (listener, port),
+        start(["ncat", "--ssl", "127.0.0.1", str(port)], stdin=FROM_NCAT) as ncat,
+    ):
+        assert ncat.wait() == 0
+        assert listener.wait() == 0
+    assert ncat.stdout == FROM_NCAT + b"answered after your end\n"

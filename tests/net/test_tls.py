@@ -87,15 +87,28 @@ def test_a_socket_that_ends_without_close_notify_is_truncation(pair: tuple[TlsSt
     client.send_eof()  # nobody left to say close_notify to: the socket's end alone, no error
 
 
-def test_sending_after_a_truncation_is_a_lost_connection(pair: tuple[TlsStream, TlsStream]) -> None:
-    """OpenSSL refuses to write once the socket ended without close_notify: the peer
-    is gone, as for a TCP send to a closed peer, which a relay takes quietly."""
-    client, server = pair
+def test_with_a_context_that_fails_on_a_bare_end_sending_after_it_is_a_lost_connection(tls_files: TlsFiles) -> None:
+    """A context made elsewhere, without OP_IGNORE_UNEXPECTED_EOF: OpenSSL refuses to
+    write once the socket ended without close_notify; the peer is gone, as for a TCP
+    send to a closed peer, which a relay takes quietly."""
+    a, b = socket.socketpair()
+    thread, outcome = in_thread(
+        lambda: start_tls(SocketStream(b), server_context(tls_files.server), server_side=True, timeout=10)
+    )
+    strict = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    strict.check_hostname, strict.verify_mode = False, ssl.CERT_NONE
+    client = start_tls(SocketStream(a), strict, timeout=10)
+    thread.join()
+    server = outcome["value"]
+    assert isinstance(server, TlsStream)
     server.raw.send_eof()
     assert _read_all(client) == b""
+    assert client.truncated
     with pytest.raises(ConnectionLost) as refused:
         client.send_all(b"too late")
     assert str(refused.value) == "Broken pipe"
+    client.close()
+    server.close()
 
 
 def test_the_location_in_the_ssl_module_is_not_part_of_the_reason() -> None:
@@ -224,3 +237,24 @@ def test_a_missing_certificate_file_is_a_setup_error_naming_it() -> None:
 def test_a_cipher_list_openssl_rejects_is_a_setup_error() -> None:
     with pytest.raises(TlsSetupError, match="Unable to set OpenSSL cipher list: No cipher can be selected"):
         client_context(ciphers="BOGUS")
+
+
+def test_a_peer_that_half_closes_without_close_notify_still_gets_the_answer(pair: tuple[TlsStream, TlsStream]) -> None:
+    client, server = pair  # the server plays ncat 7.93's client: its stdin's end is TCP's alone
+    server.send_all(b"question\n")
+    server.raw.send_eof()
+    assert _read_all(client) == b"question\n"
+    assert client.truncated
+    client.send_all(b"answer\n")  # TLS still works this way round
+    client.send_eof()
+    assert _read_all(server) == b"answer\n"
+    assert not server.truncated
+
+
+def test_close_notify_and_the_socket_end_in_one_read_is_no_truncation(pair: tuple[TlsStream, TlsStream]) -> None:
+    client, server = pair
+    server.send_all(b"all of it")
+    server.send_eof()  # close_notify, then TCP's end
+    assert client.recv(9, timeout=5) == b"all of it"
+    assert _read_all(client) == b""
+    assert not client.truncated

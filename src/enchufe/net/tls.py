@@ -79,6 +79,13 @@ _WRITE_PIECE = 64 * 1024
 CLOSED_IN_HANDSHAKE = "the peer closed the connection during the TLS handshake"
 
 
+#: A socket that ends without close_notify (ncat 7.93's client at the end of its
+#: stdin, many HTTP servers) is an end of stream that leaves TLS usable, so that an
+#: answer can still be sent to a peer that half-closed so; OpenSSL 3 would fail the
+#: connection instead. :attr:`TlsState.truncated` still tells it from close_notify.
+_OPTIONS = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+
+
 def client_context(
     *,
     verify: bool = True,
@@ -101,6 +108,7 @@ def client_context(
             ``keyfile``.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.options |= _OPTIONS
     if verify:
         if cafile is not None:
             _load_trust(context, cafile)
@@ -131,6 +139,7 @@ def server_context(
             PEM file.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.options |= _OPTIONS
     if cafile is not None:
         _load_trust(context, cafile)
         context.verify_mode = ssl.CERT_REQUIRED
@@ -332,17 +341,24 @@ class TlsState:
         self.truncated = False
         self.eof_sent = False
         self._ended = False
+        #: The socket has ended: an end of stream TLS reports from here on is its.
+        self._socket_ended = False
         #: Plaintext decrypted by shutdown(), not yet returned by read().
         self._read_ahead = bytearray()
         #: A TLS failure met while reading ahead, raised once the reader gets there.
         self._failure: TlsError | None = None
 
     def receive(self, data: bytes) -> None:
-        """Hand over what the socket received; ``b""`` is the socket's end."""
+        """Hand over what the socket received; ``b""`` is the socket's end, handed over
+        only once :meth:`read` has taken every whole record before it (both owners
+        decrypt all they hold before they read the socket again): an end of stream met
+        after it is the socket's alone, truncation, and a close_notify before it was
+        already met."""
         if data:
             self._incoming.write(data)
-        else:
-            self._incoming.write_eof()
+            return
+        self._socket_ended = True
+        self._incoming.write_eof()
 
     def outgoing(self) -> bytes:
         """Take what TLS made for the socket (``b""``: nothing)."""
@@ -415,12 +431,14 @@ class TlsState:
             return None
         except ssl.SSLZeroReturnError:  # close_notify, once this end has sent its own
             data = b""
-        except ssl.SSLEOFError:
+        except ssl.SSLEOFError:  # the socket's end, with a context that fails on it
             self.truncated = True
             data = b""
         except ssl.SSLError as exc:
             raise translate_tls_error(exc) from exc
-        self._ended = not data  # b"" is also how ssl reports close_notify
+        if not data:
+            self._ended = True  # b"" is also how ssl reports close_notify
+            self.truncated = self.truncated or self._socket_ended
         return data
 
     def write(self, data: bytes | memoryview) -> None:
