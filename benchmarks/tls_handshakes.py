@@ -13,9 +13,9 @@ here):
 - ``enchufe -l -k --ssl-cert C --ssl-key K -e /bin/true``, and its twin
   ``ncat -l -k --ssl-cert C --ssl-key K -e /bin/true``: a handshake, then a program per
   connection, which ends at once;
-- ``enchufe -l -k --ssl-cert C --ssl-key K`` (the event loop's TLS, if this tree has it:
-  the row says so when the command refuses it) and ``ncat -l -k --ssl-cert C --ssl-key
-  K``: the handshake alone, the client joining the listener's clients;
+- ``enchufe -l -k --ssl-cert C --ssl-key K`` (the handshakes on the event loop) and
+  ``ncat -l -k --ssl-cert C --ssl-key K``: the handshake alone, the client joining the
+  listener's clients;
 - ``socat OPENSSL-LISTEN:PORT,fork`` (``SYSTEM:true``): a process per connection, a
   reference for the cost of forking.
 
@@ -173,17 +173,6 @@ def run_once(server: Server, count: int, concurrency: int, timeout: float) -> Re
     return result
 
 
-def refusal(server: Server) -> str | None:
-    """Why the command refuses ``server``'s options, if it does (exit status 2 at once)."""
-    port = free_port()
-    argv = [part.format(port=port) for part in server.argv]
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=1, check=False)
-        if done.returncode == 2:
-            return done.stderr.decode(errors="replace").strip()
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("-n", "--handshakes", type=int, default=2000, help="handshakes per run (default 2000)")
@@ -198,16 +187,11 @@ def main(argv: list[str] | None = None) -> int:
 
     enchufe = os.path.join(os.path.dirname(sys.executable), "enchufe")
     results: dict[tuple[str, int], list[Result]] = {}
-    notes: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="enchufe-handshakes-") as tmp:
         cases = servers(enchufe, *make_certificate(Path(tmp)))
         if args.only:
             wanted = {name.strip() for name in args.only.split(",")}
             cases = [case for case in cases if case.name in wanted]
-        for case in list(cases):
-            if case.name.startswith("enchufe") and (why := refusal(case)):
-                notes[case.name] = f"refused: {why}"
-                cases.remove(case)
         for rep in range(args.repeat):
             for concurrency in concurrencies:
                 for case in cases:
@@ -220,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-    report(args, concurrencies, results, notes)
+    report(args, concurrencies, results)
     return 1 if any(r.problems for runs in results.values() for r in runs) else 0
 
 
@@ -228,7 +212,6 @@ def report(
     args: argparse.Namespace,
     concurrencies: list[int],
     results: dict[tuple[str, int], list[Result]],
-    notes: dict[str, str],
 ) -> None:
     versions = {
         "ncat": tool_version(["ncat", "--version"], r"Version (\S+)"),
@@ -261,8 +244,6 @@ def report(
             + ", ".join(f"{r.rate:,.0f}" for r in runs)
             + " |"
         )
-    for name, note in notes.items():
-        print(f"\n{name}: {note}")
     trouble = [(key, r.problems) for key, runs in results.items() for r in runs if r.problems]
     if trouble:
         print("\n## Problems\n")

@@ -62,6 +62,10 @@ if TYPE_CHECKING:
 #: Bytes moved per splice/sendfile call: large enough that system calls are rare,
 #: small enough that the idle timer and byte counters stay current.
 _ZERO_COPY_CHUNK = 1 << 20
+#: Bytes read from the local side per pass when they are copied to a byte stream: a
+#: TLS remote encrypts each read in one piece and sends it in one call, so a pass
+#: (poll, read, the TLS stream's locks, send) is paid four times less than at 64 KiB.
+_COPY_SEND_SIZE = 256 * 1024
 _FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE})
 #: What a splice into the local output fails with when the output is at fault, not
 #: the socket: a closed descriptor (reserved read-only), a full or failing disk.
@@ -174,7 +178,7 @@ class Relay:
         self._inbound = inbound
         self._answer = answer
         self._zero_copy = outbound is None and inbound is None and answer is None
-        self._send_size = DATAGRAM_PAYLOAD_SIZE if remote.is_datagram else DEFAULT_RECV_SIZE
+        self._send_size = DATAGRAM_PAYLOAD_SIZE if remote.is_datagram else _COPY_SEND_SIZE
         self.bytes_sent = 0
         self.bytes_received = 0
         self._last_activity = time.monotonic()

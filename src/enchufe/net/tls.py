@@ -73,8 +73,10 @@ __all__ = [
 NCAT_CIPHERS = "ALL:!aNULL:!eNULL:!LOW:!EXP:!RC4:!MD5:@STRENGTH"
 
 #: The most plaintext encrypted at once: TLS cuts it into 16 KiB records anyway, and a
-#: bounded piece keeps what waits in the outgoing buffer bounded too.
-_WRITE_PIECE = 64 * 1024
+#: bounded piece keeps what waits in the outgoing buffer bounded too. As large as the
+#: relay's reads (256 KiB), so that each is one ``send``: the peer then finds more in
+#: each of its reads too (benchmarks/README.md, "TLS throughput").
+_WRITE_PIECE = 256 * 1024
 #: Why a handshake failed when the peer's socket ended (or was reset) in the middle.
 CLOSED_IN_HANDSHAKE = "the peer closed the connection during the TLS handshake"
 
