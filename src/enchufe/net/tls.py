@@ -198,11 +198,8 @@ def peer_chain(stream: Negotiated) -> list[bytes] | None:
     :class:`~enchufe.net.tls_transport.TlsTransport`) sent after its own, verified or
     not, in its order, for :func:`enchufe.proto.x509.problems`; ``None`` where
     :mod:`ssl` cannot tell (``get_unverified_chain()`` is Python 3.13's)."""
-    unverified_chain = getattr(stream._state.tls, "get_unverified_chain", None)
-    if unverified_chain is None:
-        return None
-    chain: list[bytes] | None = unverified_chain()
-    return list(chain[1:]) if chain else []
+    chain = _unverified_chain(stream._state.tls)
+    return None if chain is None else chain[1:]
 
 
 def default_trusted_subjects() -> DefaultTrustedSubjects:
@@ -696,10 +693,22 @@ class TlsStream(Negotiated):
 
 def _offered_certificate(tls: ssl.SSLObject) -> bytes | None:
     """The certificate a peer offered in a handshake that failed to verify it, where
-    ssl can tell (``get_unverified_chain``, Python 3.13 and later)."""
+    ssl can tell (Python 3.13 and later)."""
+    try:
+        chain = _unverified_chain(tls)
+    except (ssl.SSLError, ValueError):
+        return None
+    return chain[0] if chain else None
+
+
+def _unverified_chain(tls: ssl.SSLObject) -> list[bytes] | None:
+    """The certificates (DER) the peer sent, verified or not, its own first; ``None``
+    where :mod:`ssl` cannot tell (``get_unverified_chain()`` is Python 3.13's)."""
     unverified_chain = getattr(tls, "get_unverified_chain", None)
     if unverified_chain is None:
         return None
+    certificates: list[bytes] | None = unverified_chain()
+    return list(certificates) if certificates else []
     with contextlib.suppress(ssl.SSLError, ValueError):
         chain: list[bytes] | None = unverified_chain()
         if chain:
