@@ -12,12 +12,14 @@ enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, ev
     EnchufeError
     ├── AddressError (ValueError)          bad host:port, port, unix path or time value
     ├── MalformedCertificate (ValueError)  bytes that are not a DER X.509 certificate
+    ├── ProtocolError (ValueError)         a peer's bytes break a protocol (HTTP, SOCKS)
     ├── OutputFailed (OSError)             the local side refused received data (stdout)
     └── NetworkError (OSError)             .errno keeps the system's error number
         ├── ResolveError                   the name does not resolve
         ├── Unsupported                    the kernel lacks the protocol (SCTP, raw sockets)
         ├── BindError                      bind or listen failed
         ├── ConnectError (ConnectionError) every address refused or was unreachable
+        ├── ProxyError (ConnectionError)   a proxy refused the tunnel or broke its protocol
         ├── ConnectionLost (ConnectionError)  reset or broken pipe during a transfer
         ├── StreamClosed                   the stream was used after close()
         ├── UnexpectedEOF (EOFError)       the peer closed before a read was satisfied
@@ -48,6 +50,8 @@ __all__ = [
     "MalformedCertificate",
     "NetworkError",
     "OutputFailed",
+    "ProtocolError",
+    "ProxyError",
     "ReceiveLimitExceeded",
     "ReceiveTimeout",
     "ResolveError",
@@ -71,6 +75,21 @@ class AddressError(EnchufeError, ValueError):
 class MalformedCertificate(EnchufeError, ValueError):
     """Bytes given as a certificate are not a DER X.509 certificate, or break its rules
     (:mod:`enchufe.proto.x509`): cut short, a wrong type, an impossible date."""
+
+
+class ProtocolError(EnchufeError, ValueError):
+    """A peer's bytes break the rules of a protocol enchufe parses (an HTTP request or
+    response, a SOCKS message): the one error every sans-IO parser in
+    :mod:`enchufe.proto` raises for bad input.
+
+    Attributes:
+        status: for an HTTP request a proxy server refuses, the status code to answer
+            with (400, 405, 413, ...); ``None`` otherwise.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class OutputFailed(EnchufeError, OSError):
@@ -117,6 +136,23 @@ class BindError(NetworkError):
 
 class ConnectError(NetworkError, ConnectionError):
     """A connection could not be established to any address of the target."""
+
+
+class ProxyError(NetworkError, ConnectionError):
+    """A proxy did not open the tunnel: it refused (an HTTP status other than 200, a
+    SOCKS reply other than success), asked for credentials it did not get or
+    rejected them, or answered with bytes that are not its protocol. The message is
+    ncat's, such as ``Proxy returned status code 403.``
+
+    Attributes:
+        proxy: the proxy's address, as text.
+        code: the proxy's HTTP status or SOCKS reply code, when it sent one.
+    """
+
+    def __init__(self, message: str, *, proxy: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.proxy = proxy
+        self.code = code
 
 
 class ConnectionLost(NetworkError, ConnectionError):

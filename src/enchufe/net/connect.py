@@ -19,7 +19,7 @@ import os
 import socket
 
 from enchufe.address import Address, InetAddress, UnixAddress, parse_address
-from enchufe.errors import AddressError, BindError, ConnectError, NetworkError, Unsupported
+from enchufe.errors import AddressError, BindError, ConnectError, NetworkError, ProxyError, Unsupported
 from enchufe.net.connection import Connection
 from enchufe.net.resolve import Resolved, Resolver, SystemResolver
 from enchufe.net.sockets import new_socket, socket_kind
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from enchufe.net.dtls import DtlsContext
+    from enchufe.net.proxy import Proxy
     from enchufe.net.sockets import Transport
 
     AttemptFailed = Callable[[Address, NetworkError], None]
@@ -53,6 +54,8 @@ def open_connection(
     on_attempt_failed: AttemptFailed | None = None,
     source_route: Sequence[str] = (),
     source_route_pointer: int = 4,
+    proxy: Proxy | Sequence[Proxy] | str | None = None,
+    proxy_dns: str = "remote",
     tls: ssl.SSLContext | DtlsContext | bool = False,
     server_hostname: str | None = None,
 ) -> Connection:
@@ -80,6 +83,16 @@ def open_connection(
             ``family=socket.AF_INET``.
         source_route_pointer: the route's hop pointer (ncat's ``-G``); Linux accepts
             only 4.
+        proxy: connect through this proxy, or this chain of proxies, first hop first
+            (:class:`~enchufe.net.proxy.Proxy` values, or their text form for
+            :func:`~enchufe.net.proxy.parse_proxies`, such as
+            ``"socks5://127.0.0.1:1080,http://10.0.0.1:3128"``); see
+            :mod:`enchufe.net.proxy`. Then ``timeout`` bounds the whole of it, first
+            connect to last proxy's answer; the source options apply to the connection
+            to the first proxy. Stream transport to an Internet address only.
+        proxy_dns: where the target's name is resolved when a proxy is used:
+            ``"remote"`` (by the proxy), ``"local"``, ``"both"`` (here, else by the
+            proxy) or ``"none"`` (the target must be an address).
         tls: ``True`` runs a TLS handshake once connected, verifying the server's
             certificate and name against the system's CAs
             (:func:`enchufe.net.tls.client_context`); an ``ssl.SSLContext`` is used as
@@ -97,16 +110,24 @@ def open_connection(
         ConnectTimeout: the last address did not answer in time.
         Unsupported: the kernel lacks the transport (SCTP here), or refuses the
             source route; or DTLS was asked for without pyOpenSSL, or over a Unix socket.
+        ProxyError: a proxy refused the tunnel or broke its protocol.
         CertificateError: the server's certificate did not verify.
         TlsError: the TLS handshake failed.
     """
     target = parse_address(address) if isinstance(address, str) else address
+    if proxy is not None and isinstance(target, UnixAddress):
+        raise Unsupported("a proxy connects to Internet addresses only, not to a Unix socket")
     if isinstance(target, UnixAddress) and tls is not False and transport == "datagram":
         raise Unsupported("DTLS over a Unix datagram socket is not supported")
     if isinstance(target, UnixAddress):
         conn = _connect_unix(target, transport, None if source_host is None else UnixAddress(source_host))
         return conn if tls is False else _secure(conn, tls, server_hostname, timeout)
     resolver = resolver or SystemResolver()
+    if proxy is not None:
+        return _connect_through(
+            target, proxy, proxy_dns, transport, family, timeout, source_host, source_port, resolver, on_attempt_failed,
+            tls, server_hostname,
+        )  # fmt: skip
     type_, proto = socket_kind(transport)
     if source_route and family != socket.AF_INET:
         raise AddressError("a loose source route works over IPv4 only (family=socket.AF_INET)")
@@ -128,6 +149,48 @@ def open_connection(
         conn = Connection(stream, local=stream.local_address, peer=stream.peer_address)
         return conn if tls is False else _secure(conn, tls, server_hostname or target.host, timeout)
     raise last_error
+
+
+def _connect_through(
+    target: InetAddress,
+    proxy: Proxy | Sequence[Proxy] | str,
+    proxy_dns: str,
+    transport: Transport,
+    family: int,
+    timeout: float | None,
+    source_host: str | None,
+    source_port: int,
+    resolver: Resolver,
+    on_attempt_failed: AttemptFailed | None,
+    tls: ssl.SSLContext | DtlsContext | bool,
+    server_hostname: str | None,
+) -> Connection:
+    from enchufe.net.proxy import Proxy, connect_through, leftover_first, parse_proxies
+
+    if transport != "stream":
+        raise Unsupported(f"a proxy carries only TCP streams, not {transport}")
+    chain = parse_proxies(proxy) if isinstance(proxy, str) else (proxy,) if isinstance(proxy, Proxy) else tuple(proxy)
+
+    def connect_first(address: InetAddress, seconds: float | None) -> Connection:
+        return open_connection(
+            address,
+            family=family,
+            timeout=seconds,
+            source_host=source_host,
+            source_port=source_port,
+            resolver=resolver,
+            on_attempt_failed=on_attempt_failed,
+        )
+
+    conn = connect_through(
+        chain, target, connect=connect_first, timeout=timeout, proxy_dns=proxy_dns, resolver=resolver, family=family
+    )
+    if tls is False:
+        return Connection(leftover_first(conn), local=conn.local, peer=target)
+    if conn.buffered:
+        conn.close()
+        raise ProxyError(f"{chain[-1].address} sent data before the TLS handshake", proxy=str(chain[-1].address))
+    return _secure(Connection(conn.stream, local=conn.local, peer=target), tls, server_hostname or target.host, timeout)
 
 
 def _secure(
