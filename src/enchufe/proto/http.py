@@ -90,6 +90,11 @@ def _bad(message: str) -> ProtocolError:
     return ProtocolError(message, status=400)
 
 
+def _shown(data: bytes) -> str:
+    """The start of a bad line, quoted, for a message."""
+    return repr(data[:80].decode("latin-1"))
+
+
 def _is_token(data: bytes) -> bool:
     return bool(data) and all(byte in _TOKEN_CHARS for byte in data)
 
@@ -291,7 +296,7 @@ def _parse_headers(lines: list[bytes]) -> Headers:
             raise _bad("A folded header line is refused")
         name, colon, value = line.partition(b":")
         if not colon or not _is_token(name):
-            raise _bad(f"Malformed header line {line[:80]!r}")
+            raise _bad(f"Malformed header line {_shown(line)}")
         value = value.strip(b" \t")
         if any((byte < 0x20 and byte != 0x09) or byte == 0x7F for byte in value):
             raise _bad(f"A control character in header {name.decode('ascii')!r}")
@@ -301,7 +306,7 @@ def _parse_headers(lines: list[bytes]) -> Headers:
 
 def _parse_version(text: bytes) -> str:
     if len(text) != 8 or not text.startswith(b"HTTP/1.") or not text[7:].isdigit():
-        raise _bad(f"Unsupported HTTP version {text[:20]!r}")
+        raise _bad(f"Unsupported HTTP version {_shown(text)}")
     return text.decode("ascii")
 
 
@@ -328,7 +333,7 @@ class RequestReader:
         lines, rest = found
         parts = lines[0].split(b" ")
         if len(parts) != 3 or not _is_token(parts[0]) or not parts[1]:
-            raise _bad(f"Malformed request line {lines[0][:80]!r}")
+            raise _bad(f"Malformed request line {_shown(lines[0])}")
         method, target, version = parts
         if any(byte <= 0x20 or byte >= 0x7F for byte in target):
             raise _bad("A request target with a control or non-ASCII character")
@@ -360,7 +365,7 @@ class ResponseReader:
         version, _, after = lines[0].partition(b" ")
         status, _, reason = after.partition(b" ")
         if len(status) != 3 or not status.isdigit() or status.startswith(b"0"):
-            raise _bad(f"Malformed status line {lines[0][:80]!r}")
+            raise _bad(f"Malformed status line {_shown(lines[0])}")
         head = ResponseHead(_parse_version(version), int(status), reason.decode("latin-1"), _parse_headers(lines[1:]))
         return head, rest
 
@@ -440,7 +445,7 @@ class BodyFramer:
         elif self._state == "size":
             size = line.partition(b";")[0].strip(b" \t")
             if not size or len(size) > 15 or not all(byte in _HEX_DIGITS for byte in size):
-                raise _bad(f"Malformed chunk size {line[:40]!r}")
+                raise _bad(f"Malformed chunk size {_shown(line)}")
             self._remaining = int(size, 16)
             self._state = "data" if self._remaining else "trailer"
         elif line:  # a trailer field
