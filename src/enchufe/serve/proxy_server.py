@@ -1,0 +1,522 @@
+"""Proxy servers on one event loop: HTTP (ncat's ``-l --proxy-type http``), SOCKS4 and SOCKS5.
+
+A :class:`ProxyServer` carries out what each client's *negotiator* decides (the sans-IO
+protocols: :mod:`enchufe.proto.http_proxy`, :mod:`enchufe.proto.socks`; the vocabulary is
+:mod:`enchufe.proto.proxy`) and moves the bytes. Everything runs on the caller's
+:class:`~enchufe.net.loop.EventLoop`, so:
+
+- **No client holds a thread.** One that drips its request a byte a second (slowloris)
+  costs a socket and a few objects, and everyone else is served meanwhile; thousands of
+  tunnels live on the one thread.
+- **Admission first** (``access``, then ``max_connections``, counting every client from
+  accept to close), by the loop's :class:`~enchufe.net.acceptor.Acceptor`.
+- **Timeouts per client.** ``request_timeout`` bounds the time from accept until the
+  client has asked for somewhere to go (a client that never finishes its request is
+  closed); ``idle_timeout`` (ncat's ``-i``, which ncat ignores in this mode,
+  nmap/nmap#824) closes a client, in its request or in its tunnel, after that long
+  without a byte either way; ``connect_timeout`` bounds each upstream attempt.
+- **Upstream connects never block the loop:** a name is resolved by a small pool of
+  resolver threads (a literal address at once), each address is tried in turn with a
+  non-blocking ``connect``.
+- **The tunnel is zero-copy** (:class:`~enchufe.net.tunnel.Tunnel`: ``splice``), with
+  half-close both ways and backpressure; a reset on one side is a reset on the other.
+
+A negotiator that raises is a defect: the error goes to the loop's ``on_error`` and that
+client alone is closed.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from enchufe.errors import NetworkError
+from enchufe.net.acceptor import Acceptor
+from enchufe.net.resolve import SystemResolver
+from enchufe.net.tunnel import Pump, Tunnel
+from enchufe.proto.proxy import Close, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from enchufe.address import Address
+    from enchufe.net.listen import Listener
+    from enchufe.net.loop import EventLoop, TimerHandle
+    from enchufe.net.resolve import Resolved, Resolver
+    from enchufe.proto.proxy import Action, ProxyNegotiator
+
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "ProxyServer"]
+
+#: Seconds a client has, from accept, to say where it wants to go.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: Seconds each upstream address has to accept (ncat's default ``-w``).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Client bytes read past what upstream has taken, above which the client is not read.
+_UPSTREAM_BACKLOG = 256 * 1024
+_READ_SIZE = 64 * 1024
+#: Threads resolving upstream names at once.
+_RESOLVER_THREADS = 4
+
+_FAILURES = {
+    errno.ECONNREFUSED: "refused",
+    errno.ENETUNREACH: "network-unreachable",
+    errno.EHOSTUNREACH: "host-unreachable",
+    errno.ETIMEDOUT: "timeout",
+}
+
+
+class ProxyServer:
+    """Serve proxy clients from ``listeners`` on ``loop``; see the module docstring.
+
+    Args:
+        loop: the event loop, run by the caller; every method is called in its thread.
+        listeners: stream listeners (the server closes them in :meth:`close`).
+        negotiator: ``negotiator(peer)`` makes each client's negotiator.
+        max_connections: clients at once; one more is closed at accept.
+        access: ``access(peer)`` False refuses the peer at accept.
+        request_timeout: seconds from accept to the client's :class:`OpenUpstream`;
+            ``None``: no limit.
+        idle_timeout: seconds without a byte either way after which a client is closed.
+        connect_timeout: seconds each upstream address has to accept.
+        resolver: resolves upstream names (the system's by default), in worker threads.
+        family: the address family of upstream connections (``AF_UNSPEC``: any).
+        on_accept: ``on_accept(peer)`` for each admitted client.
+        on_refused: ``on_refused(peer, reason)`` for each refused one.
+        on_idle: ``on_idle(peer)`` when a client is closed by ``idle_timeout`` or
+            ``request_timeout``.
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        listeners: Sequence[Listener],
+        negotiator: Callable[[Address | None], ProxyNegotiator],
+        *,
+        max_connections: int | None = None,
+        access: Callable[[Address | None], bool] | None = None,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        idle_timeout: float | None = None,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        resolver: Resolver | None = None,
+        family: int = socket.AF_UNSPEC,
+        on_accept: Callable[[Address | None], None] | None = None,
+        on_refused: Callable[[Address | None, str], None] | None = None,
+        on_idle: Callable[[Address | None], None] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.listeners = list(listeners)
+        self.negotiator = negotiator
+        self.max_connections = max_connections
+        self.access = access
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.resolver = resolver or SystemResolver()
+        self.family = family
+        self.on_accept = on_accept
+        self.on_idle = on_idle
+        self._sessions: set[_Session] = set()
+        self._resolvers: ThreadPoolExecutor | None = None
+        self._acceptor = Acceptor(
+            loop, self.listeners, on_accept=self._accepted, admit=self._admit, on_refused=on_refused
+        )
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Clients connected now, in their request or in their tunnel."""
+        return len(self._sessions)
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [listener.address for listener in self.listeners]
+
+    def start(self) -> None:
+        """Start accepting."""
+        self._acceptor.start()
+
+    def close(self) -> None:
+        """Stop accepting, close the listeners and every client now."""
+        if self._closed:
+            return
+        self._closed = True
+        self._acceptor.stop()
+        for listener in self.listeners:
+            listener.close()
+        for session in list(self._sessions):
+            session.close()
+        if self._resolvers is not None:
+            self._resolvers.shutdown(wait=False, cancel_futures=True)
+
+    # -- the acceptor's hooks --------------------------------------------------------------
+
+    def _admit(self, peer: Address | None) -> str | None:
+        if self.access is not None and not self.access(peer):
+            return "not allowed"
+        if self.max_connections is not None and len(self._sessions) >= self.max_connections:
+            return f"connection limit reached ({self.max_connections})"
+        return None
+
+    def _accepted(self, sock: socket.socket, peer: Address | None) -> None:
+        session = _Session(self, sock, peer)
+        self._sessions.add(session)
+        if self.on_accept is not None:
+            self.on_accept(peer)
+        session.start()
+
+    # -- upstream --------------------------------------------------------------------------
+
+    def _resolve(self, session: _Session, host: str, port: int) -> None:
+        """Resolve ``host`` for ``session``: a literal here, a name in a resolver thread."""
+        if _is_literal(host):
+            try:
+                candidates = self.resolver.resolve(host, port, family=self.family, type=socket.SOCK_STREAM, proto=0)
+            except NetworkError:
+                session.upstream_failed("unresolved")
+                return
+            session.resolved(candidates)
+            return
+        if self._resolvers is None:
+            from concurrent.futures import ThreadPoolExecutor  # only a server that resolves names needs threads
+
+            self._resolvers = ThreadPoolExecutor(_RESOLVER_THREADS, thread_name_prefix="proxy-resolver")
+        future = self._resolvers.submit(
+            self.resolver.resolve, host, port, family=self.family, type=socket.SOCK_STREAM, proto=0
+        )
+        future.add_done_callback(lambda done: self.loop.call_soon_threadsafe(session.resolution_done, done))
+
+    def _forget(self, session: _Session) -> None:
+        self._sessions.discard(session)
+
+
+def _is_literal(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.partition("%")[0])
+        except OSError:
+            continue
+        return True
+    return False
+
+
+class _Session:
+    """One client: its negotiation, its upstream connection, then its tunnel."""
+
+    def __init__(self, server: ProxyServer, sock: socket.socket, peer: Address | None) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.client = sock
+        self.peer = peer
+        self.negotiator = server.negotiator(peer)
+        self.upstream: socket.socket | None = None
+        self._client_fd = sock.fileno()
+        self._to_client = bytearray()  # replies not yet sent
+        self._to_upstream = bytearray()  # bytes for upstream not yet sent
+        self._reading = False
+        self._writing_client = False
+        self._writing_upstream = False
+        self._asked = False  # an OpenUpstream came: the request timeout is over
+        self._closing = False  # Close: no more reading, close once the replies are out
+        self._client_ended = False
+        self._tunnel: Tunnel | None = None
+        self._response: Pump | None = None
+        self._candidates: list[Resolved] = []
+        self._attempt: socket.socket | None = None
+        self._attempt_timer: TimerHandle | None = None
+        self._last_failure = "failed"
+        self._accepted_at = self._last_moved = self.loop.time()
+        self._timer: TimerHandle | None = None
+        self._closed = False
+        sock.setblocking(False)
+
+    def start(self) -> None:
+        self._arm_timer()
+        self._want_read(True)
+
+    # -- the client's bytes ------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        if not self._reading:
+            return
+        try:
+            data = self.client.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()  # a client that resets in its request has nothing to be answered
+            return
+        self._moved()
+        if not data:
+            self._client_ended = True
+            self._want_read(False)
+        self._carry_out(self.negotiator.receive_data, data)
+
+    def _carry_out(self, step: Callable[..., list[Action]], *args: object) -> None:
+        """Ask the negotiator (``step(*args)``) and do what it says."""
+        try:
+            actions = step(*args)
+        except Exception as exc:  # noqa: BLE001 - a negotiator's defect costs its client only
+            self.close()
+            self.loop.on_error(exc)
+            return
+        for action in actions:
+            if self._closed:
+                return
+            if isinstance(action, Reply):
+                if self._response is None:  # once upstream's response flows, it alone writes to the client
+                    self._to_client += action.data
+                    self._flush_client()
+            elif isinstance(action, SendUpstream):
+                self._to_upstream += action.data
+                if self.upstream is not None:
+                    self._flush_upstream()
+            elif isinstance(action, OpenUpstream):
+                self._open_upstream(action.host, action.port)
+            elif isinstance(action, StartTunnel):
+                self._start_tunnel()
+            elif isinstance(action, RelayResponse):
+                self._relay_response()
+            elif isinstance(action, Close):
+                self._closing = True
+                self._want_read(False)
+                if not self._to_client:
+                    self.close()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read the client only while its bytes have somewhere to go."""
+        self._want_read(
+            not self._closing
+            and not self._client_ended
+            and self._tunnel is None
+            and not self._to_client
+            and (self._asked is False or self._response is not None)
+            and len(self._to_upstream) < _UPSTREAM_BACKLOG
+        )
+
+    def _flush_client(self) -> None:
+        try:
+            while self._to_client:
+                del self._to_client[: self.client.send(self._to_client)]
+        except (BlockingIOError, InterruptedError):
+            self._want_write_client(True)
+            return
+        except OSError:
+            self.close()
+            return
+        self._want_write_client(False)
+        if self._closing:
+            self.close()
+        elif not self._closed:
+            self._update_reading()
+
+    def _flush_upstream(self) -> None:
+        assert self.upstream is not None
+        try:
+            while self._to_upstream:
+                del self._to_upstream[: self.upstream.send(self._to_upstream)]
+        except (BlockingIOError, InterruptedError):
+            self._want_write_upstream(True)
+            return
+        except OSError:
+            self.close()
+            return
+        self._want_write_upstream(False)
+        if not self._closed:
+            self._update_reading()
+
+    # -- upstream ----------------------------------------------------------------------------
+
+    def _open_upstream(self, host: str, port: int) -> None:
+        self._asked = True
+        self._want_read(False)
+        self.server._resolve(self, host, port)
+
+    def resolution_done(self, future: Future[list[Resolved]]) -> None:
+        if self._closed or future.cancelled():
+            return
+        try:
+            candidates = future.result()
+        except NetworkError:
+            self.upstream_failed("unresolved")
+            return
+        except Exception as exc:  # noqa: BLE001 - a resolver's defect: this client is told, the loop reports it
+            self.loop.on_error(exc)
+            self.upstream_failed("failed")
+            return
+        self.resolved(candidates)
+
+    def resolved(self, candidates: list[Resolved]) -> None:
+        self._candidates = list(candidates)
+        self._try_next()
+
+    def _try_next(self) -> None:
+        while self._candidates:
+            candidate = self._candidates.pop(0)
+            sock = socket.socket(candidate.family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            code = sock.connect_ex(candidate.sockaddr)
+            if code in (0, errno.EINPROGRESS):
+                self._attempt = sock
+                self.loop.add_writer(sock.fileno(), self._attempt_done)
+                if self.server.connect_timeout is not None:
+                    self._attempt_timer = self.loop.call_later(self.server.connect_timeout, self._attempt_timed_out)
+                return
+            sock.close()
+            self._last_failure = _FAILURES.get(code, "failed")
+        self.upstream_failed(self._last_failure)
+
+    def _attempt_done(self) -> None:
+        sock = self._end_attempt()
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            sock.close()
+            self._last_failure = _FAILURES.get(code, "failed")
+            self._try_next()
+            return
+        self.upstream = sock
+        host, port = sock.getsockname()[:2]
+        self._moved()
+        self._carry_out(self.negotiator.upstream_connected, host, port)
+        if self.upstream is not None and self._tunnel is None and not self._closed:
+            self._flush_upstream()
+
+    def _attempt_timed_out(self) -> None:
+        self._attempt_timer = None
+        self._end_attempt().close()
+        self._last_failure = "timeout"
+        self._try_next()
+
+    def _end_attempt(self) -> socket.socket:
+        sock = self._attempt
+        assert sock is not None
+        self._attempt = None
+        self.loop.remove_writer(sock.fileno())
+        if self._attempt_timer is not None:
+            self._attempt_timer.cancel()
+            self._attempt_timer = None
+        return sock
+
+    def upstream_failed(self, reason: str) -> None:
+        if not self._closed:
+            self._carry_out(self.negotiator.upstream_failed, reason)
+
+    # -- after the negotiation ---------------------------------------------------------------
+
+    def _start_tunnel(self) -> None:
+        assert self.upstream is not None
+        self._want_read(False)
+        self._want_write_client(False)
+        self._want_write_upstream(False)
+        self._tunnel = Tunnel(
+            self.loop,
+            self.client,
+            self.upstream,
+            a_to_b=bytes(self._to_upstream),
+            b_to_a=bytes(self._to_client),
+            on_closed=self._tunnel_closed,
+            on_moved=self._moved,
+        )
+        self._to_client.clear()
+        self._to_upstream.clear()
+        self._tunnel.start()
+
+    def _tunnel_closed(self, error: NetworkError | None) -> None:
+        self.close()
+
+    def _relay_response(self) -> None:
+        assert self.upstream is not None
+        self._want_write_client(False)
+        self._response = Pump(
+            self.loop,
+            self.upstream,
+            self.client,
+            first=bytes(self._to_client),
+            half_close=False,
+            on_end=self._response_ended,
+            on_moved=self._moved,
+        )
+        self._to_client.clear()
+        self._response.start()
+
+    def _response_ended(self, error: NetworkError | None) -> None:
+        self.close()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def _moved(self) -> None:
+        self._last_moved = self.loop.time()
+
+    def _arm_timer(self) -> None:
+        deadlines = []
+        if self.server.idle_timeout is not None:
+            deadlines.append(self._last_moved + self.server.idle_timeout)
+        if self.server.request_timeout is not None and not self._asked:
+            deadlines.append(self._accepted_at + self.server.request_timeout)
+        if deadlines:
+            self._timer = self.loop.call_at(min(deadlines), self._check_time)
+
+    def _check_time(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        now = self.loop.time()
+        idle = self.server.idle_timeout is not None and now - self._last_moved >= self.server.idle_timeout
+        slow = self.server.request_timeout is not None and not self._asked
+        slow = slow and now - self._accepted_at >= (self.server.request_timeout or 0.0)
+        if idle or slow:
+            self.close()
+            if self.server.on_idle is not None:
+                self.server.on_idle(self.peer)
+            return
+        self._arm_timer()
+
+    # -- registrations ----------------------------------------------------------------------
+
+    def _want_read(self, wanted: bool) -> None:
+        if wanted and not self._reading and not self._closed:
+            self._reading = True
+            self.loop.add_reader(self._client_fd, self._on_readable)
+        elif not wanted and self._reading:
+            self._reading = False
+            self.loop.remove_reader(self._client_fd)
+
+    def _want_write_client(self, wanted: bool) -> None:
+        if wanted and not self._writing_client and not self._closed:
+            self._writing_client = True
+            self.loop.add_writer(self._client_fd, self._flush_client)
+        elif not wanted and self._writing_client:
+            self._writing_client = False
+            self.loop.remove_writer(self._client_fd)
+
+    def _want_write_upstream(self, wanted: bool) -> None:
+        assert self.upstream is not None
+        if wanted and not self._writing_upstream and not self._closed:
+            self._writing_upstream = True
+            self.loop.add_writer(self.upstream.fileno(), self._flush_upstream)
+        elif not wanted and self._writing_upstream:
+            self._writing_upstream = False
+            self.loop.remove_writer(self.upstream.fileno())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._want_read(False)
+        self._want_write_client(False)
+        if self.upstream is not None:
+            self._want_write_upstream(False)
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._attempt is not None:
+            self._end_attempt().close()
+        if self._tunnel is not None:
+            self._tunnel.close()  # closes both sockets
+        else:
+            if self._response is not None:
+                self._response.close()
+            self.client.close()
+            if self.upstream is not None:
+                self.upstream.close()
+        self.server._forget(self)
