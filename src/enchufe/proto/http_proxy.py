@@ -111,10 +111,13 @@ class HttpProxyNegotiator:
             verdict = self._authenticator.check(head.method, uris, head.headers.get("Proxy-Authorization"))
             if verdict != OK:
                 self._refusals += 1
-                challenge = Reply(status_response(407, self._authenticator.challenges(stale=verdict == STALE)))
+                challenges = self._authenticator.challenges(stale=verdict == STALE)
                 if (body is not None and not body.done) or self._refusals >= MAX_AUTH_ATTEMPTS:
-                    return self._end([challenge, Close()])
-                self._reader = RequestReader()  # the client may ask again on this connection
+                    return self._end([Reply(status_response(407, challenges)), Close()])
+                # The client may ask again on this connection; the length says that the
+                # answer has no body, which a client would otherwise read until the end.
+                self._reader = RequestReader()
+                challenge = Reply(status_response(407, [*challenges, ("Content-Length", "0")]))
                 return [challenge, *(self.receive_data(after) if after else [])]
         assert head.host is not None and head.port is not None
         self._head, self._after_head, self._body = head, after, body
