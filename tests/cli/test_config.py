@@ -688,7 +688,7 @@ def test_source_route_is_ignored_in_listen_mode() -> None:
     ("argv", "expected"),
     [
         # Options that share getopt's value 0 are "the same" to glibc: it takes the first.
-        (["--pro", "x", "localhost"], "--proxy is not supported yet."),
+        (["--pro", "x", "-l"], "Invalid option combination: --proxy and -l."),
         (["--ssl-c", "x", "localhost"], "The --ssl-key and --ssl-cert options must be used together."),
         # Different letters or argument types stay ambiguous (checked against ncat 7.93).
         (["--te"], "option '--te' is ambiguous; possibilities: '--telnet' '--test'"),

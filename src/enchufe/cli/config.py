@@ -20,7 +20,9 @@ from enchufe.timespec import parse_duration, unit_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from enchufe.net.proxy import Proxy
     from enchufe.net.sockets import Transport
+    from enchufe.proto.proxy import Credentials
     from enchufe.serve.engine import Handler
 
 __all__ = ["DEFAULT_PORT", "Config", "UsageError", "parse_args"]
@@ -116,6 +118,14 @@ class Config:
     ssl_servername: str | None = None
     #: --ssl-alpn's comma-separated list: offered by a client, chosen from by a listener.
     ssl_alpn: tuple[str, ...] = ()
+    #: --proxy (with --proxy-type and --proxy-auth, or NCAT_PROXY_AUTH, for the hops
+    #: that do not say their own): the chain to connect through, first hop first.
+    proxy: tuple[Proxy, ...] = ()
+    proxy_dns: str = "remote"
+    #: -l --proxy-type: the proxy server to run ("http", "socks4", "socks5"), and the
+    #: credentials its clients must give (--proxy-auth).
+    proxy_server: str | None = None
+    proxy_server_auth: Credentials | None = None
 
     def __init__(self, **fields: object) -> None:
         unknown = fields.keys() - set(_FIELDS)
@@ -302,13 +312,16 @@ def _build(
         raise UsageError("The --ssl-key and --ssl-cert options must be used together.")
     if ssl and transport == "datagram" and listen and (given("-k") or broker):
         raise UsageError("--udp --ssl (DTLS) with -k, --broker or --chat is not supported yet.")
+    proxy, proxy_server, proxy_server_auth = _proxy_options(values, listen, unix, transport, ssl, exec_option, broker)
 
     source_port = 0
     host: str | None = None
     port = DEFAULT_PORT
     if listen:
         port_option = int(number("-p")) if given("-p") else None
-        host, port = _listen_operands(operands, port_option, unix)
+        # A proxy server listens on its protocol's port by default (3128 for HTTP, as ncat).
+        default_port = {"http": 3128, "socks4": 1080, "socks5": 1080}.get(str(values.get("--proxy-type")), DEFAULT_PORT)
+        host, port = _listen_operands(operands, port_option, unix, default_port)
     else:
         if given("-p"):
             source_port = int(number("-p"))
@@ -370,7 +383,72 @@ def _build(
         ssl_ciphers=text("--ssl-ciphers") if given("--ssl-ciphers") else None,
         ssl_servername=text("--ssl-servername") if given("--ssl-servername") else None,
         ssl_alpn=tuple(name for name in text("--ssl-alpn").split(",") if name) if given("--ssl-alpn") else (),
+        proxy=proxy,
+        proxy_dns=text("--proxy-dns") if given("--proxy-dns") else "remote",
+        proxy_server=proxy_server,
+        proxy_server_auth=proxy_server_auth,
     )
+
+
+def _proxy_options(
+    values: dict[str, object],
+    listen: bool,
+    unix: bool,
+    transport: Transport,
+    ssl: bool,
+    exec_option: str | None,
+    broker: bool,
+) -> tuple[tuple[Proxy, ...], str | None, Credentials | None]:
+    """Check the --proxy* options as ncat does; return the chain to connect through, or
+    the proxy server to run and its credentials."""
+    proxy_type = values.get("--proxy-type")
+    auth = values.get("--proxy-auth")
+    assert proxy_type is None or isinstance(proxy_type, str)
+    assert auth is None or isinstance(auth, str)
+    if "--proxy-dns" in values and values["--proxy-dns"] not in ("local", "remote", "both", "none"):
+        raise UsageError("Invalid proxy DNS type.")
+    if "--proxy" in values and listen:
+        raise UsageError("Invalid option combination: --proxy and -l.")
+    if ("--proxy" in values or (listen and proxy_type is not None)) and unix:
+        raise UsageError("Proxy option not supported when using Unix domain sockets.")
+    if listen:
+        if proxy_type is None:
+            return (), None, None
+        if proxy_type not in ("http", "socks4", "socks5"):
+            raise UsageError(
+                f'Invalid proxy type "{proxy_type}"; the proxy server supports "http", "socks4", "socks5".'
+            )
+        if "-t" in values:
+            raise UsageError("Invalid option combination: --telnet has no effect with --proxy-type.")
+        clash = exec_option or ("--broker" if broker else None) or ("--udp" if transport != "stream" else None)
+        if clash is not None:
+            raise UsageError(f"Invalid option combination: --proxy-type and {clash}.")
+        if ssl:
+            raise UsageError("--ssl with a proxy server (-l --proxy-type) is not supported yet.")
+        from enchufe.proto.proxy import Credentials
+
+        return (), proxy_type, None if auth is None else Credentials.parse(auth)
+    if "--proxy" not in values:
+        if proxy_type is not None:
+            raise UsageError("Proxy type (--proxy-type) specified without proxy address (--proxy).")
+        return (), None, None
+    if transport != "stream":
+        raise UsageError(f"Invalid option combination: --proxy and {'--udp' if transport == 'datagram' else '--sctp'}.")
+    from enchufe.errors import AddressError
+    from enchufe.net.proxy import parse_proxies
+    from enchufe.proto.proxy import Credentials
+
+    if auth is None:
+        auth = os.environ.get("NCAT_PROXY_AUTH")
+    text = values["--proxy"]
+    assert isinstance(text, str)
+    try:
+        chain = parse_proxies(
+            text, kind=proxy_type or "http", credentials=None if auth is None else Credentials.parse(auth)
+        )
+    except AddressError as exc:
+        raise UsageError(str(exc)) from None
+    return chain, None, None
 
 
 def _exec_argv(option: str, command: str) -> tuple[str, ...]:
@@ -417,7 +495,9 @@ def _is_port_spec(operand: str) -> bool:
     return all(char in "0123456789" for char in operand)
 
 
-def _listen_operands(operands: list[str], port_option: int | None, unix: bool) -> tuple[str | None, int]:
+def _listen_operands(
+    operands: list[str], port_option: int | None, unix: bool, default_port: int
+) -> tuple[str | None, int]:
     """ncat's listen operands: none, ``PORT``, ``HOST`` or ``HOST PORT``; ``-p PORT``
     counts as a port specification too, and every operand after the host is one."""
     if unix:
@@ -433,7 +513,7 @@ def _listen_operands(operands: list[str], port_option: int | None, unix: bool) -
     specs += operands
     if len(specs) > 1:
         raise UsageError(f"Got more than one port specification: {' '.join(specs)}.")
-    return host, _parse_port(specs[0]) if specs else DEFAULT_PORT
+    return host, _parse_port(specs[0]) if specs else default_port
 
 
 def _parse_port(text: str) -> int:

@@ -127,6 +127,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_wa
         IdleTimeout,
         NetworkError,
         OutputFailed,
+        ProxyError,
         ResolveError,
         TlsSetupError,
         Unsupported,
@@ -166,6 +167,9 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_wa
     except OutputFailed as exc:
         messages.bare(f"write: {exc}")  # ncat's die("write"): perror's words, status 2
         return status.OTHER_ERROR
+    except ProxyError as exc:
+        failure(f"{str(exc).removesuffix('.')}.")  # ncat's proxy messages end with their own full stop
+        return status.NETWORK_ERROR
     except (ResolveError, BindError, Unsupported, AddressError, TlsSetupError) as exc:
         messages.error(f"{exc}. QUITTING.")
         return status.OTHER_ERROR

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from enchufe.net.loop import EventLoop
     from enchufe.net.process import ChildProcess
     from enchufe.net.relay import RelayResult
+    from enchufe.proto.proxy import ProxyNegotiator
     from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Handler, Server
 
@@ -144,6 +145,11 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         from enchufe.cli.tls_setup import check_server, client_dtls, client_tls
 
         tls = client_dtls(config) if config.transport == "datagram" else client_tls(config)
+    if config.proxy and config.proxy_dns == "remote":
+        from enchufe.net.proxy import is_address
+
+        if not is_address(config.host):
+            messages.info(f"Host {config.host} will be resolved by the proxy.")
     started = time.monotonic()
     try:
         conn = _open_connection(config, target, source, attempt_failed, tls)
@@ -195,6 +201,8 @@ def _open_connection(
         on_attempt_failed=attempt_failed,
         source_route=config.source_route,
         source_route_pointer=config.source_route_pointer,
+        proxy=config.proxy or None,
+        proxy_dns=config.proxy_dns,
         tls=tls,
         server_hostname=config.ssl_servername or config.host,
     )
@@ -234,6 +242,8 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     try:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
+        if config.proxy_server is not None:
+            return _proxy_server(config, env, listeners, access)
         if config.keep_open or config.broker:
             return _keep_open(config, env, listeners, access, logs, tls)
         deadline = None if config.accept_timeout is None else time.monotonic() + config.accept_timeout
@@ -472,6 +482,77 @@ def _keep_open(
     if server.ended == "accept timeout":
         raise ConnectTimeout(f"no client within {config.accept_timeout} s")
     return status.SUCCESS  # -q, stdout's reader gone (as in a single session), or a signal (raised on leaving)
+
+
+def _proxy_server(
+    config: Config, env: Environment, listeners: list[Listener], access: Callable[[Address | None], bool] | None
+) -> int:
+    """-l --proxy-type: every client on one event loop (:mod:`enchufe.serve.proxy_server`),
+    each speaking the protocol :mod:`enchufe.proto.http_proxy` or :mod:`enchufe.proto.socks`
+    answers, -i per client, until a signal."""
+    from enchufe.net.loop import EventLoop
+    from enchufe.serve.proxy_server import ProxyServer
+
+    messages = env.messages
+    max_clients = 100 if config.max_conns is None else config.max_conns
+    _make_room_for(max_clients, 4)  # a client, its upstream and the tunnel's two pipes
+    negotiator = _negotiators(config)
+
+    def joined(peer: Address | None) -> None:
+        messages.info(f"Connection from {_describe(peer)}.")
+
+    def refused(peer: Address | None, reason: str) -> None:
+        messages.info(f"New connection denied: {reason}")
+
+    def idle(peer: Address | None) -> None:
+        messages.info(f"Disconnected {_describe(peer)}: timed out.")
+
+    with EventLoop() as loop:
+        server = ProxyServer(
+            loop,
+            listeners,
+            negotiator,
+            max_connections=max_clients,
+            access=access,
+            idle_timeout=config.idle_timeout,
+            connect_timeout=config.connect_timeout,
+            resolver=SystemResolver(numeric_only=config.numeric_only),
+            family=config.family,
+            on_accept=joined,
+            on_refused=refused,
+            on_idle=idle,
+        )
+        env.signals.on_signal = loop.stop
+        _wake_on_signals(loop, env)
+        server.start()
+        try:
+            if env.signals.pending is None:  # after on_signal is set: no signal is missed
+                loop.run_forever()
+        finally:
+            env.signals.on_signal = None
+            server.close()
+    return status.SUCCESS  # a signal, raised on leaving its handler
+
+
+def _negotiators(config: Config) -> Callable[[Address | None], ProxyNegotiator]:
+    """What makes each proxy client's negotiator, by --proxy-type (and --proxy-auth)."""
+    credentials = config.proxy_server_auth
+    if config.proxy_server == "http":
+        import os
+
+        from enchufe.proto.http_auth import ProxyAuthenticator
+        from enchufe.proto.http_proxy import HttpProxyNegotiator
+
+        authenticator = None
+        if credentials is not None:
+            authenticator = ProxyAuthenticator(credentials, secret=os.urandom(32), clock=time.monotonic)
+        return lambda peer: HttpProxyNegotiator(authenticator)
+    from enchufe.proto.socks import Socks4Negotiator, Socks5Negotiator
+
+    if config.proxy_server == "socks4":
+        user_id = None if credentials is None else credentials.username
+        return lambda peer: Socks4Negotiator(user_id)
+    return lambda peer: Socks5Negotiator(credentials)
 
 
 def _say_tls_failed(messages: Messages) -> Callable[[Address | None, NetworkError], None]:

@@ -70,7 +70,7 @@ LONG_IDENTITY = {
 }
 
 #: Options recognised but not implemented yet: refused with exit status 2.
-NOT_YET = frozenset({"--vsock", "--proxy", "--proxy-type", "--proxy-auth", "--proxy-dns"})
+NOT_YET = frozenset({"--vsock"})
 
 USAGE = """\
 enchufe {version}, an ncat-compatible netcat
@@ -116,8 +116,10 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
       --denyfile             A file of hosts denied from connecting
       --broker               Enable connection brokering mode
       --chat                 Start a simple chat server
-      --proxy <addr[:port]>  Specify address of host to proxy through (not supported yet)
-      --proxy-type <type>    Specify proxy type ("http", "socks4", "socks5")
+      --proxy <addr[:port]>  Specify address of host to proxy through (a,b: a chain;
+                             or type://[user:pass@]host:port for each hop)
+      --proxy-type <type>    Specify proxy type ("http", "socks4", "socks5");
+                             with -l, the proxy server to run
       --proxy-auth <auth>    Authenticate with HTTP or SOCKS proxy server
       --proxy-dns <type>     Specify where to resolve proxy destination
       --ssl                  Connect or listen with SSL

@@ -37,7 +37,7 @@ import functools
 import time
 
 from enchufe.address import InetAddress
-from enchufe.errors import AddressError, ConnectTimeout, ReceiveTimeout, ResolveError
+from enchufe.errors import AddressError, ConnectError, ConnectTimeout, ProxyError, ReceiveTimeout, ResolveError
 from enchufe.net.connection import Connection
 from enchufe.net.stream import remaining_time
 from enchufe.proto.proxy import Credentials
@@ -59,6 +59,7 @@ __all__ = [
     "Credentials",
     "Proxy",
     "connect_through",
+    "is_address",
     "leftover_first",
     "parse_proxies",
 ]
@@ -141,18 +142,24 @@ def _parse_one(item: str, kind: str, credentials: Credentials | None) -> Proxy:
 
 
 def _parse_host_port(text: str, default_port: int) -> InetAddress:
-    from enchufe.address import parse_port
-
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
             raise AddressError(f"Invalid proxy address {text!r}")
-        port = parse_port(rest[1:]) if rest else default_port
-        return InetAddress(host, port)
+        return InetAddress(host, _parse_port(rest[1:]) if rest else default_port)
     if text.count(":") > 1:
         return InetAddress(text, default_port)  # a bare IPv6 literal, as ncat takes it
     host, colon, port_text = text.partition(":")
-    return InetAddress(host, parse_port(port_text) if colon else default_port)
+    return InetAddress(host, _parse_port(port_text) if colon else default_port)
+
+
+def _parse_port(text: str) -> int:
+    from enchufe.address import parse_port
+
+    try:
+        return parse_port(text)
+    except AddressError:
+        raise AddressError(f'Invalid proxy port number "{text}".') from None
 
 
 def connect_through(
@@ -197,7 +204,10 @@ def connect_through(
     def establish(hops: int) -> Connection:
         """A connection to ``chain[hops]``'s proxy (``hops == len(chain)``: to the
         target), through the ``hops`` proxies before it."""
-        conn = connect(chain[0].address, remaining_time(deadline))
+        try:
+            conn = connect(chain[0].address, remaining_time(deadline))
+        except ConnectError as exc:  # ncat's words: the proxy, not the target, is unreachable
+            raise ProxyError(f"Proxy connection failed: {exc}", proxy=str(chain[0].address)) from exc
         try:
             for index in range(hops):
                 destination = destinations[index]
@@ -214,10 +224,10 @@ def connect_through(
 
 def _host_to_send(host: str, proxy_dns: str, resolver: Resolver, family: int) -> str:
     """The name or address a proxy is asked to connect to."""
-    if _is_address(host) or proxy_dns == "remote":
+    if is_address(host) or proxy_dns == "remote":
         return host
     if proxy_dns == "none":
-        raise AddressError(f"{host}: with --proxy-dns none the target must be an address, not a name")
+        raise ResolveError(f"Error: Failed to resolve host {host} locally")  # ncat's words
     import socket
 
     try:
@@ -228,14 +238,17 @@ def _host_to_send(host: str, proxy_dns: str, resolver: Resolver, family: int) ->
         raise
 
 
-def _is_address(host: str) -> bool:
-    import ipaddress
+def is_address(host: str) -> bool:
+    """True for an IPv4 or IPv6 literal (with or without a ``%zone``), False for a name."""
+    import socket
 
-    try:
-        ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return False
-    return True
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.partition("%")[0])
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def _tunnel(

@@ -32,6 +32,7 @@ import socket
 
 from enchufe.errors import NetworkError
 from enchufe.net.acceptor import Acceptor
+from enchufe.net.proxy import is_address
 from enchufe.net.resolve import SystemResolver
 from enchufe.net.tunnel import Pump, Tunnel
 from enchufe.proto.proxy import Close, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
@@ -169,7 +170,7 @@ class ProxyServer:
 
     def _resolve(self, session: _Session, host: str, port: int) -> None:
         """Resolve ``host`` for ``session``: a literal here, a name in a resolver thread."""
-        if _is_literal(host):
+        if is_address(host):
             try:
                 candidates = self.resolver.resolve(host, port, family=self.family, type=socket.SOCK_STREAM, proto=0)
             except NetworkError:
@@ -188,16 +189,6 @@ class ProxyServer:
 
     def _forget(self, session: _Session) -> None:
         self._sessions.discard(session)
-
-
-def _is_literal(host: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host.partition("%")[0])
-        except OSError:
-            continue
-        return True
-    return False
 
 
 class _Session:
