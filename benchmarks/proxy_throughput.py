@@ -56,7 +56,8 @@ DIRECTIONS = ("upload", "download")
 SMALL_PIPE = 64 * 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ENCHUFE = [sys.executable, "-m", "enchufe"]
-PROXIES = {
+PROXIES: dict[str, list[str] | None] = {
+    "direct": None,  # no proxy: the client and the target alone, the ceiling
     "enchufe": [*ENCHUFE, "-l", "127.0.0.1", "{port}", "--proxy-type", "http"],
     "ncat": ["ncat", "-l", "127.0.0.1", "{port}", "--proxy-type", "http"],
     "library": [sys.executable, __file__, "--serve", "{port}"],
@@ -118,6 +119,12 @@ def wait_childless(pid: int, timeout: float = 10.0) -> bool:
     return True
 
 
+def machine_busy() -> tuple[int, int]:
+    """Jiffies of every CPU (busy, all) from ``/proc/stat``: idle and iowait are not busy."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
 def connect_request(host: str, port: int) -> bytes:
     return f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
 
@@ -168,9 +175,18 @@ def send_all(sock: socket.socket, block: bytes, size: int) -> None:
         sock.sendall(block)
 
 
-def transfer(proxy: subprocess.Popen[bytes], port: int, direction: str, size: int, block: bytes, *, check: bool,
-             timeout: float) -> dict[str, object]:
-    """One transfer of ``size`` bytes through the proxy on ``port``: seconds, CPU, problems."""
+def transfer(
+    proxy: subprocess.Popen[bytes] | None,
+    port: int,
+    direction: str,
+    size: int,
+    block: bytes,
+    *,
+    check: bool,
+    timeout: float,
+) -> dict[str, object]:
+    """One transfer of ``size`` bytes through the proxy on ``port`` (``None``: straight to
+    the target): seconds, CPU times, problems."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(timeout)
     target_port = listener.getsockname()[1]
@@ -188,13 +204,17 @@ def transfer(proxy: subprocess.Popen[bytes], port: int, direction: str, size: in
         except OSError as exc:
             failures.append(f"target: {exc!r}")
 
-    cpu_before = cpu_seconds(proxy.pid)
+    cpu_before = cpu_seconds(proxy.pid) if proxy is not None else 0.0
+    busy_before = machine_busy()
     own_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
     thread = threading.Thread(target=target)
     thread.start()
     try:
-        sock, first = open_tunnel(port, target_port, timeout)
+        if proxy is None:
+            sock, first = socket.create_connection(("127.0.0.1", target_port), timeout=timeout), b""
+        else:
+            sock, first = open_tunnel(port, target_port, timeout)
         with sock:
             if direction == "upload":
                 send_all(sock, block, size)
@@ -209,13 +229,15 @@ def transfer(proxy: subprocess.Popen[bytes], port: int, direction: str, size: in
     thread.join(timeout)
     seconds = time.monotonic() - started
     own = resource.getrusage(resource.RUSAGE_SELF)
-    if not wait_childless(proxy.pid):
+    busy = [after - before for after, before in zip(machine_busy(), busy_before, strict=True)]
+    if proxy is not None and not wait_childless(proxy.pid):
         failures.append("the proxy's child did not end")
     if sink.count != size:
         failures.append(f"{sink.count} bytes of {size} arrived")
     return {
         "seconds": seconds,
-        "cpu": cpu_seconds(proxy.pid) - cpu_before,
+        "cpu": cpu_seconds(proxy.pid) - cpu_before if proxy is not None else 0.0,
+        "busy": busy[0] / max(busy[1], 1),
         "own_cpu": own.ru_utime + own.ru_stime - own_before.ru_utime - own_before.ru_stime,
         "digest": sink.digest.hexdigest() if sink.digest is not None else None,
         "failures": failures,
@@ -229,9 +251,12 @@ def expected_digest(block: bytes, size: int) -> str:
     return digest.hexdigest()
 
 
-def start_proxy(name: str, timeout: float = 10.0) -> tuple[subprocess.Popen[bytes], int]:
+def start_proxy(name: str, timeout: float = 10.0) -> tuple[subprocess.Popen[bytes] | None, int]:
+    template = PROXIES[name]
+    if template is None:
+        return None, 0
     port = free_port()
-    argv = [arg.format(port=port) for arg in PROXIES[name]]
+    argv = [arg.format(port=port) for arg in template]
     proxy = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_listening(port, proxy, timeout)
     return proxy, port
@@ -294,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.setdefault((name, direction), []).append(outcome)
                     problems.setdefault((name, direction), []).extend(outcome["failures"])  # type: ignore[arg-type]
     finally:
-        said = {name: stop_proxy(proxy) for name, (proxy, _) in proxies.items()}
+        said = {name: stop_proxy(proxy) for name, (proxy, _) in proxies.items() if proxy is not None}
     report(names, directions, runs, problems, said, args.size)
     return 1 if any(problems.values()) else 0
 
@@ -311,8 +336,8 @@ def report(
     print(f"# {size / GIB:g} GiB through an HTTP CONNECT proxy on 127.0.0.1, {time.strftime('%Y-%m-%d')}")
     print(f"(load average at the end {load[0]:.2f} {load[1]:.2f}; medians of {len(next(iter(runs.values())))})")
     print()
-    print("| direction | proxy | MB/s | × ncat | proxy CPU s | × ncat | client+target CPU s | runs MB/s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| direction | proxy | MB/s | x ncat | proxy CPU s | x ncat | client+target CPU s | CPUs busy | runs MB/s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 
     def median(name: str, direction: str, key: str) -> float:
         return statistics.median(float(run[key]) for run in runs[name, direction])  # type: ignore[arg-type]
@@ -323,13 +348,15 @@ def report(
             cpu = median(name, direction, "cpu")
             rate, ncat_rate = size / seconds / MB, None
             ratio = cpu_ratio = "-"
-            if "ncat" in names and name != "ncat":
+            if "ncat" in names and name not in ("ncat", "direct"):
                 ncat_rate = size / median("ncat", direction, "seconds") / MB
                 ratio = f"{rate / ncat_rate:.2f}"
                 cpu_ratio = f"{cpu / median('ncat', direction, 'cpu'):.2f}"
             each = ", ".join(f"{size / float(run['seconds']) / MB:.0f}" for run in runs[name, direction])  # type: ignore[arg-type]
-            own = median(name, direction, "own_cpu")
-            print(f"| {direction} | {name} | {rate:.0f} | {ratio} | {cpu:.2f} | {cpu_ratio} | {own:.2f} | {each} |")
+            own, busy = median(name, direction, "own_cpu"), median(name, direction, "busy")
+            shown = f"{cpu:.2f}" if name != "direct" else "-"
+            cells = [direction, name, f"{rate:.0f}", ratio, shown, cpu_ratio, f"{own:.2f}", f"{busy:.0%}", each]
+            print("| " + " | ".join(cells) + " |")
     found = [(key, text) for key, texts in problems.items() for text in texts]
     found += [((name, "stderr"), text) for name, text in said.items() if text]
     if found:
