@@ -25,6 +25,8 @@ if TYPE_CHECKING:
         IdleTimeout,
         NetworkError,
         OutputFailed,
+        ProtocolError,
+        ProxyError,
         ReceiveLimitExceeded,
         ReceiveTimeout,
         ResolveError,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     )
     from enchufe.net.fdstream import FdStream
     from enchufe.net.listen import Listener, accept_first, open_listeners
+    from enchufe.net.proxy import Proxy, parse_proxies
     from enchufe.net.relay import Relay, RelayResult
     from enchufe.net.resolve import Resolver, SystemResolver
     from enchufe.net.stream import SocketStream, Stream
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Server, serve
     from enchufe.serve.pool import RequestServer
+    from enchufe.serve.proxy_server import ProxyServer
 
 _EXPORTS = {
     "Address": "enchufe.address",
@@ -70,6 +74,8 @@ _EXPORTS = {
     "IdleTimeout": "enchufe.errors",
     "NetworkError": "enchufe.errors",
     "OutputFailed": "enchufe.errors",
+    "ProtocolError": "enchufe.errors",
+    "ProxyError": "enchufe.errors",
     "ReceiveLimitExceeded": "enchufe.errors",
     "ReceiveTimeout": "enchufe.errors",
     "ResolveError": "enchufe.errors",
@@ -85,6 +91,8 @@ _EXPORTS = {
     "Listener": "enchufe.net.listen",
     "open_listeners": "enchufe.net.listen",
     "accept_first": "enchufe.net.listen",
+    "Proxy": "enchufe.net.proxy",
+    "parse_proxies": "enchufe.net.proxy",
     "Relay": "enchufe.net.relay",
     "RelayResult": "enchufe.net.relay",
     "Resolver": "enchufe.net.resolve",
@@ -104,6 +112,7 @@ _EXPORTS = {
     "Server": "enchufe.serve.engine",
     "DatagramServer": "enchufe.serve.datagram_server",
     "RequestServer": "enchufe.serve.pool",
+    "ProxyServer": "enchufe.serve.proxy_server",
     "serve": "enchufe.serve.engine",
 }
 
@@ -126,6 +135,10 @@ __all__ = [
     "Listener",
     "NetworkError",
     "OutputFailed",
+    "ProtocolError",
+    "Proxy",
+    "ProxyError",
+    "ProxyServer",
     "ReceiveLimitExceeded",
     "ReceiveTimeout",
     "Relay",
@@ -154,6 +167,7 @@ __all__ = [
     "open_connection",
     "open_listeners",
     "parse_address",
+    "parse_proxies",
     "serve",
     "server_context",
     "start_dtls",

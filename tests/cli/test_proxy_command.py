@@ -1,0 +1,216 @@
+"""``--proxy*`` end to end: the command through its own proxy servers and scripted ones,
+chains, TLS through a proxy, ``-w`` over the whole handshake, and ncat's refusals."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from support.cli_e2e import STEP_TIMEOUT, TcpServer, recv_exactly
+from support.procs import Process, enchufe, run_enchufe
+from support.tls import TlsFiles
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@contextlib.contextmanager
+def proxy_server(kind: str, *options: str) -> Iterator[tuple[Process, int]]:
+    """``enchufe -l --proxy-type KIND`` on a free loopback port."""
+    with enchufe("-v", "-l", "127.0.0.1", "0", "--proxy-type", kind, *options) as server:
+        yield server, server.listening_port()
+        server.kill()
+
+
+def echo_once(upstream: TcpServer, result: dict[str, bytes]) -> threading.Thread:
+    """Accept one connection on ``upstream``; answer ``got: <what came>`` after the end."""
+
+    def serve() -> None:
+        with upstream.accept() as far:
+            received = b""
+            while chunk := far.recv(65536):
+                received += chunk
+            result["received"] = received
+            far.sendall(b"got: " + received)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("kind", "auth"),
+    [("http", None), ("http", "alice:s3cret"), ("socks5", None), ("socks5", "alice:s3cret"), ("socks4", None)],
+)
+def test_through_each_proxy_server_of_its_own(kind: str, auth: str | None) -> None:
+    server_auth = ("--proxy-auth", auth) if auth else ()
+    with TcpServer() as upstream, proxy_server(kind, *server_auth) as (_, proxy_port):
+        result: dict[str, bytes] = {}
+        thread = echo_once(upstream, result)
+        done = run_enchufe(
+            "--proxy", f"127.0.0.1:{proxy_port}", "--proxy-type", kind, *server_auth, "127.0.0.1", str(upstream.port),
+            input=b"hello through a proxy\n",
+        )  # fmt: skip
+        thread.join(STEP_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert result["received"] == b"hello through a proxy\n"
+    assert done.stdout == b"got: hello through a proxy\n"
+
+
+def test_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with TcpServer() as upstream, proxy_server("http", "--proxy-auth", "alice:s3cret") as (_, proxy_port):
+        result: dict[str, bytes] = {}
+        thread = echo_once(upstream, result)
+        refused = run_enchufe("--proxy", f"127.0.0.1:{proxy_port}", "127.0.0.1", str(upstream.port), input=b"x")
+        monkeypatch.setenv("NCAT_PROXY_AUTH", "alice:s3cret")
+        done = run_enchufe("--proxy", f"127.0.0.1:{proxy_port}", "127.0.0.1", str(upstream.port), input=b"env")
+        thread.join(STEP_TIMEOUT)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(b"enchufe: Proxy returned status code 407.")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"got: env"
+
+
+def test_a_chain_of_a_socks5_and_an_http_proxy_written_as_urls() -> None:
+    with (
+        TcpServer() as upstream,
+        proxy_server("socks5", "--proxy-auth", "bob:pw") as (_, first),
+        proxy_server("http") as (_, second),
+    ):
+        result: dict[str, bytes] = {}
+        thread = echo_once(upstream, result)
+        chain = f"socks5://bob:pw@127.0.0.1:{first},http://127.0.0.1:{second}"
+        done = run_enchufe("--proxy", chain, "127.0.0.1", str(upstream.port), input=b"two hops")
+        thread.join(STEP_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"got: two hops"
+
+
+class ScriptedProxy:
+    """Accepts one client, reads its request head, answers ``reply`` and keeps the
+    connection (or answers nothing)."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.reply = reply
+        self.received = b""
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(STEP_TIMEOUT)
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(STEP_TIMEOUT)
+            while b"\r\n\r\n" not in self.received:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                self.received += chunk
+            if self.reply is None:
+                with contextlib.suppress(OSError):
+                    conn.recv(1)  # silent until the client gives up
+                return
+            conn.sendall(self.reply)
+            with contextlib.suppress(OSError):
+                while conn.recv(65536):
+                    pass
+
+    def close(self) -> None:
+        self.thread.join(STEP_TIMEOUT)
+        self.listener.close()
+
+
+def test_what_the_proxy_sends_after_its_answer_is_the_targets_first_bytes() -> None:
+    proxy = ScriptedProxy(b"HTTP/1.0 200 Connection established\r\nX-Proxy: scripted\r\n\r\nbanner from the target\n")
+    try:
+        done = run_enchufe("--proxy", f"127.0.0.1:{proxy.port}", "target.invalid", "22", input=b"")
+    finally:
+        proxy.close()
+    assert proxy.received == b"CONNECT target.invalid:22 HTTP/1.0\r\n\r\n"
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"banner from the target\n"
+
+
+def test_a_silent_proxy_is_a_timeout_within_w() -> None:
+    proxy = ScriptedProxy(None)
+    try:
+        started = time.monotonic()
+        done = run_enchufe("-w", "1", "--proxy", f"127.0.0.1:{proxy.port}", "127.0.0.1", "9", timeout=STEP_TIMEOUT)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[-1] == "enchufe: TIMEOUT."
+    assert elapsed < STEP_TIMEOUT
+
+
+def test_a_refusing_proxy_and_an_unreachable_one_in_ncats_words() -> None:
+    refusing = ScriptedProxy(b"HTTP/1.0 403 Forbidden\r\n\r\n")
+    try:
+        done = run_enchufe("--proxy", f"127.0.0.1:{refusing.port}", "127.0.0.1", "9")
+    finally:
+        refusing.close()
+    assert (done.returncode, done.stderr) == (1, b"enchufe: Proxy returned status code 403.\n")
+    with TcpServer() as closed:
+        port = closed.port
+    done = run_enchufe("--proxy", f"127.0.0.1:{port}", "127.0.0.1", "9")
+    assert (done.returncode, done.stderr) == (1, b"enchufe: Proxy connection failed: Connection refused.\n")
+
+
+def test_tls_runs_end_to_end_through_the_proxy(tls_files: TlsFiles) -> None:
+    with (
+        enchufe("-v", "-l", "127.0.0.1", "0", *tls_files.listener_options, stdin=b"from the tls server") as target,
+        proxy_server("http") as (_, proxy_port),
+    ):
+        port = target.listening_port()
+        done = run_enchufe(
+            "--proxy", f"127.0.0.1:{proxy_port}", "--ssl", "--ssl-verify", "--ssl-trustfile", tls_files.ca,
+            "--ssl-servername", "localhost", "127.0.0.1", str(port), input=b"",
+        )  # fmt: skip
+        target.kill()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"from the tls server"
+
+
+def test_idle_clients_of_the_proxy_server_are_closed_alone() -> None:
+    with proxy_server("socks5", "-i", "1") as (server, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT) as idle:
+            with socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT) as busy:
+                busy.sendall(b"\x05\x01\x00")
+                assert recv_exactly(busy, 2) == b"\x05\x00"
+            assert idle.recv(1) == b""  # -i ended it; the server still runs
+        assert server.popen.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--proxy-type", "socks5", "127.0.0.1", "80"),
+            "Proxy type (--proxy-type) specified without proxy address (--proxy).",
+        ),
+        (("--proxy", "127.0.0.1", "--proxy-type", "foo", "127.0.0.1", "80"), 'Invalid proxy type "foo".'),
+        (("--proxy", "127.0.0.1", "-l", "80"), "Invalid option combination: --proxy and -l."),
+        (("--proxy", "127.0.0.1", "--proxy-dns", "foo", "127.0.0.1", "80"), "Invalid proxy DNS type."),
+        (("--proxy", "127.0.0.1", "-U", "/tmp/x"), "Proxy option not supported when using Unix domain sockets."),
+        (
+            ("-l", "--proxy-type", "http", "--telnet", "0"),
+            "Invalid option combination: --telnet has no effect with --proxy-type.",
+        ),
+        (("--proxy", "127.0.0.1:abc", "127.0.0.1", "80"), 'Invalid proxy port number "abc".'),
+        (("--proxy", "127.0.0.1", "-u", "127.0.0.1", "80"), "Invalid option combination: --proxy and --udp."),
+        (
+            ("-l", "--proxy-type", "gopher", "0"),
+            'Invalid proxy type "gopher"; the proxy server supports "http", "socks4", "socks5".',
+        ),
+    ],
+)
+def test_bad_proxy_options_are_refused_as_ncat_does(args: tuple[str, ...], message: str) -> None:
+    done = run_enchufe(*args)
+    assert (done.returncode, done.stderr.decode()) == (2, f"enchufe: {message} QUITTING.\n")
