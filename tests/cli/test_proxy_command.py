@@ -214,3 +214,14 @@ def test_idle_clients_of_the_proxy_server_are_closed_alone() -> None:
 def test_bad_proxy_options_are_refused_as_ncat_does(args: tuple[str, ...], message: str) -> None:
     done = run_enchufe(*args)
     assert (done.returncode, done.stderr.decode()) == (2, f"enchufe: {message} QUITTING.\n")
+
+
+def test_max_conns_limits_the_proxy_server_and_it_says_so() -> None:
+    with proxy_server("socks5", "-m", "1") as (server, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT) as first:
+            first.sendall(b"\x05\x01\x00")
+            assert recv_exactly(first, 2) == b"\x05\x00"  # accepted: the one client -m allows
+            with socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT) as second:
+                assert second.recv(1) == b""  # refused at accept
+            server.wait_for_line(r"New connection denied: connection limit reached \(1\)")
+    assert "Maximum connections ignored" not in server.stderr
