@@ -7,7 +7,7 @@ Run from the repository root::
     python3 benchmarks/proxy_tunnels.py                       # 1,000 tunnels, every server
     python3 benchmarks/proxy_tunnels.py -n 5000 --only enchufe-socks5
 
-The servers (each with ``-m N+10``): ``enchufe-socks5`` (``enchufe -l 127.0.0.1 P
+The servers (enchufe's with ``-m N+10``): ``enchufe-socks5`` (``enchufe -l 127.0.0.1 P
 --proxy-type socks5``), ``enchufe-http`` (``--proxy-type http``) and ``ncat-http``
 (``ncat -l 127.0.0.1 P --proxy-type http``, which forks a process per client: its
 figures are summed over the parent and its children). The target is an echo server in
@@ -156,16 +156,21 @@ def footprint(pid: int) -> dict[str, int]:
 
 
 def measure(name: str, count: int, timeout: float) -> dict[str, object]:
+    echo = EchoServer()  # before free_port(), which could otherwise hand it the same port
     port = free_port()
     argv = [arg.format(port=port) for arg in SERVERS[name]]
-    argv[-4:-4] = ["-m", str(count + 10)]
+    if argv[0] != "ncat":  # ncat's proxy server ignores -m (and says so): it takes any number
+        argv[-4:-4] = ["-m", str(count + 10)]
     opener = open_socks5 if name.endswith("socks5") else open_tunnel
-    echo = EchoServer()
     server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     tunnels: list[socket.socket] = []
     result: dict[str, object] = {"server": name, "asked": count, "failure": "-"}
     try:
-        wait_listening(port, server, 10)
+        try:
+            wait_listening(port, server, 10)
+        except RuntimeError as exc:
+            result["failure"] = f"{exc}"
+            return result
         time.sleep(0.5)  # settled into its wait
         before = footprint(server.pid)
         started = time.monotonic()
@@ -205,8 +210,8 @@ def measure(name: str, count: int, timeout: float) -> dict[str, object]:
             sock.close()
         said = stop_proxy(server)
         echo.close()
-    if said:
-        result["failure"] = f"{result['failure']}; stderr: {said[-200:]}"
+        if said:
+            result["failure"] = f"{result['failure']}; stderr: {said[-200:]}"
     return result
 
 
