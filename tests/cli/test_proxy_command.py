@@ -4,6 +4,7 @@ chains, TLS through a proxy, ``-w`` over the whole handshake, and ncat's refusal
 from __future__ import annotations
 
 import contextlib
+import resource
 import socket
 import threading
 import time
@@ -225,3 +226,23 @@ def test_max_conns_limits_the_proxy_server_and_it_says_so() -> None:
                 assert second.recv(1) == b""  # refused at accept
             server.wait_for_line(r"New connection denied: connection limit reached \(1\)")
     assert "Maximum connections ignored" not in server.stderr
+
+
+def test_the_proxy_server_makes_room_for_m_tunnels_that_moved_bytes_both_ways() -> None:
+    clients = 40  # at 4 descriptors a client the limit below is not raised; a tunnel holds 6
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with TcpServer(backlog=clients) as upstream, contextlib.ExitStack() as held:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))  # inherited by the server
+        try:
+            _, port = held.enter_context(proxy_server("socks5", "-m", str(clients)))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for number in range(clients):
+            tunnel = held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT))
+            tunnel.sendall(b"\x05\x01\x00\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + upstream.port.to_bytes(2))
+            far = held.enter_context(upstream.accept())
+            assert recv_exactly(tunnel, 12)[:4] == b"\x05\x00\x05\x00", f"tunnel {number + 1}"
+            tunnel.sendall(b"up")
+            assert recv_exactly(far, 2) == b"up"
+            far.sendall(b"down")
+            assert recv_exactly(tunnel, 4) == b"down", f"tunnel {number + 1}"
