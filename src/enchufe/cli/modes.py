@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from enchufe.proto.proxy import ProxyNegotiator
     from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Handler, Server
+    from enchufe.serve.keep_open import KeepOpen
+    from enchufe.serve.proxy_server import ProxyServer
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
@@ -463,15 +465,7 @@ def _keep_open(
             tls=tls,
             on_tls_failed=_say_tls_failed(messages),
         )
-        env.signals.on_signal = loop.stop
-        _wake_on_signals(loop, env)
-        server.start()
-        try:
-            if env.signals.pending is None:  # after on_signal is set: no signal is missed
-                loop.run_forever()
-        finally:
-            env.signals.on_signal = None
-            server.close()
+        _serve_until_signal(loop, env, server)
     if server.output_error is not None:
         raise server.output_error
     if failures:
@@ -522,16 +516,21 @@ def _proxy_server(
             on_refused=refused,
             on_idle=idle,
         )
-        env.signals.on_signal = loop.stop
-        _wake_on_signals(loop, env)
-        server.start()
-        try:
-            if env.signals.pending is None:  # after on_signal is set: no signal is missed
-                loop.run_forever()
-        finally:
-            env.signals.on_signal = None
-            server.close()
+        _serve_until_signal(loop, env, server)
     return status.SUCCESS  # a signal, raised on leaving its handler
+
+
+def _serve_until_signal(loop: EventLoop, env: Environment, server: KeepOpen | ProxyServer) -> None:
+    """Run ``server`` on ``loop`` until the loop stops: a signal, or the server's own end."""
+    env.signals.on_signal = loop.stop
+    _wake_on_signals(loop, env)
+    server.start()
+    try:
+        if env.signals.pending is None:  # after on_signal is set: no signal is missed
+            loop.run_forever()
+    finally:
+        env.signals.on_signal = None
+        server.close()
 
 
 def _negotiators(config: Config) -> Callable[[Address | None], ProxyNegotiator]:
