@@ -489,7 +489,7 @@ def _proxy_server(
 
     messages = env.messages
     max_clients = 100 if config.max_conns is None else config.max_conns
-    _make_room_for(max_clients, 4)  # a client, its upstream and the tunnel's two pipes
+    _make_room_for(max_clients, 6)  # a client, its upstream and the two pumps' pipes (two descriptors each)
     negotiator = _negotiators(config)
 
     def joined(peer: Address | None) -> None:
