@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from enchufe.proto.proxy import ProxyNegotiator
     from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Handler, Server
+    from enchufe.serve.keep_open import KeepOpen
+    from enchufe.serve.proxy_server import ProxyServer
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
@@ -218,8 +220,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         address = UnixAddress(config.host)
     elif config.host is not None:
         address = InetAddress(config.host, config.port)
-    if config.max_conns is not None and not (config.keep_open or config.broker or config.proxy_server):
-        # The proxy server counts its clients under -m; ncat's ignores -m there and says so.
+    if config.max_conns is not None and not (config.keep_open or config.broker):
         messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
     access = _access_list(config, messages)
     tls = None
@@ -464,15 +465,7 @@ def _keep_open(
             tls=tls,
             on_tls_failed=_say_tls_failed(messages),
         )
-        env.signals.on_signal = loop.stop
-        _wake_on_signals(loop, env)
-        server.start()
-        try:
-            if env.signals.pending is None:  # after on_signal is set: no signal is missed
-                loop.run_forever()
-        finally:
-            env.signals.on_signal = None
-            server.close()
+        _serve_until_signal(loop, env, server)
     if server.output_error is not None:
         raise server.output_error
     if failures:
@@ -496,7 +489,7 @@ def _proxy_server(
 
     messages = env.messages
     max_clients = 100 if config.max_conns is None else config.max_conns
-    _make_room_for(max_clients, 6)  # a client, its upstream and a pipe (two ends) per direction of its tunnel
+    _make_room_for(max_clients, 6)  # a client, its upstream and the two pumps' pipes (two descriptors each)
     negotiator = _negotiators(config)
 
     def joined(peer: Address | None) -> None:
@@ -523,16 +516,21 @@ def _proxy_server(
             on_refused=refused,
             on_idle=idle,
         )
-        env.signals.on_signal = loop.stop
-        _wake_on_signals(loop, env)
-        server.start()
-        try:
-            if env.signals.pending is None:  # after on_signal is set: no signal is missed
-                loop.run_forever()
-        finally:
-            env.signals.on_signal = None
-            server.close()
+        _serve_until_signal(loop, env, server)
     return status.SUCCESS  # a signal, raised on leaving its handler
+
+
+def _serve_until_signal(loop: EventLoop, env: Environment, server: KeepOpen | ProxyServer) -> None:
+    """Run ``server`` on ``loop`` until the loop stops: a signal, or the server's own end."""
+    env.signals.on_signal = loop.stop
+    _wake_on_signals(loop, env)
+    server.start()
+    try:
+        if env.signals.pending is None:  # after on_signal is set: no signal is missed
+            loop.run_forever()
+    finally:
+        env.signals.on_signal = None
+        server.close()
 
 
 def _negotiators(config: Config) -> Callable[[Address | None], ProxyNegotiator]:

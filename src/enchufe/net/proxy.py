@@ -275,6 +275,9 @@ def _tunnel(
         return conn
     except ReceiveTimeout as exc:
         raise ConnectTimeout(f"{proxy.address}: no answer from the proxy in time") from exc
+    except ProxyError as exc:
+        exc.proxy = str(proxy.address)  # the hop's own: its connection's peer is the first proxy
+        raise
 
 
 def leftover_first(conn: Connection) -> Stream:
