@@ -220,7 +220,8 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         address = UnixAddress(config.host)
     elif config.host is not None:
         address = InetAddress(config.host, config.port)
-    if config.max_conns is not None and not (config.keep_open or config.broker):
+    if config.max_conns is not None and not (config.keep_open or config.broker or config.proxy_server):
+        # The proxy server counts its clients under -m; ncat's ignores -m there and says so.
         messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
     access = _access_list(config, messages)
     tls = None
