@@ -15,10 +15,12 @@ LAYERS = {
     "proto": {"core", "proto"},
     "net": {"core", "proto", "net"},
     "serve": {"core", "proto", "net", "serve"},
-    "tools": {"core", "proto", "net", "tools"},
+    "tools": {"core", "proto", "net", "serve", "tools"},
     "cli": {"core", "proto", "net", "serve", "tools", "cli", "package"},
     "package": {"core", "proto", "net", "serve", "tools", "cli", "package"},
 }
+#: ``python -m enchufe.<tool>``: the tools' commands, launchers like ``__main__``.
+TOOL_LAUNCHERS = {"ping", "scan", "resolve", "bench", "relay"}
 #: What the sans-IO layer must never import: it sees bytes, not the world.
 PROTO_FORBIDDEN = {"socket", "ssl", "select", "selectors", "threading", "time", "subprocess", "os", "sys"}
 
@@ -26,7 +28,7 @@ PROTO_FORBIDDEN = {"socket", "ssl", "select", "selectors", "threading", "time", 
 def layer_of(module: str) -> str:
     parts = module.split(".")
     assert parts[0] == "enchufe"
-    if len(parts) == 1 or parts[1] in {"__init__", "__main__"}:
+    if len(parts) == 1 or parts[1] in {"__init__", "__main__", *TOOL_LAUNCHERS}:
         return "package"
     if parts[1] in {"proto", "net", "serve", "tools", "cli"}:
         return parts[1]

@@ -225,6 +225,18 @@ def enchufe(*args: str, stdin: object = None, stdout: object = subprocess.PIPE) 
     return Process([*ENCHUFE, *args], stdin=stdin, stdout=stdout)
 
 
+def tool(name: str, *args: str, stdin: object = None, stdout: object = subprocess.PIPE) -> Process:
+    """Start ``python -m enchufe.NAME ARGS`` (the ``enchufe-NAME`` command)."""
+    return Process([sys.executable, "-m", f"enchufe.{name}", *args], stdin=stdin, stdout=stdout)
+
+
+def run_tool(
+    name: str, *args: str, input: bytes = b"", timeout: float = DEFAULT_TIMEOUT
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m enchufe.NAME ARGS`` (the ``enchufe-NAME`` command) to completion."""
+    return run([sys.executable, "-m", f"enchufe.{name}", *args], input=input, timeout=timeout)
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
     """A port that was free on ``host`` a moment ago (bind to 0, read it, close).
 
