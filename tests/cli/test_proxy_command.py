@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.cli_e2e import STEP_TIMEOUT, TcpServer, recv_exactly
-from support.procs import Process, enchufe, run_enchufe
+from support.procs import Process, enchufe, run, run_enchufe
 from support.tls import TlsFiles
 
 pytestmark = pytest.mark.timeout(60)
@@ -206,6 +206,7 @@ def test_idle_clients_of_the_proxy_server_are_closed_alone() -> None:
         ),
         (("--proxy", "127.0.0.1:abc", "127.0.0.1", "80"), 'Invalid proxy port number "abc".'),
         (("--proxy", "127.0.0.1", "-u", "127.0.0.1", "80"), "Invalid option combination: --proxy and --udp."),
+        (("-l", "--proxy-type", "http", "-e", "/bin/cat", "0"), "Invalid option combination: --proxy-type and -e."),
         (
             ("-l", "--proxy-type", "gopher", "0"),
             'Invalid proxy type "gopher"; the proxy server supports "http", "socks4", "socks5".',
@@ -246,3 +247,27 @@ def test_the_proxy_server_makes_room_for_m_tunnels_that_moved_bytes_both_ways() 
             assert recv_exactly(far, 2) == b"up"
             far.sendall(b"down")
             assert recv_exactly(tunnel, 4) == b"down", f"tunnel {number + 1}"
+
+
+def test_an_https_proxy_server_for_curl(tls_files: TlsFiles) -> None:
+    """ncat's ``-l --proxy-type http --ssl``: curl speaks TLS to the proxy, then CONNECT."""
+    with TcpServer() as upstream, proxy_server("http", *tls_files.listener_options) as (_, proxy_port):
+
+        def answer() -> None:
+            with upstream.accept() as far:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += far.recv(4096)
+                far.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        done = run(
+            [
+                "curl", "-sS", "--max-time", "10", "-p", "--proxy", f"https://localhost:{proxy_port}",
+                "--proxy-cacert", tls_files.ca, f"http://127.0.0.1:{upstream.port}/",
+            ]
+        )  # fmt: skip
+        thread.join(STEP_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"hello"

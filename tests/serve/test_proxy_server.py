@@ -7,6 +7,7 @@ import hashlib
 import os
 import queue
 import socket
+import ssl
 import struct
 import threading
 
@@ -18,6 +19,7 @@ from enchufe.net.resolve import Resolved, SystemResolver
 from enchufe.proto.proxy import Close, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
 from support.cli_e2e import TcpServer, recv_exactly, recv_until_eof
 from support.proxy import running_proxy_server
+from support.tls import TlsFiles
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -302,3 +304,51 @@ def test_close_ends_every_client_and_leaves_nothing_open() -> None:
         assert far.recv(1) == b""
         for sock in (tunnelled, waiting, far):
             sock.close()
+
+
+# -- TLS to the clients ---------------------------------------------------------------------
+
+
+def tls_client_of(port: int, tls_files: TlsFiles) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    return tls_files.client_context().wrap_socket(raw, server_hostname="localhost")
+
+
+def test_a_tls_client_tunnels_both_ways_with_close_notify_as_half_close(tls_files: TlsFiles) -> None:
+    payload_up, payload_down = os.urandom(1 << 20), os.urandom(1 << 20)
+    with (
+        TcpServer() as upstream,
+        running_proxy_server(line_protocol, tls=tls_files.server_context()) as (_, _, port),
+    ):
+        sock = tls_client_of(port, tls_files)
+        sock.sendall(f"127.0.0.1 {upstream.port}\n".encode())
+        far = upstream.accept()
+        assert read_line(sock) == b"OK\n"
+        sock.sendall(payload_up)
+        assert recv_exactly(far, len(payload_up)) == payload_up
+        far.sendall(payload_down)
+        far.shutdown(socket.SHUT_WR)  # upstream's end: close_notify to the client
+        assert hashlib.sha256(recv_until_eof(sock)).digest() == hashlib.sha256(payload_down).digest()
+        sock.sendall(b"still heard")  # the other direction goes on
+        assert recv_exactly(far, 11) == b"still heard"
+        plain = sock.unwrap()  # the client's close_notify: upstream's end of stream
+        assert far.recv(1) == b""
+        far.close()
+        plain.close()
+
+
+def test_a_plaintext_client_of_a_tls_server_fails_alone(tls_files: TlsFiles) -> None:
+    failures: queue.Queue[Address | None] = queue.Queue()
+    with (
+        TcpServer() as upstream,
+        running_proxy_server(
+            line_protocol, tls=tls_files.server_context(), on_tls_failed=lambda peer, error: failures.put(peer)
+        ) as (_, _, port),
+    ):
+        with client(port) as plain:
+            plain.sendall(f"127.0.0.1 {upstream.port}\n".encode())
+            assert failures.get(timeout=TIMEOUT) is not None
+            with tls_client_of(port, tls_files) as sock:
+                sock.sendall(f"127.0.0.1 {upstream.port}\n".encode())
+                assert read_line(sock) == b"OK\n"
+                upstream.accept().close()

@@ -312,7 +312,7 @@ def _build(
         raise UsageError("The --ssl-key and --ssl-cert options must be used together.")
     if ssl and transport == "datagram" and listen and (given("-k") or broker):
         raise UsageError("--udp --ssl (DTLS) with -k, --broker or --chat is not supported yet.")
-    proxy, proxy_server, proxy_server_auth = _proxy_options(values, listen, unix, transport, ssl, exec_option, broker)
+    proxy, proxy_server, proxy_server_auth = _proxy_options(values, listen, unix, transport, exec_option, broker)
 
     source_port = 0
     host: str | None = None
@@ -395,7 +395,6 @@ def _proxy_options(
     listen: bool,
     unix: bool,
     transport: Transport,
-    ssl: bool,
     exec_option: str | None,
     broker: bool,
 ) -> tuple[tuple[Proxy, ...], str | None, Credentials | None]:
@@ -423,8 +422,6 @@ def _proxy_options(
         clash = exec_option or ("--broker" if broker else None) or ("--udp" if transport != "stream" else None)
         if clash is not None:
             raise UsageError(f"Invalid option combination: --proxy-type and {clash}.")
-        if ssl:
-            raise UsageError("--ssl with a proxy server (-l --proxy-type) is not supported yet.")
         from enchufe.proto.proxy import Credentials
 
         return (), proxy_type, None if auth is None else Credentials.parse(auth)

@@ -246,7 +246,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         for listener in listeners:
             messages.info(f"Listening on {listener.address}")
         if config.proxy_server is not None:
-            return _proxy_server(config, env, listeners, access)
+            return _proxy_server(config, env, listeners, access, tls)
         if config.keep_open or config.broker:
             return _keep_open(config, env, listeners, access, logs, tls)
         deadline = None if config.accept_timeout is None else time.monotonic() + config.accept_timeout
@@ -480,7 +480,11 @@ def _keep_open(
 
 
 def _proxy_server(
-    config: Config, env: Environment, listeners: list[Listener], access: Callable[[Address | None], bool] | None
+    config: Config,
+    env: Environment,
+    listeners: list[Listener],
+    access: Callable[[Address | None], bool] | None,
+    tls: ssl.SSLContext | None,
 ) -> int:
     """-l --proxy-type: every client on one event loop (:mod:`enchufe.serve.proxy_server`),
     each speaking the protocol :mod:`enchufe.proto.http_proxy` or :mod:`enchufe.proto.socks`
@@ -516,6 +520,8 @@ def _proxy_server(
             on_accept=joined,
             on_refused=refused,
             on_idle=idle,
+            tls=tls,
+            on_tls_failed=_say_tls_failed(messages),
         )
         _serve_until_signal(loop, env, server)
     return status.SUCCESS  # a signal, raised on leaving its handler

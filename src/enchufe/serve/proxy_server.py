@@ -20,6 +20,12 @@ protocols: :mod:`enchufe.proto.http_proxy`, :mod:`enchufe.proto.socks`; the voca
   non-blocking ``connect``.
 - **The tunnel is zero-copy** (:class:`~enchufe.net.tunnel.Tunnel`: ``splice``), with
   half-close both ways and backpressure; a reset on one side is a reset on the other.
+- **TLS to the clients** (``tls=``, ncat's ``-l --proxy-type http --ssl``): each client's
+  TLS runs in a :class:`~enchufe.net.tls_transport.TlsTransport` (its handshake as bytes
+  arrive, bounded by ``handshake_timeout``), joined by a
+  :class:`~enchufe.net.bridge.Bridge` to one end of a socket pair whose other end the
+  client's session reads as if it were the client: the negotiation and the tunnel are
+  the same, and only the TLS side copies.
 
 A negotiator that raises is a defect: the error goes to the loop's ``on_error`` and that
 client alone is closed.
@@ -32,6 +38,7 @@ import socket
 
 from enchufe.errors import NetworkError
 from enchufe.net.acceptor import Acceptor
+from enchufe.net.bridge import Bridge
 from enchufe.net.proxy import is_address
 from enchufe.net.resolve import SystemResolver
 from enchufe.net.tunnel import Pump, Tunnel
@@ -39,6 +46,7 @@ from enchufe.proto.proxy import Close, OpenUpstream, RelayResponse, Reply, SendU
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable, Sequence
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -52,6 +60,8 @@ __all__ = ["DEFAULT_REQUEST_TIMEOUT", "ProxyServer"]
 
 #: Seconds a client has, from accept, to say where it wants to go.
 DEFAULT_REQUEST_TIMEOUT = 30.0
+#: Seconds a TLS client has for its handshake (the hub's, the threaded Server's).
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: Seconds each upstream address has to accept (ncat's default ``-w``).
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Client bytes read past what upstream has taken, above which the client is not read.
@@ -87,6 +97,9 @@ class ProxyServer:
         on_refused: ``on_refused(peer, reason)`` for each refused one.
         on_idle: ``on_idle(peer)`` when a client is closed by ``idle_timeout`` or
             ``request_timeout``.
+        tls: a server context: clients speak TLS (see the module docstring).
+        handshake_timeout: seconds a TLS client has for its handshake.
+        on_tls_failed: ``on_tls_failed(peer, error)`` when a client's TLS handshake fails.
     """
 
     def __init__(
@@ -105,6 +118,9 @@ class ProxyServer:
         on_accept: Callable[[Address | None], None] | None = None,
         on_refused: Callable[[Address | None, str], None] | None = None,
         on_idle: Callable[[Address | None], None] | None = None,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        on_tls_failed: Callable[[Address | None, NetworkError], None] | None = None,
     ) -> None:
         self.loop = loop
         self.listeners = list(listeners)
@@ -118,7 +134,12 @@ class ProxyServer:
         self.family = family
         self.on_accept = on_accept
         self.on_idle = on_idle
+        self.tls = tls
+        self.handshake_timeout = handshake_timeout
+        self.on_tls_failed = on_tls_failed
         self._sessions: set[_Session] = set()
+        #: Each TLS client's bridge, and the two sockets under its transports.
+        self._bridges: dict[Bridge, tuple[socket.socket, socket.socket]] = {}
         self._resolvers: ThreadPoolExecutor | None = None
         self._acceptor = Acceptor(
             loop, self.listeners, on_accept=self._accepted, admit=self._admit, on_refused=on_refused
@@ -147,6 +168,11 @@ class ProxyServer:
             listener.close()
         for session in list(self._sessions):
             session.close()
+        for bridge, sockets in list(self._bridges.items()):
+            bridge.abort()
+            for sock in sockets:  # now: the transports would close them on a later turn
+                sock.close()
+        self._bridges.clear()
         if self._resolvers is not None:
             self._resolvers.shutdown(wait=False, cancel_futures=True)
 
@@ -160,11 +186,43 @@ class ProxyServer:
         return None
 
     def _accepted(self, sock: socket.socket, peer: Address | None) -> None:
+        if self.tls is not None:
+            sock = self._terminate_tls(sock, peer)
         session = _Session(self, sock, peer)
         self._sessions.add(session)
         if self.on_accept is not None:
             self.on_accept(peer)
         session.start()
+
+    def _terminate_tls(self, sock: socket.socket, peer: Address | None) -> socket.socket:
+        """Decrypt the client on ``sock``; return the socket its session reads instead."""
+        from enchufe.net.tls_transport import TlsTransport  # only a TLS server pays for ssl
+        from enchufe.net.transport import SocketTransport
+
+        assert self.tls is not None
+        inner, outer = socket.socketpair()
+
+        def closed(error: NetworkError | None) -> None:
+            self._bridges.pop(bridge, None)
+
+        bridge = Bridge(on_closed=closed)
+
+        def failed(error: NetworkError) -> None:
+            if self.on_tls_failed is not None:
+                self.on_tls_failed(peer, error)
+
+        tls_side = TlsTransport(
+            self.loop,
+            self.tls,
+            bridge.a,
+            on_handshake_failed=failed,
+            server_side=True,
+            handshake_timeout=self.handshake_timeout,
+        )
+        self._bridges[bridge] = (sock, outer)
+        SocketTransport(self.loop, sock, tls_side)
+        SocketTransport(self.loop, outer, bridge.b)
+        return inner
 
     # -- upstream --------------------------------------------------------------------------
 
