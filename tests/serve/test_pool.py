@@ -272,6 +272,12 @@ def test_close_ends_requests_in_progress_after_the_grace() -> None:
     with running(waits_for_more, workers=2) as server, client(server) as busy, client(server) as idle:
         busy.send_all(b"first\n")
         assert inside.wait(TIMEOUT)
+        # The idle one accepted and parked, not still in the kernel's queue (closing the
+        # listener would reset it there, which is not what this test is about).
+        deadline = time.monotonic() + TIMEOUT
+        while len(server.connections()) < 2 and time.monotonic() < deadline:
+            threading.Event().wait(0.005)
+        assert len(server.connections()) == 2
         started = time.monotonic()
         server.close(grace=0.2)
         assert time.monotonic() - started < TIMEOUT / 2
