@@ -47,7 +47,7 @@ pytestmark = [
 ]
 
 
-def in_namespace(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+def in_namespace(tmp_path: Path, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` with HOSTS as /etc/hosts, no network, and ``box.test`` as the host name."""
     hosts = tmp_path / "hosts"
     hosts.write_text(HOSTS)
@@ -56,7 +56,7 @@ def in_namespace(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]
         ["unshare", "-m", "-n", "-u", "sh", "-c", script, str(hosts), *argv],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
         check=False,
         env={**os.environ, "PYTHONPATH": str(SRC)},
     )
@@ -184,3 +184,36 @@ def test_usage_errors_exit_2_and_help_0() -> None:
     assert result.returncode == 0 and b"Usage: enchufe-resolve" in result.stdout and result.stderr == b""
     result = run_tool("resolve", "--version")
     assert result.returncode == 0 and result.stdout.startswith(b"enchufe-resolve ")
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="no ip(8) to bring the namespace's loopback up")
+def test_a_lookup_past_w_is_reported_timed_out_and_does_not_hold_the_exit(tmp_path: Path) -> None:
+    """slow.test goes to a DNS server on the namespace's own loopback that never
+    answers (glibc would wait 30 s for it): -w 300ms reports it timed out, the lookups
+    after it answer, and the command exits while the libc call is still waiting."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
+    silent_server_then_main = (
+        "import socket, sys; server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        "server.bind(('127.0.0.1', 53)); from enchufe.cli.resolve import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = in_namespace(
+        tmp_path,
+        "sh",
+        "-c",
+        'mount --bind "$0" /etc/resolv.conf && ip link set lo up && exec "$@"',
+        str(resolv),
+        sys.executable,
+        "-c",
+        silent_server_then_main,
+        "-w",
+        "300ms",
+        "-t",
+        "stream",
+        "slow.test",
+        "alpha.test",
+        timeout=20,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == "enchufe-resolve: slow.test: no answer within 0.3 s\n"
+    assert stripped(result.stdout) == ["10.1.2.3        STREAM alpha.test"]

@@ -67,20 +67,26 @@ class Lookups(Protocol):
     def gethostname(self) -> str: ...
 
 
+def _ascii_as_bytes(name: str) -> str | bytes:
+    """An ASCII name as bytes: as str the socket module would load the IDNA codec (and
+    re), the largest single cost of a short-lived command's start-up."""
+    return name.encode() if name.isascii() else name
+
+
 class SystemLookups:
     """The operating system's resolver: :mod:`socket`'s functions, as they are."""
 
     def getaddrinfo(
         self, host: str, port: str | None, family: int, type: int, proto: int, flags: int
     ) -> list[tuple[int, int, int, str, tuple[str, int] | tuple[str, int, int, int]]]:
-        infos = socket.getaddrinfo(host, port, family, type, proto, flags)
+        infos = socket.getaddrinfo(_ascii_as_bytes(host), port, family, type, proto, flags)
         return [(f, t, p, canonical, addr) for f, t, p, canonical, addr in infos if isinstance(addr[0], str)]
 
     def gethostbyname_ex(self, name: str) -> tuple[str, list[str], list[str]]:
-        return socket.gethostbyname_ex(name)
+        return socket.gethostbyname_ex(_ascii_as_bytes(name))  # type: ignore[arg-type]
 
     def gethostbyaddr(self, address: str) -> tuple[str, list[str], list[str]]:
-        return socket.gethostbyaddr(address)
+        return socket.gethostbyaddr(_ascii_as_bytes(address))  # type: ignore[arg-type]
 
     def gethostname(self) -> str:
         return socket.gethostname()
