@@ -3,30 +3,15 @@ tests/test_startup.py pins for enchufe itself); a lookup pays for socket and thr
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from test_startup import modules_loaded_by
 
-from test_startup import HEAVY, SRC
-
-
-def modules_loaded_by(argv: list[str]) -> set[str]:
-    code = (
-        f"import sys; sys.path.insert(0, {str(SRC)!r}); from enchufe.cli.resolve import main; "
-        f"status = main({argv!r}); loaded = sorted(m for m in {HEAVY!r} if m in sys.modules); "
-        "print(file=sys.stderr); print(status, *loaded, file=sys.stderr)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", code], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30
-    )
-    status, *loaded = result.stderr.splitlines()[-1].split()
-    assert status == "0", result
-    return set(loaded)
+RESOLVE = "enchufe.cli.resolve"
 
 
 def test_version_and_help_import_nothing_heavy() -> None:
-    assert modules_loaded_by(["--version"]) == set()
-    assert modules_loaded_by(["-h"]) == set()
+    assert modules_loaded_by(["--version"], RESOLVE) == set()
+    assert modules_loaded_by(["-h"], RESOLVE) == set()
 
 
 def test_a_literal_lookup_needs_socket_and_threading_only() -> None:
-    assert modules_loaded_by(["-n", "127.0.0.1"]) <= {"socket", "threading", "enum"}
+    assert modules_loaded_by(["-n", "127.0.0.1"], RESOLVE) <= {"socket", "threading", "enum"}
