@@ -20,9 +20,11 @@ HEAVY = ["dataclasses", "inspect", "typing", "re", "enum", "socket", "threading"
 TLS = ["ssl", "enchufe.net.tls"]
 
 
-def modules_loaded_by(argv: list[str]) -> set[str]:
+def modules_loaded_by(argv: list[str], command: str = "enchufe.cli.main") -> set[str]:
+    """The modules of HEAVY and TLS that ``command``'s ``main(argv)`` loads (a tool's
+    command is another module of enchufe.cli)."""
     code = (
-        f"import sys; sys.path.insert(0, {str(SRC)!r}); from enchufe.cli.main import main; "
+        f"import sys; sys.path.insert(0, {str(SRC)!r}); from {command} import main; "
         f"status = main({argv!r}); loaded = sorted(m for m in {HEAVY + TLS!r} if m in sys.modules); "
         "print(file=sys.stderr); print(status, *loaded, file=sys.stderr)"
     )
