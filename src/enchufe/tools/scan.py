@@ -51,8 +51,10 @@ __all__ = [
     "PortResult",
     "Target",
     "expand_targets",
+    "is_name",
     "parse_ports",
     "scan",
+    "scan_targets",
 ]
 
 #: The most a banner keeps: enough for any greeting line, bounded whatever the service sends.
@@ -246,6 +248,11 @@ def expand_targets(
     return expanded
 
 
+def is_name(host: str) -> bool:
+    """True if ``host`` is a name to resolve, not an address or a CIDR block."""
+    return "/" not in host and _literal(host) is None
+
+
 def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
@@ -288,26 +295,69 @@ def scan(
         resolver: turns names into addresses (default: the system's).
 
     Raises:
-        AddressError: bad targets (see :func:`expand_targets`).
+        AddressError: bad targets (see :func:`expand_targets`), at the call.
         ValueError: a transport other than tcp and udp, a concurrency below 1.
 
-    Closing the generator early closes every probe in flight.
+    Names are resolved at the call; the probes start at the first ``next``. Closing the
+    iterator early closes every probe in flight.
+    """
+    return scan_targets(
+        expand_targets(targets, family=family, resolver=resolver),
+        ports,
+        transport=transport,
+        concurrency=concurrency,
+        timeout=timeout,
+        banner=banner,
+        banner_wait=banner_wait,
+        retries=retries,
+    )
+
+
+def scan_targets(
+    targets: Iterable[Target | HostFailure],
+    ports: Iterable[int],
+    *,
+    transport: str = "tcp",
+    concurrency: int = 256,
+    timeout: float = 1.0,
+    banner: bool = False,
+    banner_wait: float = 0.5,
+    retries: int = 1,
+) -> Iterator[PortResult | HostFailure]:
+    """:func:`scan` of targets :func:`expand_targets` expanded already (a command that
+    counts them first, or reports its own target errors); a :class:`HostFailure` among
+    them is yielded in its turn.
+
+    Raises:
+        ValueError: a transport other than tcp and udp, a concurrency below 1.
     """
     if transport not in ("tcp", "udp"):
         raise ValueError(f"unknown transport {transport!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    port_list = list(ports)
-    expanded = expand_targets(targets, family=family, resolver=resolver)
+    return _run(list(targets), list(ports), transport, concurrency, timeout, banner_wait if banner else None, retries)
+
+
+def _run(
+    targets: list[Target | HostFailure],
+    ports: list[int],
+    transport: str,
+    concurrency: int,
+    timeout: float,
+    banner_wait: float | None,
+    retries: int,
+) -> Iterator[PortResult | HostFailure]:
+    """The generator behind :func:`scan_targets` (which checks its arguments at the call,
+    not at the first ``next``)."""
     with EventLoop() as loop:
         scanner = _Scanner(
             loop,
-            expanded,
-            port_list,
+            targets,
+            ports,
             transport=transport,
             concurrency=concurrency,
             timeout=timeout,
-            banner_wait=banner_wait if banner else None,
+            banner_wait=banner_wait,
             retries=retries,
         )
         try:
