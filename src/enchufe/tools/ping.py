@@ -2,8 +2,8 @@
 
 :class:`Pinger` sends one probe per interval and yields what happens as it happens: a
 :class:`Reply`, an :class:`Error` (an ICMP error about one of our requests, or the
-kernel refusing to send one), a :class:`Timeout` (no answer within the wait; a late
-answer still counts, as in iputils) and a :class:`Stray` (a reply to another pinger, a
+kernel refusing to send one), a :class:`Timeout` (no answer within the wait, or none
+by the end of the run; a late answer still counts, as in iputils) and a :class:`Stray` (a reply to another pinger, a
 corrupted packet: reported, never counted). Its :class:`Statistics` keep iputils'
 counts and arithmetic. One thread, ``poll`` with deadlines.
 
@@ -315,6 +315,8 @@ class Pinger:
                     wake.append(end)
                 yield from self._receive(max(min(wake) - now, 0.0))
                 yield from self._expire(time.monotonic())
+            # The run is over: what is still unanswered will not count.
+            yield from self._expire(math.inf)
         finally:
             stats.ended = time.monotonic()
 
