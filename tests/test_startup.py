@@ -89,3 +89,21 @@ def test_many_clients_without_tls_import_no_ssl() -> None:
     (and end at once here: no client within -w); TLS's modules wait for --ssl."""
     for mode in (["-l", "-k"], ["--broker"], ["-l", "--chat"]):
         assert "ssl" not in modules_loaded_by([*mode, "-w", "1ms", "127.0.0.1", "0"]), mode
+
+
+def modules_loaded_by_tool(tool: str, argv: list[str]) -> set[str]:
+    """What ``enchufe-TOOL ARGV`` imports of the heavy modules (see :func:`modules_loaded_by`)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(SRC)!r}); from enchufe.cli.{tool} import main; "
+        f"status = main({argv!r}); loaded = sorted(m for m in {HEAVY + TLS!r} if m in sys.modules); "
+        "print(file=sys.stderr); print(status, *loaded, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=30, check=False)
+    status, *loaded = result.stderr.splitlines()[-1].split()
+    assert status == "0", result
+    return set(loaded)
+
+
+def test_ping_help_and_version_import_nothing_heavy() -> None:
+    assert modules_loaded_by_tool("ping", ["--version"]) == set()
+    assert modules_loaded_by_tool("ping", ["-h"]) == set()
