@@ -20,6 +20,8 @@ protocols: :mod:`enchufe.proto.http_proxy`, :mod:`enchufe.proto.socks`; the voca
   non-blocking ``connect``.
 - **The tunnel is zero-copy** (:class:`~enchufe.net.tunnel.Tunnel`: ``splice``), with
   half-close both ways and backpressure; a reset on one side is a reset on the other.
+- **Every client's end is told** (``on_close``, a :class:`ClientEnd`): the bytes each
+  way, how long, and why it ended.
 
 A negotiator that raises is a defect: the error goes to the loop's ``on_error`` and that
 client alone is closed.
@@ -35,20 +37,20 @@ from enchufe.net.acceptor import Acceptor
 from enchufe.net.proxy import is_address
 from enchufe.net.resolve import SystemResolver
 from enchufe.net.tunnel import Pump, Tunnel
-from enchufe.proto.proxy import Close, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
+from enchufe.proto.proxy import Close, OpenUnixUpstream, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from enchufe.address import Address
+    from enchufe.address import Address, UnixAddress
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop, TimerHandle
-    from enchufe.net.resolve import Resolved, Resolver
+    from enchufe.net.resolve import Resolved, Resolver, Sockaddr
     from enchufe.proto.proxy import Action, ProxyNegotiator
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "ProxyServer"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "ClientEnd", "ProxyServer"]
 
 #: Seconds a client has, from accept, to say where it wants to go.
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -66,6 +68,42 @@ _FAILURES = {
     errno.EHOSTUNREACH: "host-unreachable",
     errno.ETIMEDOUT: "timeout",
 }
+
+
+class ClientEnd:
+    """How one client's connection ended (``ProxyServer``'s ``on_close``).
+
+    Attributes:
+        peer: the client's address.
+        sent: bytes from the client delivered upstream through the tunnel.
+        received: bytes from upstream delivered to the client through the tunnel or
+            the relayed response.
+        duration: seconds from accept to close.
+        reason: ``"done"`` (both directions ended), ``"error"`` (a reset, a broken pipe:
+            ``error`` says which), ``"idle"`` (``idle_timeout``), ``"request-timeout"``,
+            one of :data:`~enchufe.proto.proxy.UPSTREAM_FAILURES` (upstream could not be
+            reached), ``"closed"`` (the negotiator closed it, or the client left during
+            its request) or ``"shutdown"`` (the server closed).
+        error: the failure's message when ``reason`` is ``"error"``.
+    """
+
+    __slots__ = ("duration", "error", "peer", "reason", "received", "sent")
+
+    def __init__(
+        self, peer: Address | None, sent: int, received: int, duration: float, reason: str, error: str | None
+    ) -> None:
+        self.peer = peer
+        self.sent = sent
+        self.received = received
+        self.duration = duration
+        self.reason = reason
+        self.error = error
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientEnd(peer={self.peer!r}, sent={self.sent}, received={self.received}, "
+            f"duration={self.duration:.3f}, reason={self.reason!r}, error={self.error!r})"
+        )
 
 
 class ProxyServer:
@@ -87,6 +125,8 @@ class ProxyServer:
         on_refused: ``on_refused(peer, reason)`` for each refused one.
         on_idle: ``on_idle(peer)`` when a client is closed by ``idle_timeout`` or
             ``request_timeout``.
+        on_close: ``on_close(end)`` when an admitted client is closed, whatever the
+            reason (a :class:`ClientEnd`).
     """
 
     def __init__(
@@ -105,6 +145,7 @@ class ProxyServer:
         on_accept: Callable[[Address | None], None] | None = None,
         on_refused: Callable[[Address | None, str], None] | None = None,
         on_idle: Callable[[Address | None], None] | None = None,
+        on_close: Callable[[ClientEnd], None] | None = None,
     ) -> None:
         self.loop = loop
         self.listeners = list(listeners)
@@ -118,6 +159,7 @@ class ProxyServer:
         self.family = family
         self.on_accept = on_accept
         self.on_idle = on_idle
+        self.on_close = on_close
         self._sessions: set[_Session] = set()
         self._resolvers: ThreadPoolExecutor | None = None
         self._acceptor = Acceptor(
@@ -146,7 +188,7 @@ class ProxyServer:
         for listener in self.listeners:
             listener.close()
         for session in list(self._sessions):
-            session.close()
+            session.close("shutdown")
         if self._resolvers is not None:
             self._resolvers.shutdown(wait=False, cancel_futures=True)
 
@@ -187,8 +229,10 @@ class ProxyServer:
         )
         future.add_done_callback(lambda done: self.loop.call_soon_threadsafe(session.resolution_done, done))
 
-    def _forget(self, session: _Session) -> None:
+    def _forget(self, session: _Session, end: ClientEnd) -> None:
         self._sessions.discard(session)
+        if self.on_close is not None:
+            self.on_close(end)
 
 
 class _Session:
@@ -216,6 +260,7 @@ class _Session:
         self._attempt: socket.socket | None = None
         self._attempt_timer: TimerHandle | None = None
         self._last_failure = "failed"
+        self._reason = "closed"  # why a Close from the negotiator ends the client
         self._accepted_at = self._last_moved = self.loop.time()
         self._timer: TimerHandle | None = None
         self._closed = False
@@ -223,7 +268,7 @@ class _Session:
 
     def start(self) -> None:
         self._arm_timer()
-        self._want_read(True)
+        self._carry_out(self.negotiator.accepted)
 
     # -- the client's bytes ------------------------------------------------------------------
 
@@ -235,7 +280,7 @@ class _Session:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.close()  # a client that resets in its request has nothing to be answered
+            self.close("closed")  # a client that resets in its request has nothing to be answered
             return
         self._moved()
         if not data:
@@ -248,7 +293,7 @@ class _Session:
         try:
             actions = step(*args)
         except Exception as exc:  # noqa: BLE001 - a negotiator's defect costs its client only
-            self.close()
+            self.close("error", str(exc))
             self.loop.on_error(exc)
             return
         for action in actions:
@@ -264,6 +309,8 @@ class _Session:
                     self._flush_upstream()
             elif isinstance(action, OpenUpstream):
                 self._open_upstream(action.host, action.port)
+            elif isinstance(action, OpenUnixUpstream):
+                self._open_unix_upstream(action.address)
             elif isinstance(action, StartTunnel):
                 self._start_tunnel()
             elif isinstance(action, RelayResponse):
@@ -272,7 +319,7 @@ class _Session:
                 self._closing = True
                 self._want_read(False)
                 if not self._to_client:
-                    self.close()
+                    self.close(self._reason)
         self._update_reading()
 
     def _update_reading(self) -> None:
@@ -293,12 +340,12 @@ class _Session:
         except (BlockingIOError, InterruptedError):
             self._want_write_client(True)
             return
-        except OSError:
-            self.close()
+        except OSError as exc:
+            self.close("error", exc.strerror)
             return
         self._want_write_client(False)
         if self._closing:
-            self.close()
+            self.close(self._reason)
         elif not self._closed:
             self._update_reading()
 
@@ -310,8 +357,8 @@ class _Session:
         except (BlockingIOError, InterruptedError):
             self._want_write_upstream(True)
             return
-        except OSError:
-            self.close()
+        except OSError as exc:
+            self.close("error", exc.strerror)
             return
         self._want_write_upstream(False)
         if not self._closed:
@@ -323,6 +370,12 @@ class _Session:
         self._asked = True
         self._want_read(False)
         self.server._resolve(self, host, port)
+
+    def _open_unix_upstream(self, address: UnixAddress) -> None:
+        self._asked = True
+        self._want_read(False)
+        if not self._attempt_connect(socket.AF_UNIX, address.sockaddr()):
+            self.upstream_failed(self._last_failure)
 
     def resolution_done(self, future: Future[list[Resolved]]) -> None:
         if self._closed or future.cancelled():
@@ -345,18 +398,24 @@ class _Session:
     def _try_next(self) -> None:
         while self._candidates:
             candidate = self._candidates.pop(0)
-            sock = socket.socket(candidate.family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            code = sock.connect_ex(candidate.sockaddr)
-            if code in (0, errno.EINPROGRESS):
-                self._attempt = sock
-                self.loop.add_writer(sock.fileno(), self._attempt_done)
-                if self.server.connect_timeout is not None:
-                    self._attempt_timer = self.loop.call_later(self.server.connect_timeout, self._attempt_timed_out)
+            if self._attempt_connect(candidate.family, candidate.sockaddr):
                 return
-            sock.close()
-            self._last_failure = _FAILURES.get(code, "failed")
         self.upstream_failed(self._last_failure)
+
+    def _attempt_connect(self, family: int, sockaddr: Sockaddr | str | bytes) -> bool:
+        """Start a non-blocking connect; False (and ``_last_failure`` set) if it failed at once."""
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        code = sock.connect_ex(sockaddr)
+        if code in (0, errno.EINPROGRESS):
+            self._attempt = sock
+            self.loop.add_writer(sock.fileno(), self._attempt_done)
+            if self.server.connect_timeout is not None:
+                self._attempt_timer = self.loop.call_later(self.server.connect_timeout, self._attempt_timed_out)
+            return True
+        sock.close()
+        self._last_failure = _FAILURES.get(code, "failed")
+        return False
 
     def _attempt_done(self) -> None:
         sock = self._end_attempt()
@@ -367,7 +426,7 @@ class _Session:
             self._try_next()
             return
         self.upstream = sock
-        host, port = sock.getsockname()[:2]
+        host, port = ("", 0) if sock.family == socket.AF_UNIX else sock.getsockname()[:2]
         self._moved()
         self._carry_out(self.negotiator.upstream_connected, host, port)
         if self.upstream is not None and self._tunnel is None and not self._closed:
@@ -391,6 +450,7 @@ class _Session:
 
     def upstream_failed(self, reason: str) -> None:
         if not self._closed:
+            self._reason = reason
             self._carry_out(self.negotiator.upstream_failed, reason)
 
     # -- after the negotiation ---------------------------------------------------------------
@@ -414,7 +474,7 @@ class _Session:
         self._tunnel.start()
 
     def _tunnel_closed(self, error: NetworkError | None) -> None:
-        self.close()
+        self._ended_by(error)
 
     def _relay_response(self) -> None:
         assert self.upstream is not None
@@ -432,7 +492,13 @@ class _Session:
         self._response.start()
 
     def _response_ended(self, error: NetworkError | None) -> None:
-        self.close()
+        self._ended_by(error)
+
+    def _ended_by(self, error: NetworkError | None) -> None:
+        if error is None:
+            self.close("done")
+        else:
+            self.close("error", str(error))
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -457,7 +523,7 @@ class _Session:
         slow = self.server.request_timeout is not None and not self._asked
         slow = slow and now - self._accepted_at >= (self.server.request_timeout or 0.0)
         if idle or slow:
-            self.close()
+            self.close("idle" if idle else "request-timeout")
             if self.server.on_idle is not None:
                 self.server.on_idle(self.peer)
             return
@@ -490,9 +556,11 @@ class _Session:
             self._writing_upstream = False
             self.loop.remove_writer(self.upstream.fileno())
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed", error: str | None = None) -> None:
+        """Close both sides now; ``on_close`` is told ``reason`` (see :class:`ClientEnd`)."""
         if self._closed:
             return
+        sent, received = self._delivered()
         self._want_read(False)
         self._want_write_client(False)
         if self.upstream is not None:
@@ -510,4 +578,11 @@ class _Session:
             self.client.close()
             if self.upstream is not None:
                 self.upstream.close()
-        self.server._forget(self)
+        end = ClientEnd(self.peer, sent, received, self.loop.time() - self._accepted_at, reason, error)
+        self.server._forget(self, end)
+
+    def _delivered(self) -> tuple[int, int]:
+        """Bytes delivered so far: the client's upstream, and upstream's to the client."""
+        if self._tunnel is not None:
+            return self._tunnel.delivered
+        return 0, (0 if self._response is None else self._response.delivered)
