@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pathlib
 import queue
 import socket
 import ssl
@@ -13,10 +14,11 @@ import threading
 
 import pytest
 
-from enchufe.address import Address
+from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.errors import ResolveError
 from enchufe.net.resolve import Resolved, SystemResolver
-from enchufe.proto.proxy import Close, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
+from enchufe.proto.proxy import Close, OpenUnixUpstream, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
+from enchufe.serve.proxy_server import ClientEnd
 from support.cli_e2e import TcpServer, recv_exactly, recv_until_eof
 from support.proxy import running_proxy_server
 from support.tls import TlsFiles
@@ -35,6 +37,9 @@ class LineProtocol:
     def __init__(self) -> None:
         self.buffer = b""
         self.relay = False
+
+    def accepted(self) -> list[Action]:
+        return []
 
     def receive_data(self, data: bytes) -> list[Action]:
         if not data:
@@ -352,3 +357,74 @@ def test_a_plaintext_client_of_a_tls_server_fails_alone(tls_files: TlsFiles) -> 
                 sock.sendall(f"127.0.0.1 {upstream.port}\n".encode())
                 assert read_line(sock) == b"OK\n"
                 upstream.accept().close()
+
+
+class FixedUnixTarget:
+    """Opens one Unix socket as soon as the client is accepted, then tunnels (a relay)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def accepted(self) -> list[Action]:
+        return [OpenUnixUpstream(UnixAddress(self.path))]
+
+    def receive_data(self, data: bytes) -> list[Action]:
+        return []
+
+    def upstream_connected(self, bound_host: str, bound_port: int) -> list[Action]:
+        assert (bound_host, bound_port) == ("", 0)
+        return [StartTunnel()]
+
+    def upstream_failed(self, reason: str) -> list[Action]:
+        return [Close()]
+
+
+def test_upstream_may_be_opened_at_accept_to_a_unix_socket_and_every_end_is_told(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "target.sock")
+    ends: queue.Queue[ClientEnd] = queue.Queue()
+    with socket.socket(socket.AF_UNIX) as target:
+        target.bind(path)
+        target.listen()
+        target.settimeout(TIMEOUT)
+        with running_proxy_server(lambda peer: FixedUnixTarget(path), on_close=ends.put) as (_, _, port):
+            sock = client(port)
+            far, _ = target.accept()  # before the client has sent a byte
+            far.settimeout(TIMEOUT)
+            far.sendall(b"banner\n")
+            assert read_line(sock) == b"banner\n"
+            sock.sendall(b"12345")
+            sock.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(far) == b"12345"
+            far.close()
+            assert sock.recv(1) == b""
+            sock.close()
+            end = ends.get(timeout=TIMEOUT)
+            assert (end.sent, end.received, end.reason, end.error) == (5, 7, "done", None)
+            assert isinstance(end.peer, InetAddress) and end.peer.host == "127.0.0.1"
+            os.unlink(path)  # nobody there now: the next client is closed
+            with client(port) as sock:
+                assert sock.recv(1) == b""
+            end = ends.get(timeout=TIMEOUT)
+            assert (end.sent, end.received, end.reason) == (0, 0, "failed")
+
+
+def test_the_end_of_an_idle_client_and_of_a_refused_upstream_say_why() -> None:
+    ends: queue.Queue[ClientEnd] = queue.Queue()
+    with TcpServer() as closed:
+        port_closed = closed.port
+    with TcpServer() as upstream:
+        with running_proxy_server(line_protocol, idle_timeout=0.3, on_close=ends.put) as (_, _, port):
+            with client(port) as sock:
+                sock.sendall(f"127.0.0.1 {port_closed}\n".encode())
+                assert recv_until_eof(sock) == b"NO refused\n"
+                assert ends.get(timeout=TIMEOUT).reason == "refused"
+            with client(port) as sock:
+                sock.sendall(f"127.0.0.1 {upstream.port}\n".encode())
+                assert read_line(sock) == b"OK\n"
+                with upstream.accept() as far:
+                    far.sendall(b"xy")
+                    assert recv_exactly(sock, 2) == b"xy"
+                    assert sock.recv(1) == b""
+                    end = ends.get(timeout=TIMEOUT)
+                    assert (end.reason, end.received, end.sent) == ("idle", 2, 0)
+                    assert end.duration >= 0.3

@@ -72,6 +72,9 @@ class Pump:
 
     The pump owns neither socket; it owns its pipe, closed by :meth:`close` (and when it
     ends).
+
+    Attributes:
+        delivered: bytes written to the sink so far, ``first`` included.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class Pump:
         self._source_fd = source.fileno()
         self._sink_fd = sink.fileno()
         self._first = first
+        self.delivered = 0
         self._pipe: tuple[int, int] | None = None
         self._pipe_size = 0
         self._pipe_grown = False
@@ -146,9 +150,13 @@ class Pump:
         """Write what is held; wait for the sink when it is full, read again when empty."""
         try:
             while self._first:
-                self._first = self._first[self.sink.send(self._first) :]
+                sent = self.sink.send(self._first)
+                self._first = self._first[sent:]
+                self.delivered += sent
             while self._held:
-                self._held -= self._write()
+                sent = self._write()
+                self._held -= sent
+                self.delivered += sent
         except (BlockingIOError, InterruptedError):
             self._want_read(False)
             self._want_write(True)
@@ -278,6 +286,11 @@ class Tunnel:
     def start(self) -> None:
         for pump in self._pumps:
             pump.start()
+
+    @property
+    def delivered(self) -> tuple[int, int]:
+        """Bytes delivered so far: ``a`` to ``b``, and ``b`` to ``a``."""
+        return self._pumps[0].delivered, self._pumps[1].delivered
 
     def close(self) -> None:
         """Close both sockets now, whatever is in flight."""

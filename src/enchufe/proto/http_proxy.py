@@ -56,6 +56,10 @@ class HttpProxyNegotiator:
         self._body: BodyFramer | None = None
         self._refusals = 0
 
+    def accepted(self) -> list[Action]:
+        """Nothing to do before the client's request."""
+        return []
+
     def receive_data(self, data: bytes) -> list[Action]:
         """The client sent ``data`` (``b""``: its end of stream)."""
         if self._state == "request":

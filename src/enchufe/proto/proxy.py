@@ -14,6 +14,8 @@ what happens and answers with a list of actions, which the server
     as :meth:`ProxyNegotiator.upstream_connected` or
     :meth:`ProxyNegotiator.upstream_failed`. The server asks for nothing else while it
     connects: client bytes that arrive meanwhile wait in the kernel.
+:class:`OpenUnixUpstream`
+    the same, to a Unix stream socket (a relay's fixed target).
 :class:`SendUpstream`
     send these bytes to the upstream connection (a rewritten request head, a request
     body).
@@ -29,7 +31,9 @@ what happens and answers with a list of actions, which the server
 :class:`Close`
     close the client once the replies before it are sent.
 
-The negotiator sees the client's end of stream as ``receive_data(b"")``. It raises
+The negotiator is first asked :meth:`ProxyNegotiator.accepted`, before the client has
+said anything (a relay answers with its fixed target; a proxy protocol waits for the
+request). It sees the client's end of stream as ``receive_data(b"")``. It raises
 nothing: a malformed request is answered (an HTTP status, a SOCKS refusal) and closed
 through these actions. It is driven from one thread; anything it shares between clients
 (such as :class:`~enchufe.proto.http_auth` nonces) is touched from that thread only.
@@ -41,6 +45,7 @@ __all__ = [
     "UPSTREAM_FAILURES",
     "Close",
     "Credentials",
+    "OpenUnixUpstream",
     "OpenUpstream",
     "ProxyNegotiator",
     "RelayResponse",
@@ -52,6 +57,8 @@ __all__ = [
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol, TypeAlias
+
+    from enchufe.address import UnixAddress
 else:
     Protocol = object  # a protocol only matters to type checkers; typing is slow to import
 
@@ -136,6 +143,17 @@ class OpenUpstream(_Action):
         self.port = port
 
 
+class OpenUnixUpstream(_Action):
+    """Connect to the Unix stream socket at ``address``; the outcome comes back as
+    ``upstream_connected("", 0)`` (a Unix connection has no host or port of its own) or
+    ``upstream_failed``."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address: UnixAddress) -> None:
+        self.address = address
+
+
 class SendUpstream(_Action):
     """Send ``data`` to the upstream connection."""
 
@@ -164,11 +182,15 @@ class Close(_Action):
 
 
 if TYPE_CHECKING:
-    Action: TypeAlias = Reply | OpenUpstream | SendUpstream | StartTunnel | RelayResponse | Close
+    Action: TypeAlias = Reply | OpenUpstream | OpenUnixUpstream | SendUpstream | StartTunnel | RelayResponse | Close
 
 
 class ProxyNegotiator(Protocol):
     """One client's proxy protocol; see the module docstring."""
+
+    def accepted(self) -> list[Action]:
+        """The client is connected and has sent nothing yet."""
+        ...
 
     def receive_data(self, data: bytes) -> list[Action]:
         """The client sent ``data`` (``b""``: its end of stream)."""

@@ -430,6 +430,9 @@ class _Negotiation:
         self._state: Callable[[], list[Action] | None] = self._closed
         self._early = b""  # client bytes after the request: upstream's first
 
+    def accepted(self) -> list[Action]:
+        return []  # the client speaks first
+
     def receive_data(self, data: bytes) -> list[Action]:
         if self._state == self._closed:
             return []

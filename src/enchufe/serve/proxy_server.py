@@ -26,6 +26,8 @@ protocols: :mod:`enchufe.proto.http_proxy`, :mod:`enchufe.proto.socks`; the voca
   :class:`~enchufe.net.bridge.Bridge` to one end of a socket pair whose other end the
   client's session reads as if it were the client: the negotiation and the tunnel are
   the same, and only the TLS side copies.
+- **Every client's end is told** (``on_close``, a :class:`ClientEnd`): the bytes each
+  way, how long, and why it ended.
 
 A negotiator that raises is a defect: the error goes to the loop's ``on_error`` and that
 client alone is closed.
@@ -42,7 +44,7 @@ from enchufe.net.bridge import Bridge
 from enchufe.net.proxy import is_address
 from enchufe.net.resolve import SystemResolver
 from enchufe.net.tunnel import Pump, Tunnel
-from enchufe.proto.proxy import Close, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
+from enchufe.proto.proxy import Close, OpenUnixUpstream, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,13 +52,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from enchufe.address import Address
+    from enchufe.address import Address, UnixAddress
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop, TimerHandle
-    from enchufe.net.resolve import Resolved, Resolver
+    from enchufe.net.resolve import Resolved, Resolver, Sockaddr
     from enchufe.proto.proxy import Action, ProxyNegotiator
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "ProxyServer"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "ClientEnd", "ProxyServer"]
 
 #: Seconds a client has, from accept, to say where it wants to go.
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -76,6 +78,42 @@ _FAILURES = {
     errno.EHOSTUNREACH: "host-unreachable",
     errno.ETIMEDOUT: "timeout",
 }
+
+
+class ClientEnd:
+    """How one client's connection ended (``ProxyServer``'s ``on_close``).
+
+    Attributes:
+        peer: the client's address.
+        sent: bytes from the client delivered upstream through the tunnel.
+        received: bytes from upstream delivered to the client through the tunnel or
+            the relayed response.
+        duration: seconds from accept to close.
+        reason: ``"done"`` (both directions ended), ``"error"`` (a reset, a broken pipe:
+            ``error`` says which), ``"idle"`` (``idle_timeout``), ``"request-timeout"``,
+            one of :data:`~enchufe.proto.proxy.UPSTREAM_FAILURES` (upstream could not be
+            reached), ``"closed"`` (the negotiator closed it, or the client left during
+            its request) or ``"shutdown"`` (the server closed).
+        error: the failure's message when ``reason`` is ``"error"``.
+    """
+
+    __slots__ = ("duration", "error", "peer", "reason", "received", "sent")
+
+    def __init__(
+        self, peer: Address | None, sent: int, received: int, duration: float, reason: str, error: str | None
+    ) -> None:
+        self.peer = peer
+        self.sent = sent
+        self.received = received
+        self.duration = duration
+        self.reason = reason
+        self.error = error
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientEnd(peer={self.peer!r}, sent={self.sent}, received={self.received}, "
+            f"duration={self.duration:.3f}, reason={self.reason!r}, error={self.error!r})"
+        )
 
 
 class ProxyServer:
@@ -100,6 +138,8 @@ class ProxyServer:
         tls: a server context: clients speak TLS (see the module docstring).
         handshake_timeout: seconds a TLS client has for its handshake.
         on_tls_failed: ``on_tls_failed(peer, error)`` when a client's TLS handshake fails.
+        on_close: ``on_close(end)`` when an admitted client is closed, whatever the
+            reason (a :class:`ClientEnd`).
     """
 
     def __init__(
@@ -121,6 +161,7 @@ class ProxyServer:
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         on_tls_failed: Callable[[Address | None, NetworkError], None] | None = None,
+        on_close: Callable[[ClientEnd], None] | None = None,
     ) -> None:
         self.loop = loop
         self.listeners = list(listeners)
@@ -137,6 +178,7 @@ class ProxyServer:
         self.tls = tls
         self.handshake_timeout = handshake_timeout
         self.on_tls_failed = on_tls_failed
+        self.on_close = on_close
         self._sessions: set[_Session] = set()
         #: Each TLS client's bridge, and the two sockets under its transports.
         self._bridges: dict[Bridge, tuple[socket.socket, socket.socket]] = {}
@@ -167,7 +209,7 @@ class ProxyServer:
         for listener in self.listeners:
             listener.close()
         for session in list(self._sessions):
-            session.close()
+            session.close("shutdown")
         for bridge, sockets in list(self._bridges.items()):
             bridge.abort()
             for sock in sockets:  # now: the transports would close them on a later turn
@@ -245,8 +287,10 @@ class ProxyServer:
         )
         future.add_done_callback(lambda done: self.loop.call_soon_threadsafe(session.resolution_done, done))
 
-    def _forget(self, session: _Session) -> None:
+    def _forget(self, session: _Session, end: ClientEnd) -> None:
         self._sessions.discard(session)
+        if self.on_close is not None:
+            self.on_close(end)
 
 
 class _Session:
@@ -274,6 +318,7 @@ class _Session:
         self._attempt: socket.socket | None = None
         self._attempt_timer: TimerHandle | None = None
         self._last_failure = "failed"
+        self._reason = "closed"  # why a Close from the negotiator ends the client
         self._accepted_at = self._last_moved = self.loop.time()
         self._timer: TimerHandle | None = None
         self._closed = False
@@ -281,7 +326,7 @@ class _Session:
 
     def start(self) -> None:
         self._arm_timer()
-        self._want_read(True)
+        self._carry_out(self.negotiator.accepted)
 
     # -- the client's bytes ------------------------------------------------------------------
 
@@ -293,7 +338,7 @@ class _Session:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.close()  # a client that resets in its request has nothing to be answered
+            self.close("closed")  # a client that resets in its request has nothing to be answered
             return
         self._moved()
         if not data:
@@ -306,7 +351,7 @@ class _Session:
         try:
             actions = step(*args)
         except Exception as exc:  # noqa: BLE001 - a negotiator's defect costs its client only
-            self.close()
+            self.close("error", str(exc))
             self.loop.on_error(exc)
             return
         for action in actions:
@@ -322,6 +367,8 @@ class _Session:
                     self._flush_upstream()
             elif isinstance(action, OpenUpstream):
                 self._open_upstream(action.host, action.port)
+            elif isinstance(action, OpenUnixUpstream):
+                self._open_unix_upstream(action.address)
             elif isinstance(action, StartTunnel):
                 self._start_tunnel()
             elif isinstance(action, RelayResponse):
@@ -330,7 +377,7 @@ class _Session:
                 self._closing = True
                 self._want_read(False)
                 if not self._to_client:
-                    self.close()
+                    self.close(self._reason)
         self._update_reading()
 
     def _update_reading(self) -> None:
@@ -351,12 +398,12 @@ class _Session:
         except (BlockingIOError, InterruptedError):
             self._want_write_client(True)
             return
-        except OSError:
-            self.close()
+        except OSError as exc:
+            self.close("error", exc.strerror)
             return
         self._want_write_client(False)
         if self._closing:
-            self.close()
+            self.close(self._reason)
         elif not self._closed:
             self._update_reading()
 
@@ -368,8 +415,8 @@ class _Session:
         except (BlockingIOError, InterruptedError):
             self._want_write_upstream(True)
             return
-        except OSError:
-            self.close()
+        except OSError as exc:
+            self.close("error", exc.strerror)
             return
         self._want_write_upstream(False)
         if not self._closed:
@@ -381,6 +428,12 @@ class _Session:
         self._asked = True
         self._want_read(False)
         self.server._resolve(self, host, port)
+
+    def _open_unix_upstream(self, address: UnixAddress) -> None:
+        self._asked = True
+        self._want_read(False)
+        if not self._attempt_connect(socket.AF_UNIX, address.sockaddr()):
+            self.upstream_failed(self._last_failure)
 
     def resolution_done(self, future: Future[list[Resolved]]) -> None:
         if self._closed or future.cancelled():
@@ -403,18 +456,24 @@ class _Session:
     def _try_next(self) -> None:
         while self._candidates:
             candidate = self._candidates.pop(0)
-            sock = socket.socket(candidate.family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            code = sock.connect_ex(candidate.sockaddr)
-            if code in (0, errno.EINPROGRESS):
-                self._attempt = sock
-                self.loop.add_writer(sock.fileno(), self._attempt_done)
-                if self.server.connect_timeout is not None:
-                    self._attempt_timer = self.loop.call_later(self.server.connect_timeout, self._attempt_timed_out)
+            if self._attempt_connect(candidate.family, candidate.sockaddr):
                 return
-            sock.close()
-            self._last_failure = _FAILURES.get(code, "failed")
         self.upstream_failed(self._last_failure)
+
+    def _attempt_connect(self, family: int, sockaddr: Sockaddr | str | bytes) -> bool:
+        """Start a non-blocking connect; False (and ``_last_failure`` set) if it failed at once."""
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        code = sock.connect_ex(sockaddr)
+        if code in (0, errno.EINPROGRESS):
+            self._attempt = sock
+            self.loop.add_writer(sock.fileno(), self._attempt_done)
+            if self.server.connect_timeout is not None:
+                self._attempt_timer = self.loop.call_later(self.server.connect_timeout, self._attempt_timed_out)
+            return True
+        sock.close()
+        self._last_failure = _FAILURES.get(code, "failed")
+        return False
 
     def _attempt_done(self) -> None:
         sock = self._end_attempt()
@@ -425,7 +484,7 @@ class _Session:
             self._try_next()
             return
         self.upstream = sock
-        host, port = sock.getsockname()[:2]
+        host, port = ("", 0) if sock.family == socket.AF_UNIX else sock.getsockname()[:2]
         self._moved()
         self._carry_out(self.negotiator.upstream_connected, host, port)
         if self.upstream is not None and self._tunnel is None and not self._closed:
@@ -449,6 +508,7 @@ class _Session:
 
     def upstream_failed(self, reason: str) -> None:
         if not self._closed:
+            self._reason = reason
             self._carry_out(self.negotiator.upstream_failed, reason)
 
     # -- after the negotiation ---------------------------------------------------------------
@@ -472,7 +532,7 @@ class _Session:
         self._tunnel.start()
 
     def _tunnel_closed(self, error: NetworkError | None) -> None:
-        self.close()
+        self._ended_by(error)
 
     def _relay_response(self) -> None:
         assert self.upstream is not None
@@ -490,7 +550,13 @@ class _Session:
         self._response.start()
 
     def _response_ended(self, error: NetworkError | None) -> None:
-        self.close()
+        self._ended_by(error)
+
+    def _ended_by(self, error: NetworkError | None) -> None:
+        if error is None:
+            self.close("done")
+        else:
+            self.close("error", str(error))
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -515,7 +581,7 @@ class _Session:
         slow = self.server.request_timeout is not None and not self._asked
         slow = slow and now - self._accepted_at >= (self.server.request_timeout or 0.0)
         if idle or slow:
-            self.close()
+            self.close("idle" if idle else "request-timeout")
             if self.server.on_idle is not None:
                 self.server.on_idle(self.peer)
             return
@@ -548,9 +614,11 @@ class _Session:
             self._writing_upstream = False
             self.loop.remove_writer(self.upstream.fileno())
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed", error: str | None = None) -> None:
+        """Close both sides now; ``on_close`` is told ``reason`` (see :class:`ClientEnd`)."""
         if self._closed:
             return
+        sent, received = self._delivered()
         self._want_read(False)
         self._want_write_client(False)
         if self.upstream is not None:
@@ -568,4 +636,11 @@ class _Session:
             self.client.close()
             if self.upstream is not None:
                 self.upstream.close()
-        self.server._forget(self)
+        end = ClientEnd(self.peer, sent, received, self.loop.time() - self._accepted_at, reason, error)
+        self.server._forget(self, end)
+
+    def _delivered(self) -> tuple[int, int]:
+        """Bytes delivered so far: the client's upstream, and upstream's to the client."""
+        if self._tunnel is not None:
+            return self._tunnel.delivered
+        return 0, (0 if self._response is None else self._response.delivered)

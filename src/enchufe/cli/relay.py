@@ -1,0 +1,344 @@
+"""``enchufe-relay LISTEN TARGET``: relay every client of LISTEN to TARGET, until a signal.
+
+The engine is :mod:`enchufe.tools.relay`; this module reads the options, says what
+happens (``-v`` on stderr, ``--json`` on stdout) and turns the end into an exit status:
+a signal ends the relay with 128+signal, a failure to listen or to resolve the target
+with ncat's statuses (:func:`enchufe.cli.tool.run_tool`).
+"""
+
+from __future__ import annotations
+
+from enchufe.cli.tool import Report, run_tool
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from enchufe.address import Address
+    from enchufe.cli.signals import SignalHandlers
+    from enchufe.net.listen import Listener
+    from enchufe.net.loop import EventLoop
+    from enchufe.net.resolve import SystemResolver
+    from enchufe.serve.proxy_server import ClientEnd, ProxyServer
+    from enchufe.tools.relay import DatagramRelay, Endpoint
+
+__all__ = ["USAGE", "main"]
+
+PROGRAM = "enchufe-relay"
+
+USAGE = """\
+Usage: enchufe-relay [options] LISTEN TARGET
+
+Relays every client of LISTEN to its own connection to TARGET, many clients at once on
+one thread, bytes moved by splice, half-close both ways, until a signal.
+
+Addresses:
+  8080, :8080            TCP on every local address, port 8080 (LISTEN only)
+  127.0.0.1:80, [::1]:22 TCP to or on that address
+  unix:/run/app.sock     a Unix stream socket (also /path, ./path, @abstract)
+  udp:127.0.0.1:53       UDP (both sides must be UDP)
+
+Options:
+  -4                     Use IPv4 only
+  -6                     Use IPv6 only
+  -u, --udp              Both sides are UDP (as the udp: prefix)
+  -n, --nodns            Do not resolve hostnames via DNS
+  -m, --max-conns <n>    Maximum <n> clients at once (default: 1000)
+  -i, --idle-timeout <t> Close a connection (or UDP session) idle for <t> (default for UDP: 60s)
+  -w, --wait <t>         Connect timeout to TARGET (default: 10s)
+      --allow            Allow only given hosts to connect
+      --deny             Deny given hosts from connecting
+  -v, --verbose          A line per client on stderr: its start, its end with bytes each way
+      --json             A JSON line per finished connection on stdout
+  -h, --help             Display this help screen
+      --version          Display the version and exit
+
+Times are in seconds, or with a unit: 500ms, 2s, 1m, 1h.
+TLS on either side (--ssl, --target-ssl) is not supported yet.
+"""
+
+_SHORT_OPTIONS = "46unm:i:w:vh"
+_LONG_OPTIONS = [
+    "udp",
+    "nodns",
+    "max-conns=",
+    "idle-timeout=",
+    "wait=",
+    "allow=",
+    "deny=",
+    "verbose",
+    "json",
+    "help",
+    "version",
+]
+_LONG_TO_SHORT = {
+    "--udp": "-u",
+    "--nodns": "-n",
+    "--max-conns": "-m",
+    "--idle-timeout": "-i",
+    "--wait": "-w",
+    "--verbose": "-v",
+    "--help": "-h",
+}
+#: Clients at once by default: each costs six descriptors (two sockets, two pipes).
+DEFAULT_MAX_CLIENTS = 1000
+#: A UDP session's idle expiry by default: datagrams have no end to wait for.
+DEFAULT_UDP_IDLE = 60.0
+_DESCRIPTORS_PER_CLIENT = 6
+
+
+class _Options:
+    def __init__(self) -> None:
+        self.listen: Endpoint | None = None
+        self.target: Endpoint | None = None
+        self.family = 0
+        self.numeric_only = False
+        self.max_clients = DEFAULT_MAX_CLIENTS
+        self.idle_timeout: float | None = None
+        self.connect_timeout = 10.0
+        self.access: list[tuple[str, str]] = []
+        self.verbosity = 0
+        self.json = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``enchufe-relay`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"]):
+        sys.stdout.write(USAGE)
+        return 0
+    if args[:1] == ["--version"]:
+        from enchufe import __version__
+
+        sys.stdout.write(f"{PROGRAM} {__version__}\n")
+        return 0
+    return run_tool(PROGRAM, lambda: _run(args))
+
+
+def _run(args: list[str]) -> int:
+    options = _parse(args)
+    if options is None:
+        import sys
+
+        sys.stdout.write(USAGE)
+        return 0
+    from enchufe.cli.signals import SignalHandlers, Signalled
+
+    report = Report(PROGRAM, json=options.json, verbosity=options.verbosity)
+    try:
+        with SignalHandlers() as signals:
+            _relay(options, report, signals)
+    except Signalled as signalled:
+        return 128 + signalled.signum
+    return 0
+
+
+def _parse(args: list[str]) -> _Options | None:
+    """The options, or ``None`` for ``-h`` or ``--version`` given later (usage shown)."""
+    import socket
+
+    from enchufe.cli.config import UsageError
+    from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
+    from enchufe.errors import AddressError
+    from enchufe.timespec import parse_duration
+    from enchufe.tools.relay import parse_endpoint
+
+    options = _Options()
+    operands: list[str] = []
+    udp = False
+    try:
+        for name, value in gnu_getopt(args, _SHORT_OPTIONS, _LONG_OPTIONS):
+            name = _LONG_TO_SHORT.get(name, name)
+            if not name:
+                operands.append(value)
+            elif name in ("-h", "--version"):
+                return None
+            elif name == "-4":
+                options.family = socket.AF_INET
+            elif name == "-6":
+                options.family = socket.AF_INET6
+            elif name == "-u":
+                udp = True
+            elif name == "-n":
+                options.numeric_only = True
+            elif name == "-m":
+                if not (value.isascii() and value.isdigit()) or int(value) < 1:
+                    raise UsageError(f"Invalid maximum connections: {value!r}.")
+                options.max_clients = int(value)
+            elif name in ("-i", "-w"):
+                seconds = parse_duration(value)
+                if seconds <= 0:
+                    raise UsageError(f"Invalid {'idle' if name == '-i' else 'connect'} timeout: {value!r}.")
+                if name == "-i":
+                    options.idle_timeout = seconds
+                else:
+                    options.connect_timeout = seconds
+            elif name in ("--allow", "--deny"):
+                options.access.append((name[2:], value))
+            elif name == "-v":
+                options.verbosity += 1
+            elif name == "--json":
+                options.json = True
+        if len(operands) != 2:
+            raise UsageError("Expected two addresses, LISTEN and TARGET; see --help.")
+        options.listen = parse_endpoint(operands[0], udp=udp)
+        options.target = parse_endpoint(operands[1], udp=udp)
+    except GetoptError as exc:
+        raise UsageError(f"{exc}.") from None
+    except AddressError as exc:
+        raise UsageError(f"{exc}.") from None
+    if options.listen.udp != options.target.udp:
+        raise UsageError("Both sides must be UDP, or neither.")
+    if options.target.address is None:
+        raise UsageError("TARGET needs a host: 127.0.0.1:PORT, [::1]:PORT or a Unix socket.")
+    return options
+
+
+def _relay(options: _Options, report: Report, signals: SignalHandlers) -> None:
+    """Listen, relay until a signal, close everything."""
+    from enchufe.cli.modes import _make_room_for
+    from enchufe.net.listen import open_listeners
+    from enchufe.net.loop import EventLoop
+    from enchufe.net.resolve import SystemResolver
+
+    assert options.listen is not None and options.target is not None
+    listen = options.listen
+    resolver = SystemResolver(numeric_only=options.numeric_only)
+    access = _access(options)
+    _make_room_for(options.max_clients, _DESCRIPTORS_PER_CLIENT)
+    listeners = open_listeners(
+        listen.address,
+        port=listen.port,
+        transport="datagram" if listen.udp else "stream",
+        family=options.family,
+        resolver=resolver,
+    )
+    for listener in listeners:
+        report.info(f"Listening on {listener.address}")
+    with EventLoop() as loop:
+        relay = _make_relay(loop, listeners, options, report, resolver, access)
+        signals.on_signal = loop.stop
+        _wake_on_signals(loop, signals)
+        relay.start()
+        try:
+            if signals.pending is None:  # after on_signal is set: no signal is missed
+                loop.run_forever()
+        finally:
+            signals.on_signal = None
+            relay.close()
+
+
+def _make_relay(
+    loop: EventLoop,
+    listeners: list[Listener],
+    options: _Options,
+    report: Report,
+    resolver: SystemResolver,
+    access: Callable[[Address | None], bool] | None,
+) -> DatagramRelay | ProxyServer:
+    """The stream or datagram relay, telling each client's start (-v) and end (-v, --json)."""
+    import socket
+
+    from enchufe.address import InetAddress
+    from enchufe.cli.modes import _describe
+    from enchufe.tools.relay import DatagramRelay, stream_relay
+
+    assert options.target is not None
+    target = options.target
+    target_text = str(target)
+
+    def joined(peer: Address | None) -> None:
+        report.info(f"Connection from {_describe(peer)} to {target_text}.")
+
+    def ended(end: ClientEnd) -> None:
+        how = end.reason if end.error is None else f"{end.reason}: {end.error}"
+        report.info(
+            f"Connection from {_describe(end.peer)} closed ({how}): "
+            f"{end.sent} bytes to {target_text}, {end.received} bytes back, {end.duration:.3f} s."
+        )
+        record = {
+            "peer": _describe(end.peer),
+            "target": target_text,
+            "sent": end.sent,
+            "received": end.received,
+            "seconds": round(end.duration, 6),
+            "end": end.reason,
+            "error": end.error,
+        }
+        report.result(record, None)
+
+    def refused(peer: Address | None, reason: str) -> None:
+        report.info(f"New connection from {_describe(peer)} denied: {reason}")
+
+    if target.udp:
+        assert isinstance(target.address, InetAddress)
+        host, port = target.address.host, target.address.port
+        found = resolver.resolve(host, port, family=options.family, type=socket.SOCK_DGRAM, proto=0)
+        return DatagramRelay(
+            loop,
+            listeners,
+            found[0],
+            max_clients=options.max_clients,
+            access=access,
+            idle_timeout=options.idle_timeout or DEFAULT_UDP_IDLE,
+            on_open=joined,
+            on_close=ended,
+            on_refused=refused,
+        )
+    assert target.address is not None
+    return stream_relay(
+        loop,
+        listeners,
+        target.address,
+        max_connections=options.max_clients,
+        access=access,
+        idle_timeout=options.idle_timeout,
+        connect_timeout=options.connect_timeout,
+        resolver=resolver,
+        family=options.family,
+        on_accept=joined,
+        on_refused=refused,
+        on_close=ended,
+    )
+
+
+def _wake_on_signals(loop: EventLoop, signals: SignalHandlers) -> None:
+    """Watch the signal wake-up pipe: Python runs the handler (``loop.stop``) only once
+    the main thread, asleep in the loop's selector, wakes up."""
+    import contextlib
+    import os
+
+    wake_fd = signals.wake_fd
+    if wake_fd is not None:
+
+        def drain() -> None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_fd, 64)
+
+        loop.add_reader(wake_fd, drain)
+
+
+def _access(options: _Options) -> Callable[[Address | None], bool] | None:
+    """--allow/--deny as a predicate on peers (``enchufe.acl``, ncat's syntax); a Unix
+    peer has no address to judge and is let in."""
+    if not options.access:
+        return None
+    from enchufe.acl import AccessList
+    from enchufe.address import InetAddress
+    from enchufe.cli.config import UsageError
+    from enchufe.cli.modes import _every_address_of
+    from enchufe.errors import AddressError
+
+    acl = AccessList(resolve=None if options.numeric_only else _every_address_of)
+    try:
+        for kind, value in options.access:
+            (acl.allow if kind == "allow" else acl.deny)(value)
+    except AddressError as exc:
+        raise UsageError(f"{exc}.") from None
+
+    def permits(peer: Address | None) -> bool:
+        return not isinstance(peer, InetAddress) or acl.permits(peer.host)
+
+    return permits
