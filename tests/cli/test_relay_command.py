@@ -9,13 +9,16 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from support.cli_e2e import TcpServer, recv_exactly, recv_until_eof
 from support.procs import Process, free_port, run, run_tool, tool
+from support.tls import TlsFiles
 from test_startup import HEAVY, SRC
 
 TIMEOUT = 10.0
@@ -164,3 +167,70 @@ def test_socat_as_a_client_through_the_relay_and_as_its_target() -> None:
                 result = run(["socat", "-t", "5", "-", f"TCP:127.0.0.1:{port}"], input=payload)
                 assert result.returncode == 0, result.stderr
                 assert result.stdout.split()[0].decode() == hashlib.sha256(payload).hexdigest()
+
+
+# -- TLS on either side ---------------------------------------------------------------------
+
+
+class TlsTarget:
+    """A one-connection TLS server in a thread: answers ``pong:`` and what it read."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, args=(context,))
+        self.thread.start()
+
+    def _serve(self, context: ssl.SSLContext) -> None:
+        self.listener.settimeout(TIMEOUT)
+        try:
+            raw, _ = self.listener.accept()
+            with context.wrap_socket(raw, server_side=True) as conn:
+                conn.settimeout(TIMEOUT)
+                conn.sendall(b"pong:" + conn.recv(100))
+        except (OSError, ssl.SSLError) as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        self.thread.join(TIMEOUT)
+        self.listener.close()
+
+
+def test_tls_clients_on_the_listening_side(tls_files: TlsFiles) -> None:
+    with TcpServer() as target, relay(*tls_files.listener_options, "127.0.0.1:0", f"127.0.0.1:{target.port}") as cmd:
+        raw = connect(cmd.listening_port())
+        with tls_files.client_context().wrap_socket(raw, server_hostname="localhost") as sock, target.accept() as far:
+            sock.sendall(b"over tls")
+            assert recv_exactly(far, 8) == b"over tls"  # plaintext on the target's side
+            far.sendall(b"back")
+            assert recv_exactly(sock, 4) == b"back"
+
+
+def test_tls_to_the_target_verified_with_a_trust_file(tls_files: TlsFiles) -> None:
+    target = TlsTarget(tls_files.server_context())
+    try:
+        options = ("--target-ssl-trustfile", tls_files.ca, "--target-ssl-servername", "localhost")
+        with relay(*options, "127.0.0.1:0", f"127.0.0.1:{target.port}") as cmd, connect(cmd.listening_port()) as sock:
+            sock.sendall(b"ping")
+            assert recv_until_eof(sock) == b"pong:ping"
+    finally:
+        target.close()
+    assert target.error is None
+
+
+def test_a_target_whose_certificate_does_not_verify_costs_its_client_only(tls_files: TlsFiles) -> None:
+    target = TlsTarget(tls_files.server_context())
+    try:
+        with relay("--target-ssl", "127.0.0.1:0", f"127.0.0.1:{target.port}") as cmd:
+            with connect(cmd.listening_port()) as sock:
+                sock.sendall(b"ping")
+                try:
+                    received = recv_until_eof(sock)
+                except ConnectionResetError:  # the failed side's reset, passed on
+                    received = b""
+                assert received == b""  # nothing of the target reaches the client
+            cmd.wait_for_line(r"TLS failed for the connection from 127\.0\.0\.1:\d+: Certificate verification failed")
+            assert cmd.popen.poll() is None
+    finally:
+        target.close()

@@ -12,10 +12,12 @@ from enchufe.cli.tool import Report, run_tool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
 
     from enchufe.address import Address
     from enchufe.cli.signals import SignalHandlers
+    from enchufe.errors import NetworkError
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop
     from enchufe.net.resolve import SystemResolver
@@ -53,8 +55,18 @@ Options:
   -h, --help             Display this help screen
       --version          Display the version and exit
 
+TLS (TCP and Unix stream sides):
+      --ssl              Clients speak TLS to LISTEN (a temporary certificate unless
+                         --ssl-cert and --ssl-key are given)
+      --ssl-cert <file>  The listening side's certificate (PEM); implies --ssl
+      --ssl-key <file>   Its private key (PEM); implies --ssl
+      --target-ssl       Speak TLS to TARGET, verifying its certificate and name
+                         against the system's CAs
+      --target-ssl-trustfile <file>  Trust these CAs (PEM) for TARGET instead
+      --target-ssl-servername <name> The name TARGET's certificate must have (and SNI)
+      --target-ssl-noverify          Do not verify TARGET's certificate
+
 Times are in seconds, or with a unit: 500ms, 2s, 1m, 1h.
-TLS on either side (--ssl, --target-ssl) is not supported yet.
 """
 
 _SHORT_OPTIONS = "46unm:i:w:vh"
@@ -70,6 +82,13 @@ _LONG_OPTIONS = [
     "json",
     "help",
     "version",
+    "ssl",
+    "ssl-cert=",
+    "ssl-key=",
+    "target-ssl",
+    "target-ssl-trustfile=",
+    "target-ssl-servername=",
+    "target-ssl-noverify",
 ]
 _LONG_TO_SHORT = {
     "--udp": "-u",
@@ -99,6 +118,13 @@ class _Options:
         self.access: list[tuple[str, str]] = []
         self.verbosity = 0
         self.json = False
+        self.ssl = False
+        self.ssl_cert: str | None = None
+        self.ssl_key: str | None = None
+        self.target_ssl = False
+        self.target_trustfile: str | None = None
+        self.target_servername: str | None = None
+        self.target_verify = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +207,20 @@ def _parse(args: list[str]) -> _Options | None:
                 options.verbosity += 1
             elif name == "--json":
                 options.json = True
+            elif name in ("--ssl", "--ssl-cert", "--ssl-key"):
+                options.ssl = True
+                if name == "--ssl-cert":
+                    options.ssl_cert = value
+                elif name == "--ssl-key":
+                    options.ssl_key = value
+            elif name.startswith("--target-ssl"):
+                options.target_ssl = True
+                if name == "--target-ssl-trustfile":
+                    options.target_trustfile = value
+                elif name == "--target-ssl-servername":
+                    options.target_servername = value
+                elif name == "--target-ssl-noverify":
+                    options.target_verify = False
         if len(operands) != 2:
             raise UsageError("Expected two addresses, LISTEN and TARGET; see --help.")
         options.listen = parse_endpoint(operands[0], udp=udp)
@@ -193,6 +233,10 @@ def _parse(args: list[str]) -> _Options | None:
         raise UsageError("Both sides must be UDP, or neither.")
     if options.target.address is None:
         raise UsageError("TARGET needs a host: 127.0.0.1:PORT, [::1]:PORT or a Unix socket.")
+    if (options.ssl or options.target_ssl) and options.listen.udp:
+        raise UsageError("TLS works over stream sockets only, not UDP.")
+    if (options.ssl_cert is None) != (options.ssl_key is None):
+        raise UsageError("The --ssl-key and --ssl-cert options must be used together.")
     return options
 
 
@@ -288,6 +332,11 @@ def _make_relay(
             on_refused=refused,
         )
     assert target.address is not None
+    tls, upstream_tls = _contexts(options, report)
+
+    def tls_failed(peer: Address | None, error: NetworkError) -> None:
+        report.info(f"TLS failed for the connection from {_describe(peer)}: {error}")  # either side's
+
     return stream_relay(
         loop,
         listeners,
@@ -301,7 +350,32 @@ def _make_relay(
         on_accept=joined,
         on_refused=refused,
         on_close=ended,
+        tls=tls,
+        upstream_tls=upstream_tls,
+        upstream_server_hostname=options.target_servername,
+        on_tls_failed=tls_failed,
     )
+
+
+def _contexts(options: _Options, report: Report) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The listening side's server context and the target side's client context, as asked."""
+    tls = upstream_tls = None
+    if options.ssl:
+        from enchufe.net.tls import server_context
+
+        if options.ssl_cert is not None:
+            tls = server_context(options.ssl_cert, options.ssl_key)
+        else:
+            from enchufe.net.selfsigned import make_temporary_certificate
+
+            with make_temporary_certificate() as temporary:
+                tls = server_context(temporary.certfile, temporary.keyfile)
+            report.info(f"Temporary certificate, SHA-1 fingerprint: {temporary.fingerprint}")
+    if options.target_ssl:
+        from enchufe.net.tls import client_context
+
+        upstream_tls = client_context(verify=options.target_verify, cafile=options.target_trustfile)
+    return tls, upstream_tls
 
 
 def _wake_on_signals(loop: EventLoop, signals: SignalHandlers) -> None:

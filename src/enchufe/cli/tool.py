@@ -107,9 +107,9 @@ class Report:
 def run_tool(program: str, work: Callable[[], int], *, err: TextIO | None = None) -> int:
     """Run a tool's ``work()`` and turn what escapes it into ncat's exit statuses and one
     line on stderr: a usage error 2 (``program: message QUITTING.``), a network error 1,
-    a resolve or permission error 2, an interrupt 130."""
+    a resolve, TLS set-up or permission error 2, an interrupt 130."""
     from enchufe.cli.config import UsageError
-    from enchufe.errors import NetworkError, ResolveError
+    from enchufe.errors import NetworkError, ResolveError, TlsSetupError
 
     stream = sys.stderr if err is None else err
     try:
@@ -117,7 +117,7 @@ def run_tool(program: str, work: Callable[[], int], *, err: TextIO | None = None
     except UsageError as exc:
         stream.write(f"{program}: {exc} QUITTING.\n")
         return status.OTHER_ERROR
-    except ResolveError as exc:
+    except (ResolveError, TlsSetupError) as exc:
         stream.write(f"{program}: {exc}. QUITTING.\n")
         return status.OTHER_ERROR
     except NetworkError as exc:

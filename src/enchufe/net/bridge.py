@@ -6,7 +6,8 @@ when one side cannot be spliced because its bytes are not the socket's: a
 protocols, :attr:`Bridge.a` and :attr:`Bridge.b`, each made the protocol of one
 transport; then:
 
-- data received on one side is written to the other;
+- data received on one side is written to the other; a side made first (a socket,
+  while the TLS side is still in its handshake) is not read until the other is made;
 - **backpressure:** when one side's output buffer passes its high-water mark
   (``pause_writing``), the other side stops reading until it drains
   (``resume_writing``);
@@ -43,6 +44,11 @@ class _Side(StreamProtocol):
 
     def connection_made(self, transport: ClientTransport) -> None:
         self.transport = transport
+        assert self.other is not None
+        if self.other.transport is None:
+            transport.pause_reading()  # nowhere to write yet: a TLS side still in its handshake
+        else:
+            self.other.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         assert self.other is not None

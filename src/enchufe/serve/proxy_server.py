@@ -136,8 +136,13 @@ class ProxyServer:
         on_idle: ``on_idle(peer)`` when a client is closed by ``idle_timeout`` or
             ``request_timeout``.
         tls: a server context: clients speak TLS (see the module docstring).
+        upstream_tls: a client context: the server speaks TLS to every upstream (the
+            relay's ``--target-ssl``), in the same way.
+        upstream_server_hostname: the name upstream's certificate is checked against,
+            and sent by SNI; by default the host each :class:`OpenUpstream` named.
         handshake_timeout: seconds a TLS client has for its handshake.
-        on_tls_failed: ``on_tls_failed(peer, error)`` when a client's TLS handshake fails.
+        on_tls_failed: ``on_tls_failed(peer, error)`` when a TLS handshake fails, the
+            client's or its upstream's.
         on_close: ``on_close(end)`` when an admitted client is closed, whatever the
             reason (a :class:`ClientEnd`).
     """
@@ -161,6 +166,8 @@ class ProxyServer:
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         on_tls_failed: Callable[[Address | None, NetworkError], None] | None = None,
+        upstream_tls: ssl.SSLContext | None = None,
+        upstream_server_hostname: str | None = None,
         on_close: Callable[[ClientEnd], None] | None = None,
     ) -> None:
         self.loop = loop
@@ -178,6 +185,8 @@ class ProxyServer:
         self.tls = tls
         self.handshake_timeout = handshake_timeout
         self.on_tls_failed = on_tls_failed
+        self.upstream_tls = upstream_tls
+        self.upstream_server_hostname = upstream_server_hostname
         self.on_close = on_close
         self._sessions: set[_Session] = set()
         #: Each TLS client's bridge, and the two sockets under its transports.
@@ -229,19 +238,27 @@ class ProxyServer:
 
     def _accepted(self, sock: socket.socket, peer: Address | None) -> None:
         if self.tls is not None:
-            sock = self._terminate_tls(sock, peer)
+            sock = self._secure(sock, self.tls, peer, server_side=True)
         session = _Session(self, sock, peer)
         self._sessions.add(session)
         if self.on_accept is not None:
             self.on_accept(peer)
         session.start()
 
-    def _terminate_tls(self, sock: socket.socket, peer: Address | None) -> socket.socket:
-        """Decrypt the client on ``sock``; return the socket its session reads instead."""
+    def _secure(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        peer: Address | None,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> socket.socket:
+        """Run TLS over ``sock`` (a client's, or upstream's); return the socket of
+        plaintext its session uses instead."""
         from enchufe.net.tls_transport import TlsTransport  # only a TLS server pays for ssl
         from enchufe.net.transport import SocketTransport
 
-        assert self.tls is not None
         inner, outer = socket.socketpair()
 
         def closed(error: NetworkError | None) -> None:
@@ -255,10 +272,11 @@ class ProxyServer:
 
         tls_side = TlsTransport(
             self.loop,
-            self.tls,
+            context,
             bridge.a,
             on_handshake_failed=failed,
-            server_side=True,
+            server_side=server_side,
+            server_hostname=server_hostname,
             handshake_timeout=self.handshake_timeout,
         )
         self._bridges[bridge] = (sock, outer)
@@ -310,6 +328,7 @@ class _Session:
         self._writing_client = False
         self._writing_upstream = False
         self._asked = False  # an OpenUpstream came: the request timeout is over
+        self._asked_host: str | None = None  # the host it named
         self._closing = False  # Close: no more reading, close once the replies are out
         self._client_ended = False
         self._tunnel: Tunnel | None = None
@@ -426,11 +445,13 @@ class _Session:
 
     def _open_upstream(self, host: str, port: int) -> None:
         self._asked = True
+        self._asked_host = host
         self._want_read(False)
         self.server._resolve(self, host, port)
 
     def _open_unix_upstream(self, address: UnixAddress) -> None:
         self._asked = True
+        self._asked_host = None
         self._want_read(False)
         if not self._attempt_connect(socket.AF_UNIX, address.sockaddr()):
             self.upstream_failed(self._last_failure)
@@ -483,8 +504,13 @@ class _Session:
             self._last_failure = _FAILURES.get(code, "failed")
             self._try_next()
             return
-        self.upstream = sock
         host, port = ("", 0) if sock.family == socket.AF_UNIX else sock.getsockname()[:2]
+        if self.server.upstream_tls is not None:
+            name = self.server.upstream_server_hostname or self._asked_host
+            sock = self.server._secure(
+                sock, self.server.upstream_tls, self.peer, server_side=False, server_hostname=name
+            )
+        self.upstream = sock
         self._moved()
         self._carry_out(self.negotiator.upstream_connected, host, port)
         if self.upstream is not None and self._tunnel is None and not self._closed:
