@@ -155,7 +155,12 @@ class BenchSpec:
         """The spec a peer sent. Raises :class:`ProtocolError` for anything else."""
         if not isinstance(record, dict):
             raise ProtocolError("the test is not an object")
-        names = {"protocol": str, "mode": str, "seconds": (int, float), "total_bytes": (int, type(None))}
+        names: dict[str, type | tuple[type, ...]] = {
+            "protocol": str,
+            "mode": str,
+            "seconds": (int, float),
+            "total_bytes": (int, type(None)),
+        }
         names |= {"length": int, "streams": int, "direction": str, "rate": (int, float)}
         for key, value in record.items():
             if key not in names or not isinstance(value, names[key]) or isinstance(value, bool):
@@ -377,7 +382,9 @@ class _ZeroSource:
         os.close(self.fd)
 
 
-def _send_stream(sock: socket.socket, source: _ZeroSource, counter: _Counter, deadline: float, limit: int | None) -> None:
+def _send_stream(
+    sock: socket.socket, source: _ZeroSource, counter: _Counter, deadline: float, limit: int | None
+) -> None:
     """Send zeros until ``deadline`` or ``limit`` bytes, then half-close."""
     use_sendfile = True
     fd = sock.fileno()
@@ -433,7 +440,7 @@ def _round_trips(
 
 
 def _udp_send(
-    send: Callable[[bytes | memoryview], object],
+    send: Callable[[bytes | bytearray | memoryview], object],
     test_id: int,
     stream: int,
     length: int,
@@ -768,7 +775,7 @@ class BenchServer:
         counter = _Counter(stream, "reverse")
         began = time.monotonic()
 
-        def send(datagram: bytes | memoryview) -> object:
+        def send(datagram: bytes | bytearray | memoryview) -> object:
             return sock.sendto(datagram, peer)
 
         _udp_send(send, test.test_id, stream, spec.length, spec.rate, counter, began + spec.seconds, spec.share(stream))
@@ -987,7 +994,7 @@ class _Client:
             try:
                 barrier.wait()
                 target()
-            except BaseException as exc:  # reported by the caller after the join
+            except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the join
                 self.errors.append(exc)
             finally:
                 with remaining_lock:
