@@ -587,6 +587,8 @@ class BenchServer:
         self._test: _Test | None = None
         self._busy = threading.Lock()
         self.tests_run = 0
+        #: Set when a test's streams start, and when a test ends (the command's -1 waits on it).
+        self.test_started = threading.Event()
         self.test_finished = threading.Event()
         self._server = Server(listeners, self._handle, name="bench", on_error=self._report_error)
 
@@ -668,6 +670,7 @@ class BenchServer:
             if "start" not in _read_json_line(conn, "start"):
                 raise ConnectionLost("expected the start")
             test.started.set()
+            self.test_started.set()
             if "done" not in _read_json_line(conn, "done"):
                 raise ConnectionLost("expected the end of the test")
             expected = len(spec.directions) * spec.streams if spec.protocol != "udp" else 0
