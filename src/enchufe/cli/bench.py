@@ -262,7 +262,8 @@ def _client(options: dict[str, str], report: Report) -> int:
             rate=_size(options, "-b", base=1000, default=1e6) or 1e6,
         )
     except ProtocolError as exc:
-        raise UsageError(f"{str(exc).capitalize()}.") from None
+        text = str(exc)
+        raise UsageError(f"{text[:1].upper()}{text[1:]}.") from None
     address = UnixAddress(options["-U"]) if "-U" in options else InetAddress(options["-c"], _port(options))
     interval = _seconds(options, "-i", 1.0) or None
     where = f"socket {address}" if "-U" in options else f"host {options['-c']}, port {_port(options)}"
