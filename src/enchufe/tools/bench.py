@@ -1021,7 +1021,7 @@ class _Client:
                     on_interval(Interval(last, now, streams))
                 last, seen = now, counts
             elapsed = time.monotonic() - began
-            if interval is not None and on_interval is not None and elapsed - last > interval / 10:
+            if interval is not None and on_interval is not None and elapsed > last:  # the rest, however short
                 counts = [counter.count for _, _, counter in work]
                 streams = [(c.stream, c.direction, n - s) for (_, _, c), n, s in zip(work, counts, seen, strict=True)]
                 on_interval(Interval(last, elapsed, streams))
