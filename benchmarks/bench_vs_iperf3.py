@@ -1,0 +1,87 @@
+"""enchufe-bench against iperf3 on the same loopback: TCP throughput, one stream and four.
+
+Each round runs both servers' -1 mode and both clients for the same -t, alternating, and
+prints the receiver's Gbit/s of each. Not a test: numbers depend on the machine.
+
+    PYTHONPATH=src python3 benchmarks/bench_vs_iperf3.py [-t SECONDS] [-r ROUNDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def run_pair(server: list[str], client: list[str]) -> bytes:
+    with subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+        for _ in range(200):  # neither server says when it listens on a pipe: retry the client
+            result = subprocess.run(client, capture_output=True, timeout=120, check=False)
+            if result.returncode == 0:
+                process.wait(timeout=30)
+                return result.stdout
+            time.sleep(0.02)
+        process.kill()
+    raise RuntimeError(f"{client[0]} never ran: {result.stderr!r}")
+
+
+def enchufe(seconds: float, streams: int) -> float:
+    port = str(free_port())
+    out = run_pair(
+        [sys.executable, "-m", "enchufe.bench", "-s", "-4", "-1", "-p", port],
+        [
+            sys.executable,
+            "-m",
+            "enchufe.bench",
+            "-c",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-t",
+            str(seconds),
+            "-P",
+            str(streams),
+            "--json",
+        ],
+    )
+    return float(json.loads(out.splitlines()[-1])["receiver"]["bits_per_second"]) / 1e9
+
+
+def iperf3(seconds: float, streams: int) -> float:
+    port = str(free_port())
+    out = run_pair(
+        ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port],
+        ["iperf3", "-c", "127.0.0.1", "-p", port, "-t", str(seconds), "-P", str(streams), "-J"],
+    )
+    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-t", type=float, default=3.0)
+    parser.add_argument("-r", type=int, default=3)
+    args = parser.parse_args()
+    for streams in (1, 4):
+        ours, theirs = [], []
+        for _ in range(args.r):
+            ours.append(enchufe(args.t, streams))
+            theirs.append(iperf3(args.t, streams))
+        print(
+            f"-P {streams}: enchufe-bench {statistics.median(ours):.1f} Gbit/s ({min(ours):.1f} to {max(ours):.1f}),"
+            f" iperf3 {statistics.median(theirs):.1f} Gbit/s ({min(theirs):.1f} to {max(theirs):.1f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
