@@ -7,8 +7,8 @@ module of :mod:`enchufe.cli` that parses its options with :mod:`enchufe.cli.gnu_
 hands its work to :func:`run_tool`:
 
 - **Results** go to stdout through :meth:`Report.result`: the tool's text line, or with
-  ``--json`` one JSON object per line (keys stable and documented in docs/tools.md, no
-  text mixed in). Every line is flushed at once, so a pipe sees results as they come.
+  ``--json`` one JSON object per line (keys stable and documented on the tool's page in
+  docs/tools/, no text mixed in). Every line is flushed at once, so a pipe sees results as they come.
 - **Messages** go to stderr, prefixed with the program's name: :meth:`Report.info` with
   ``-v`` only, :meth:`Report.error` always.
 - **Progress** (:meth:`Report.progress`) is one line on stderr rewritten in place, and
