@@ -17,6 +17,7 @@ from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.cli import status
 from enchufe.cli.config import Config
 from enchufe.cli.output import Messages, SessionLog
+from enchufe.cli.serving import access_predicate, describe_peer, make_room_for, wake_on_signals
 from enchufe.cli.signals import SignalHandlers
 from enchufe.errors import CertificateError, ConnectTimeout, NetworkError, TimedOut
 from enchufe.net.connection import Connection
@@ -41,9 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
-#: Descriptors the command itself holds beside its clients' (stdio, listeners, the
-#: loop's selector and wake-up pipe, the signal pipe, the input thread's stop pipe).
-_DESCRIPTORS_OF_OUR_OWN = 32
 #: Seconds a handler that ignores its closed connection gets before the command exits.
 _ABANDON_AFTER = 1.0
 #: ncat's -z over UDP: how long silence must last to call the port open.
@@ -259,7 +257,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     with conn:
         if config.max_conns == 0:
             _refuse_every_connection(conn, env)
-        messages.info(f"Connection from {_describe(conn.peer)}.")
+        messages.info(f"Connection from {describe_peer(conn.peer)}.")
         if tls is not None:
             from enchufe.cli.tls_setup import accept_tls
 
@@ -341,39 +339,7 @@ def _accept_dtls(
 def _access_list(config: Config, messages: Messages) -> Callable[[Address | None], bool] | None:
     """--allow/--deny/--allowfile/--denyfile as a predicate on peers, read before
     listening as ncat does; names are resolved now, once (not with -n)."""
-    if not config.access:
-        return None
-    from enchufe.acl import AccessList
-    from enchufe.errors import AddressError
-
-    acl = AccessList(resolve=None if config.numeric_only else _every_address_of)
-    try:
-        for kind, value in config.access:
-            if kind == "allow":
-                acl.allow(value)
-            elif kind == "deny":
-                acl.deny(value)
-            else:
-                try:
-                    with open(value) as file:
-                        (acl.allow_file if kind == "allowfile" else acl.deny_file)(file, value)
-                except OSError as exc:
-                    raise AddressError(f"can't open {value}: {exc.strerror}") from None
-    except AddressError as exc:
-        if exc.__cause__ is not None:
-            messages.error(str(exc.__cause__))  # ncat's detail line, before its QUITTING line
-        raise
-
-    def permits(peer: Address | None) -> bool:
-        return not isinstance(peer, InetAddress) or acl.permits(peer.host)
-
-    return permits
-
-
-def _every_address_of(name: str) -> list[str]:
-    import socket
-
-    return [str(info[4][0]) for info in socket.getaddrinfo(name, None)]
+    return access_predicate(config.access, numeric_only=config.numeric_only, on_detail=messages.error)
 
 
 def _keep_open(
@@ -393,7 +359,7 @@ def _keep_open(
     (no client in time) with TIMEOUT, a failure of the host's own (a stdout or a -o
     log that cannot be written) with the single session's message and status."""
     max_clients = 100 if config.max_conns is None else config.max_conns
-    _make_room_for(max_clients, _descriptors_per_client(config))
+    make_room_for(max_clients, _descriptors_per_client(config))
     if config.exec_argv is not None or config.py_handler is not None:
         return _exec_each(config, env, listeners, access, max_clients, logs, tls)
     from enchufe.net.loop import EventLoop
@@ -410,13 +376,13 @@ def _keep_open(
         room = Room(mode, observer=0 if config.host_sees_room else None)  # the host is ncat's <user0>
 
     def joined(peer: Address | None) -> None:
-        messages.info(f"Connection from {_describe(peer)}.")
+        messages.info(f"Connection from {describe_peer(peer)}.")
 
     def refused(peer: Address | None, reason: str) -> None:
         messages.info(f"New connection denied: {reason}")
 
     def dropped(peer: Address | None, reason: str) -> None:
-        messages.info(f"Disconnected {_describe(peer)}: {reason}.")
+        messages.info(f"Disconnected {describe_peer(peer)}: {reason}.")
 
     def idle(peer: Address | None) -> None:
         assert config.idle_timeout is not None
@@ -494,17 +460,17 @@ def _proxy_server(
 
     messages = env.messages
     max_clients = 100 if config.max_conns is None else config.max_conns
-    _make_room_for(max_clients, 6)  # a client, its upstream and the two pumps' pipes (two descriptors each)
+    make_room_for(max_clients, 6)  # a client, its upstream and the two pumps' pipes (two descriptors each)
     negotiator = _negotiators(config)
 
     def joined(peer: Address | None) -> None:
-        messages.info(f"Connection from {_describe(peer)}.")
+        messages.info(f"Connection from {describe_peer(peer)}.")
 
     def refused(peer: Address | None, reason: str) -> None:
         messages.info(f"New connection denied: {reason}")
 
     def idle(peer: Address | None) -> None:
-        messages.info(f"Disconnected {_describe(peer)}: timed out.")
+        messages.info(f"Disconnected {describe_peer(peer)}: timed out.")
 
     with EventLoop() as loop:
         server = ProxyServer(
@@ -530,7 +496,7 @@ def _proxy_server(
 def _serve_until_signal(loop: EventLoop, env: Environment, server: KeepOpen | ProxyServer) -> None:
     """Run ``server`` on ``loop`` until the loop stops: a signal, or the server's own end."""
     env.signals.on_signal = loop.stop
-    _wake_on_signals(loop, env)
+    wake_on_signals(loop, env.signals)
     server.start()
     try:
         if env.signals.pending is None:  # after on_signal is set: no signal is missed
@@ -579,20 +545,6 @@ def _client_label(peer: Address | None, number: int) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _wake_on_signals(loop: EventLoop, env: Environment) -> None:
-    """Watch the signal wake-up pipe on ``loop``: the kernel may deliver a signal to
-    any thread, and Python runs its handler (``on_signal``) only once the main thread,
-    asleep in the loop's selector, wakes up."""
-    wake_fd = env.signals.wake_fd
-    if wake_fd is not None:
-
-        def drain() -> None:
-            with contextlib.suppress(BlockingIOError):
-                os.read(wake_fd, 64)
-
-        loop.add_reader(wake_fd, drain)
-
-
 def _exec_each(
     config: Config,
     env: Environment,
@@ -614,11 +566,11 @@ def _exec_each(
 
     def handle(conn: Connection) -> None:
         someone_came.set()
-        messages.info(f"Connection from {_describe(conn.peer)}.")
+        messages.info(f"Connection from {describe_peer(conn.peer)}.")
         _relay(config, conn, env, logs, listening=True, interruptible=False, programs=programs)
 
     def failed(conn: Connection, exc: Exception) -> None:
-        messages.info(f"{_describe(conn.peer)}: {exc}.")  # one session failed; the server goes on
+        messages.info(f"{describe_peer(conn.peer)}: {exc}.")  # one session failed; the server goes on
 
     def refused(peer: Address | None, reason: str) -> None:
         messages.info(f"New connection denied: {reason}")
@@ -714,19 +666,6 @@ class _Programs:
             child.end(grace=max(0.0, deadline - time.monotonic()))
 
 
-def _make_room_for(clients: int, per_client: int) -> None:
-    """Raise the soft open-file limit (up to the hard one) when -m asks for more clients
-    than it allows; a client costs ``per_client`` descriptors, and the process needs a
-    few of its own."""
-    import resource
-
-    wanted = clients * per_client + _DESCRIPTORS_OF_OUR_OWN
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
-
-
 def _descriptors_per_client(config: Config) -> int:
     """What one client of -k holds open: a hub's client, its socket (a UDP peer shares
     the listener's); a handler's, its socket or a UDP peer's bridge (a pair); a
@@ -738,18 +677,13 @@ def _descriptors_per_client(config: Config) -> int:
     return 1
 
 
-def _describe(peer: Address | None) -> str:
-    # ncat's words for a Unix client that bound no name.
-    return str(peer or "a client on Unix domain socket")
-
-
 def _refuse_every_connection(conn: Connection, env: Environment) -> NoReturn:
     """-m 0 without -k, as ncat does it: the one connection a listener takes is
     announced (a UDP peer is not), denied and closed; the listening sockets are
     closed already, so the kernel refuses every later client; and the command stays
     until a signal ends it."""
     if not conn.stream.is_datagram:
-        env.messages.info(f"Connection from {_describe(conn.peer)}.")
+        env.messages.info(f"Connection from {describe_peer(conn.peer)}.")
     env.messages.info("New connection denied: connection limit reached (0)")
     conn.close()
     _wait_for_a_signal(env)
@@ -878,9 +812,9 @@ def _run_handler(handler: Handler, conn: Connection, env: Environment, *, interr
     except NetworkError as exc:
         if interruptible:
             raise
-        env.messages.info(f"{_describe(conn.peer)}: {exc}.")
+        env.messages.info(f"{describe_peer(conn.peer)}: {exc}.")
     except Exception as exc:  # noqa: BLE001 - the handler's own code: reported, and the server goes on
-        env.messages.error(f"--py-exec handler failed for {_describe(conn.peer)}: {describe_failure(exc)}")
+        env.messages.error(f"--py-exec handler failed for {describe_peer(conn.peer)}: {describe_failure(exc)}")
         if env.messages.verbosity >= 2:
             import traceback
 

@@ -242,7 +242,7 @@ def _parse(args: list[str]) -> _Options | None:
 
 def _relay(options: _Options, report: Report, signals: SignalHandlers) -> None:
     """Listen, relay until a signal, close everything."""
-    from enchufe.cli.modes import _make_room_for
+    from enchufe.cli.serving import make_room_for, wake_on_signals
     from enchufe.net.listen import open_listeners
     from enchufe.net.loop import EventLoop
     from enchufe.net.resolve import SystemResolver
@@ -251,7 +251,7 @@ def _relay(options: _Options, report: Report, signals: SignalHandlers) -> None:
     listen = options.listen
     resolver = SystemResolver(numeric_only=options.numeric_only)
     access = _access(options)
-    _make_room_for(options.max_clients, _DESCRIPTORS_PER_CLIENT)
+    make_room_for(options.max_clients, _DESCRIPTORS_PER_CLIENT)
     listeners = open_listeners(
         listen.address,
         port=listen.port,
@@ -264,7 +264,7 @@ def _relay(options: _Options, report: Report, signals: SignalHandlers) -> None:
     with EventLoop() as loop:
         relay = _make_relay(loop, listeners, options, report, resolver, access)
         signals.on_signal = loop.stop
-        _wake_on_signals(loop, signals)
+        wake_on_signals(loop, signals)
         relay.start()
         try:
             if signals.pending is None:  # after on_signal is set: no signal is missed
@@ -286,7 +286,7 @@ def _make_relay(
     import socket
 
     from enchufe.address import InetAddress
-    from enchufe.cli.modes import _describe
+    from enchufe.cli.serving import describe_peer
     from enchufe.tools.relay import DatagramRelay, stream_relay
 
     assert options.target is not None
@@ -294,16 +294,16 @@ def _make_relay(
     target_text = str(target)
 
     def joined(peer: Address | None) -> None:
-        report.info(f"Connection from {_describe(peer)} to {target_text}.")
+        report.info(f"Connection from {describe_peer(peer)} to {target_text}.")
 
     def ended(end: ClientEnd) -> None:
         how = end.reason if end.error is None else f"{end.reason}: {end.error}"
         report.info(
-            f"Connection from {_describe(end.peer)} closed ({how}): "
+            f"Connection from {describe_peer(end.peer)} closed ({how}): "
             f"{end.sent} bytes to {target_text}, {end.received} bytes back, {end.duration:.3f} s."
         )
         record = {
-            "peer": _describe(end.peer),
+            "peer": describe_peer(end.peer),
             "target": target_text,
             "sent": end.sent,
             "received": end.received,
@@ -314,7 +314,7 @@ def _make_relay(
         report.result(record, None)
 
     def refused(peer: Address | None, reason: str) -> None:
-        report.info(f"New connection from {_describe(peer)} denied: {reason}")
+        report.info(f"New connection from {describe_peer(peer)} denied: {reason}")
 
     if target.udp:
         assert isinstance(target.address, InetAddress)
@@ -335,7 +335,7 @@ def _make_relay(
     tls, upstream_tls = _contexts(options, report)
 
     def tls_failed(peer: Address | None, error: NetworkError) -> None:
-        report.info(f"TLS failed for the connection from {_describe(peer)}: {error}")  # either side's
+        report.info(f"TLS failed for the connection from {describe_peer(peer)}: {error}")  # either side's
 
     return stream_relay(
         loop,
@@ -378,41 +378,13 @@ def _contexts(options: _Options, report: Report) -> tuple[ssl.SSLContext | None,
     return tls, upstream_tls
 
 
-def _wake_on_signals(loop: EventLoop, signals: SignalHandlers) -> None:
-    """Watch the signal wake-up pipe: Python runs the handler (``loop.stop``) only once
-    the main thread, asleep in the loop's selector, wakes up."""
-    import contextlib
-    import os
-
-    wake_fd = signals.wake_fd
-    if wake_fd is not None:
-
-        def drain() -> None:
-            with contextlib.suppress(BlockingIOError):
-                os.read(wake_fd, 64)
-
-        loop.add_reader(wake_fd, drain)
-
-
 def _access(options: _Options) -> Callable[[Address | None], bool] | None:
-    """--allow/--deny as a predicate on peers (``enchufe.acl``, ncat's syntax); a Unix
-    peer has no address to judge and is let in."""
-    if not options.access:
-        return None
-    from enchufe.acl import AccessList
-    from enchufe.address import InetAddress
+    """--allow/--deny as a predicate on peers (ncat's syntax); a Unix peer is let in."""
     from enchufe.cli.config import UsageError
-    from enchufe.cli.modes import _every_address_of
+    from enchufe.cli.serving import access_predicate
     from enchufe.errors import AddressError
 
-    acl = AccessList(resolve=None if options.numeric_only else _every_address_of)
     try:
-        for kind, value in options.access:
-            (acl.allow if kind == "allow" else acl.deny)(value)
+        return access_predicate(options.access, numeric_only=options.numeric_only)
     except AddressError as exc:
         raise UsageError(f"{exc}.") from None
-
-    def permits(peer: Address | None) -> bool:
-        return not isinstance(peer, InetAddress) or acl.permits(peer.host)
-
-    return permits

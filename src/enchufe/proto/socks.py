@@ -152,9 +152,8 @@ class NeedMore:
         return f"NeedMore({self.count})"
 
 
-class Socks4Reply:
-    """A SOCKS4 proxy's answer: ``code`` (90 granted, 91-93 refused), and the address it
-    gives (often zeros)."""
+class _Reply:
+    """A proxy's answer: its ``code`` and the address it gives."""
 
     __slots__ = ("code", "host", "port")
 
@@ -162,49 +161,41 @@ class Socks4Reply:
         self.code = code
         self.host = host
         self.port = port
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Reply)
+        return (self.code, self.host, self.port) == (other.code, other.host, other.port)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.code, self.host, self.port))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code}, host={self.host!r}, port={self.port})"
+
+
+class Socks4Reply(_Reply):
+    """A SOCKS4 proxy's answer: ``code`` (90 granted, 91-93 refused), and the address it
+    gives (often zeros)."""
+
+    __slots__ = ()
 
     @property
     def granted(self) -> bool:
         return self.code == SOCKS4_GRANTED
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Socks4Reply):
-            return NotImplemented
-        return (self.code, self.host, self.port) == (other.code, other.host, other.port)
 
-    def __hash__(self) -> int:
-        return hash((self.code, self.host, self.port))
-
-    def __repr__(self) -> str:
-        return f"Socks4Reply(code={self.code}, host={self.host!r}, port={self.port})"
-
-
-class Socks5Reply:
+class Socks5Reply(_Reply):
     """A SOCKS5 proxy's answer to a request: ``code`` (0 succeeded; see
     :data:`SOCKS5_REPLY_MESSAGES`) and the bound address (a name only if the proxy sent
     one)."""
 
-    __slots__ = ("code", "host", "port")
-
-    def __init__(self, code: int, host: str, port: int) -> None:
-        self.code = code
-        self.host = host
-        self.port = port
+    __slots__ = ()
 
     @property
     def succeeded(self) -> bool:
         return self.code == SUCCEEDED
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Socks5Reply):
-            return NotImplemented
-        return (self.code, self.host, self.port) == (other.code, other.host, other.port)
-
-    def __hash__(self) -> int:
-        return hash((self.code, self.host, self.port))
-
-    def __repr__(self) -> str:
-        return f"Socks5Reply(code={self.code}, host={self.host!r}, port={self.port})"
 
 
 # -- addresses -------------------------------------------------------------------------------
