@@ -5,6 +5,8 @@ unprivileged paths (the kernel's ping sockets, --tcp, and the refusal)."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import re
@@ -13,22 +15,59 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
+import enchufe
 from support.procs import run, run_tool, tool
 
 ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not ROOT, reason="raw ICMP and namespaces need root")
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+_SETPRIV = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 PING = [sys.executable, "-m", "enchufe.ping"]
 IPUTILS = shutil.which("ping")
 REPLY = re.compile(r"^64 bytes from (\S+): icmp_seq=(\d+) ttl=(\d+) time=\d+\.\d{3} ms$")
 SUMMARY = re.compile(
     r"^(\d+) packets transmitted, (\d+) received(, \+\d+ duplicates)?(, \+\d+ errors)?, ([\d.]+)% packet loss"
 )
+
+
+@functools.cache
+def _readable_copy() -> str:
+    """A copy of the enchufe package that nobody can read, removed at exit: the checkout
+    may sit in a directory only root can enter (a fresh clone in ``mktemp -d``), and
+    then nobody's Python finds no enchufe."""
+    directory = tempfile.mkdtemp(prefix="enchufe-for-nobody-")
+    atexit.register(shutil.rmtree, directory, True)
+    os.chmod(directory, 0o755)
+    package = os.path.dirname(enchufe.__file__)
+    shutil.copytree(package, os.path.join(directory, "enchufe"), ignore=shutil.ignore_patterns("__pycache__"))
+    return directory
+
+
+@functools.cache
+def _nobodys_python() -> str | None:
+    """An interpreter (3.11+) nobody may run: this one, or the system's when this one
+    lives where nobody cannot enter (pyenv under /root)."""
+    for candidate in (os.path.realpath(sys.executable), "/usr/bin/python3"):
+        # Through env, as the tests run it: setpriv itself, refused a path, tries PATH.
+        check = [*_SETPRIV, "env", candidate, "-c", "import sys; sys.exit(sys.version_info < (3, 11))"]
+        if os.access(candidate, os.X_OK) and subprocess.run(check, capture_output=True, check=False).returncode == 0:
+            return candidate
+    return None
+
+
+def as_nobody(argv: list[str]) -> list[str]:
+    """``argv`` (a Python command line) run as the user nobody, with enchufe where nobody
+    can import it."""
+    python = _nobodys_python()
+    if python is None:
+        pytest.skip("no Python 3.11+ that the user nobody may run")
+    assert argv[0] == sys.executable
+    return [*_SETPRIV, "env", f"PYTHONPATH={_readable_copy()}", python, *argv[1:]]
 
 
 def lines(result: subprocess.CompletedProcess[bytes]) -> list[str]:
@@ -123,7 +162,7 @@ def test_tcp_ping_needs_no_privilege() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = str(listener.getsockname()[1])
         argv = [*PING, "--tcp", port, "-c", "2", "-i", "0.01", "127.0.0.1"]
-        result = run([*NOBODY, *argv] if ROOT else argv)
+        result = run(as_nobody(argv) if ROOT else argv)
     assert result.returncode == 0, result
     output = lines(result)
     assert output[0] == f"PING 127.0.0.1 (127.0.0.1) TCP port {port}."
@@ -137,7 +176,7 @@ def test_without_privilege_nor_ping_group_the_refusal_is_one_line() -> None:
         low, high = map(int, ranges.read().split())
     if low <= 65534 <= high:
         pytest.skip("ping_group_range lets nobody use ping sockets here")
-    result = run([*NOBODY, *PING, "-c", "1", "127.0.0.1"])
+    result = run(as_nobody([*PING, "-c", "1", "127.0.0.1"]))
     assert result.returncode == 2
     assert result.stderr.decode().startswith("enchufe-ping: Operation not permitted: raw ICMP needs root")
     assert result.stderr.decode().endswith("--tcp PORT needs neither. QUITTING.\n")
@@ -161,7 +200,8 @@ class Lab:
     router: str
 
     def ping(self, *args: str, nobody: bool = False) -> subprocess.CompletedProcess[bytes]:
-        return run(["ip", "netns", "exec", self.client, *(NOBODY if nobody else []), *PING, *args])
+        argv = [*PING, *args]
+        return run(["ip", "netns", "exec", self.client, *(as_nobody(argv) if nobody else argv)])
 
     def iputils(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         return run(["ip", "netns", "exec", self.client, "ping", *args])
