@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enchufe.cli.config import DEFAULT_PORT, Config, UsageError, parse_args
+from enchufe.cli.config import DEFAULT_PORT, Config, parse_args
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import (
     ENCHUFE_OPTIONS,
@@ -23,6 +23,7 @@ from enchufe.cli.options import (
     NOT_YET,
     SHORT_OPTIONS,
 )
+from enchufe.cli.usage import UsageError
 from enchufe.errors import EnchufeError
 
 

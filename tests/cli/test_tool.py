@@ -7,8 +7,8 @@ import json
 import os
 import pty
 
-from enchufe.cli.config import UsageError
 from enchufe.cli.tool import Report, run_tool
+from enchufe.cli.usage import UsageError
 from enchufe.errors import ConnectError, ResolveError
 
 

@@ -101,8 +101,8 @@ def _run(args: list[str]) -> int:
 
 def _parse(args: list[str]) -> dict[str, str]:
     """The options by their short name (the last of each wins; -v counts)."""
-    from enchufe.cli.config import UsageError
     from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
+    from enchufe.cli.usage import UsageError
 
     options: dict[str, str] = {}
     try:
@@ -124,7 +124,7 @@ def _parse(args: list[str]) -> dict[str, str]:
 
 def _size(options: dict[str, str], name: str, *, base: int, default: float | None) -> float | None:
     """A count with an optional K, M or G (of ``base``) after it."""
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
 
     text = options.get(name)
     if text is None:
@@ -141,7 +141,7 @@ def _size(options: dict[str, str], name: str, *, base: int, default: float | Non
 
 
 def _seconds(options: dict[str, str], name: str, default: float) -> float:
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
     from enchufe.errors import AddressError
     from enchufe.timespec import parse_duration
 
@@ -160,7 +160,7 @@ def _seconds(options: dict[str, str], name: str, default: float) -> float:
 def _family(options: dict[str, str]) -> int:
     import socket
 
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
 
     if "-4" in options and "-6" in options:
         raise UsageError("-4 and -6 cannot be used together.")
@@ -169,7 +169,7 @@ def _family(options: dict[str, str]) -> int:
 
 def _port(options: dict[str, str]) -> int:
     from enchufe.address import parse_port
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
     from enchufe.errors import AddressError
     from enchufe.tools.bench import DEFAULT_PORT
 
@@ -242,7 +242,7 @@ def _udp_twin(listener: socket.socket) -> socket.socket:
 
 def _client(options: dict[str, str], report: Report) -> int:
     from enchufe.address import InetAddress, UnixAddress
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
     from enchufe.errors import ProtocolError
     from enchufe.tools.bench import BenchSpec, run_client
 

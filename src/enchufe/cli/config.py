@@ -15,7 +15,8 @@ import os
 from enchufe.address import parse_port
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
-from enchufe.errors import AddressError, EnchufeError
+from enchufe.cli.usage import UsageError
+from enchufe.errors import AddressError
 from enchufe.timespec import parse_duration, unit_of
 
 TYPE_CHECKING = False
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from enchufe.proto.proxy import Credentials
     from enchufe.serve.engine import Handler
 
-__all__ = ["DEFAULT_PORT", "Config", "UsageError", "parse_args"]
+__all__ = ["DEFAULT_PORT", "Config", "parse_args"]
 
 DEFAULT_PORT = 31337
 _INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
@@ -36,15 +37,6 @@ _ACCESS_OPTIONS = frozenset({"--allow", "--deny", "--allowfile", "--denyfile"})
 _EXEC_OPTIONS = ("-e", "-c", "--lua-exec", "--py-exec")
 #: What the relay does, which a --py-exec handler does itself.
 _RELAY_OPTIONS = ("-C", "-t", "-o", "-x", "-i", "-d", "-q", "--send-only", "--recv-only", "--no-shutdown")
-
-
-class UsageError(EnchufeError):
-    """The command line is wrong. ``getopt_message`` is set for getopt's own errors,
-    which ncat prints in glibc's words followed by a hint to read --help."""
-
-    def __init__(self, message: str, *, getopt_message: bool = False) -> None:
-        super().__init__(message)
-        self.getopt_message = getopt_message
 
 
 class Config:

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None, *, stdin_fd: int = 0, stdout_fd: int = 1
         return _show_help()
 
     from enchufe.cli import status
-    from enchufe.cli.config import UsageError, parse_args
+    from enchufe.cli.config import parse_args
+    from enchufe.cli.usage import UsageError
 
     try:
         config = parse_args(args)

@@ -84,8 +84,8 @@ def parse_options(argv: list[str]) -> Options:
     Raises:
         UsageError: an unknown option, a bad value, no destination or several.
     """
-    from enchufe.cli.config import UsageError
     from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
+    from enchufe.cli.usage import UsageError
 
     options = Options()
     operands = []
@@ -146,7 +146,7 @@ def parse_options(argv: list[str]) -> Options:
 def _number(
     text: str, kind: type[int] | type[float], what: str, *, minimum: float, maximum: float | None = None
 ) -> int:
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
 
     try:
         value = kind(text)
@@ -185,7 +185,7 @@ def ping(options: Options, report: Report) -> int:
     import os
     import socket
 
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
     from enchufe.net.resolve import SystemResolver
     from enchufe.tools.ping import Pinger
 

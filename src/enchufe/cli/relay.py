@@ -165,8 +165,8 @@ def _parse(args: list[str]) -> _Options | None:
     """The options, or ``None`` for ``-h`` or ``--version`` given later (usage shown)."""
     import socket
 
-    from enchufe.cli.config import UsageError
     from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
+    from enchufe.cli.usage import UsageError
     from enchufe.errors import AddressError
     from enchufe.timespec import parse_duration
     from enchufe.tools.relay import parse_endpoint
@@ -380,8 +380,8 @@ def _contexts(options: _Options, report: Report) -> tuple[ssl.SSLContext | None,
 
 def _access(options: _Options) -> Callable[[Address | None], bool] | None:
     """--allow/--deny as a predicate on peers (ncat's syntax); a Unix peer is let in."""
-    from enchufe.cli.config import UsageError
     from enchufe.cli.serving import access_predicate
+    from enchufe.cli.usage import UsageError
     from enchufe.errors import AddressError
 
     try:

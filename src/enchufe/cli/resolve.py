@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    from enchufe.cli.config import UsageError
     from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
+    from enchufe.cli.usage import UsageError
 
     options: dict[str, str] = {}
     operands: list[str] = []
@@ -104,8 +104,8 @@ def _resolve(options: dict[str, str], operands: list[str], verbosity: int) -> in
     import functools
     import socket
 
-    from enchufe.cli.config import UsageError
     from enchufe.cli.tool import Report
+    from enchufe.cli.usage import UsageError
     from enchufe.tools import resolve
 
     if not operands and "--hostname" not in options:

@@ -92,8 +92,8 @@ def _run(args: list[str]) -> int:
 
 def _parse(args: list[str]) -> _Options | None:
     """The options, or None when the command's work is done (``--help``, ``--version``)."""
-    from enchufe.cli.config import UsageError
     from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
+    from enchufe.cli.usage import UsageError
 
     options = _Options()
     try:
@@ -118,7 +118,7 @@ def _parse(args: list[str]) -> _Options | None:
 
 
 def _set(options: _Options, name: str, value: str) -> None:
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
 
     if name == "-p":
         options.ports = value
@@ -157,7 +157,7 @@ def _set(options: _Options, name: str, value: str) -> None:
 def _scan(options: _Options, report: Report) -> int:
     import time
 
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
     from enchufe.errors import AddressError
     from enchufe.net.resolve import SystemResolver
     from enchufe.tools.scan import HostFailure, expand_targets, is_name, parse_ports, scan_targets

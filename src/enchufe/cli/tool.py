@@ -108,7 +108,7 @@ def run_tool(program: str, work: Callable[[], int], *, err: TextIO | None = None
     """Run a tool's ``work()`` and turn what escapes it into ncat's exit statuses and one
     line on stderr: a usage error 2 (``program: message QUITTING.``), a network error 1,
     a resolve, TLS set-up or permission error 2, an interrupt 130."""
-    from enchufe.cli.config import UsageError
+    from enchufe.cli.usage import UsageError
     from enchufe.errors import NetworkError, ResolveError, TlsSetupError
 
     stream = sys.stderr if err is None else err
