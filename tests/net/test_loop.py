@@ -182,3 +182,30 @@ def test_a_wake_up_after_close_writes_to_no_descriptor() -> None:
     finally:
         for fd in {read_end, write_end, wake_number}:
             os.close(fd)
+
+
+def test_a_callback_removed_in_the_turn_its_readiness_came_does_not_run() -> None:
+    """Two descriptors ready in one turn, each callback removing the other's: only the
+    first runs (the second's owner may have closed what it works on)."""
+    ran: list[str] = []
+    with EventLoop() as loop:
+        a, b = socket.socketpair()
+        with a, b:
+            a.send(b"x")  # b is readable, a writable: both ready in the first turn
+
+            def on_read() -> None:
+                ran.append("read")
+                loop.remove_writer(a.fileno())
+                loop.stop()
+
+            def on_write() -> None:
+                ran.append("write")
+                loop.remove_reader(b.fileno())
+                loop.stop()
+
+            loop.add_reader(b.fileno(), on_read)
+            loop.add_writer(a.fileno(), on_write)
+            loop.run_forever()
+            loop.remove_reader(b.fileno())
+            loop.remove_writer(a.fileno())
+    assert len(ran) == 1

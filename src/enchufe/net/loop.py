@@ -17,7 +17,8 @@ Rules:
   signal handler asking to stop). :meth:`~EventLoop.stop` is safe from anywhere.
   Both are safe after :meth:`~EventLoop.close` too: the callback never runs, and no
   wake-up is written to a descriptor the loop no longer owns.
-- One reader and one writer callback per descriptor.
+- One reader and one writer callback per descriptor; replacing or removing one
+  cancels it, also when its readiness is already queued for the current turn.
 - An ``Exception`` escaping a callback goes to ``on_error`` and the loop goes on; a
   ``BaseException`` (``KeyboardInterrupt``, a signal's exception) leaves
   :meth:`~EventLoop.run_forever`, and the loop can be run again.
@@ -192,7 +193,12 @@ class EventLoop:
             self._selector.register(fd, event, pair)
             return True
         reader, writer = key.data
-        had = (reader if event == selectors.EVENT_READ else writer) is not None
+        old = reader if event == selectors.EVENT_READ else writer
+        if old is not None:
+            # Readiness already queued for this turn must not call a callback that was
+            # replaced or removed (asyncio does the same): its owner may have closed
+            # what it works on, earlier in this very turn.
+            old.cancel()
         if event == selectors.EVENT_READ:
             reader = handle
         else:
@@ -204,7 +210,7 @@ class EventLoop:
             self._selector.modify(fd, mask, (reader, writer))
         else:
             self._selector.unregister(fd)
-        return had
+        return old is not None
 
     # -- running ---------------------------------------------------------------------
 
