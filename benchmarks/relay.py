@@ -12,8 +12,8 @@ The relays, each from 127.0.0.1:P to a target of this script's on 127.0.0.1:T:
 
 ``enchufe``  ``python -m enchufe.relay -m N+10 127.0.0.1:P 127.0.0.1:T``
 ``socat``    ``socat TCP-LISTEN:P,bind=127.0.0.1,reuseaddr,fork TCP:127.0.0.1:T`` (a process per client)
-``ncat``     ``ncat -l 127.0.0.1 P -k -c 'ncat 127.0.0.1 T'`` (a child per client, which runs
-             ``sh -c``, which runs the second ncat)
+``ncat``     ``ncat -l 127.0.0.1 P -k -m N+10 -c 'ncat 127.0.0.1 T'`` (``-m``: ncat's default
+             is 100 clients; a child per client, relaying to ``sh -c``, which runs the second ncat)
 ``direct``   no relay: the client and the target alone, the ceiling (throughput only)
 
 Three parts (``--part``):
@@ -57,7 +57,7 @@ PLAIN: dict[str, list[str] | None] = {
     "direct": None,
     "enchufe": [*RELAY, "-m", "{clients}", "127.0.0.1:{port}", "127.0.0.1:{target}"],
     "socat": ["socat", "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", "TCP:127.0.0.1:{target}"],
-    "ncat": ["ncat", "-l", "127.0.0.1", "{port}", "-k", "-c", "ncat 127.0.0.1 {target}"],
+    "ncat": ["ncat", "-l", "127.0.0.1", "{port}", "-k", "-m", "{clients}", "-c", "ncat 127.0.0.1 {target}"],
 }
 TLS: dict[str, list[str] | None] = {
     "enchufe": [*RELAY, "--ssl", "--ssl-cert", "{cert}", "--ssl-key", "{key}", *PLAIN["enchufe"][-2:]],  # type: ignore[index]
@@ -68,7 +68,7 @@ TLS: dict[str, list[str] | None] = {
     ],
     "ncat": [
         *("ncat", "-l", "127.0.0.1", "{port}", "-k", "--ssl", "--ssl-cert", "{cert}", "--ssl-key", "{key}"),
-        *("-c", "ncat 127.0.0.1 {target}"),
+        *PLAIN["ncat"][-4:],  # type: ignore[index]
     ],
 }
 PARTS = ("throughput", "idle", "tls")
