@@ -328,6 +328,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def rounds(
+    one: Callable[[str, str, bool], dict[str, object]],
+    names: list[str],
+    directions: list[str],
+    args: argparse.Namespace,
+    wanted: str,
+    runs: dict[tuple[str, str], list[dict[str, object]]],
+    problems: dict[tuple[str, str], list[str]],
+) -> None:
+    """A check run of each case (``one(name, direction, check)``; unless ``--no-check``), its
+    digest compared with ``wanted``, then ``--repeat`` timed runs round-robin into ``runs``."""
+    if not args.no_check:
+        for name in names:
+            for direction in directions:
+                outcome = one(name, direction, True)
+                found = list(outcome["failures"])  # type: ignore[call-overload]
+                if outcome["digest"] != wanted:
+                    found.append("check run: SHA-256 differs")
+                problems.setdefault((name, direction), []).extend(found)
+    for _ in range(args.repeat):
+        for name in names:
+            for direction in directions:
+                outcome = one(name, direction, False)
+                runs.setdefault((name, direction), []).append(outcome)
+                problems.setdefault((name, direction), []).extend(outcome["failures"])  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
@@ -339,22 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     proxies = {name: start_proxy(name) for name in names}
     problems: dict[tuple[str, str], list[str]] = {}
     runs: dict[tuple[str, str], list[dict[str, object]]] = {}
+
+    def one(name: str, direction: str, check: bool) -> dict[str, object]:
+        return transfer(*proxies[name], direction, args.size, block, check=check, timeout=args.timeout)
+
     try:
-        if not args.no_check:
-            wanted = expected_digest(block, args.size)
-            for name in names:
-                for direction in directions:
-                    outcome = transfer(*proxies[name], direction, args.size, block, check=True, timeout=args.timeout)
-                    found = list(outcome["failures"])  # type: ignore[call-overload]
-                    if outcome["digest"] != wanted:
-                        found.append("check run: SHA-256 differs")
-                    problems.setdefault((name, direction), []).extend(found)
-        for _ in range(args.repeat):
-            for name in names:
-                for direction in directions:
-                    outcome = transfer(*proxies[name], direction, args.size, block, check=False, timeout=args.timeout)
-                    runs.setdefault((name, direction), []).append(outcome)
-                    problems.setdefault((name, direction), []).extend(outcome["failures"])  # type: ignore[arg-type]
+        rounds(one, names, directions, args, expected_digest(block, args.size), runs, problems)
     finally:
         said = {name: stop_proxy(proxy) for name, (proxy, _) in proxies.items() if proxy is not None}
     report(names, directions, runs, problems, said, args.size)

@@ -47,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy_throughput import BLOCK, DIRECTIONS, expected_digest, move, report, stop_proxy
+from proxy_throughput import BLOCK, DIRECTIONS, expected_digest, move, report, rounds, stop_proxy
 from proxy_tunnels import hold, print_header, print_row, raise_file_limit
 from throughput import GIB, free_port, parse_size, wait_listening
 from tls_throughput import make_certificate
@@ -128,7 +128,7 @@ def throughput(
         negotiated.add(f"{wrapped.version()} {wrapped.cipher()[0]}")  # type: ignore[index]
         return wrapped, b""
 
-    def one(name: str, direction: str, *, check: bool) -> dict[str, object]:
+    def one(name: str, direction: str, check: bool) -> dict[str, object]:
         relay = relays[name]
         return move(
             relay.process,
@@ -144,21 +144,7 @@ def throughput(
     try:
         for name in names:
             relays[name] = Relay(templates[name], fill)
-        if not args.no_check:
-            wanted = expected_digest(block, args.size)
-            for name in names:
-                for direction in directions:
-                    outcome = one(name, direction, check=True)
-                    found = list(outcome["failures"])  # type: ignore[call-overload]
-                    if outcome["digest"] != wanted:
-                        found.append("check run: SHA-256 differs")
-                    problems.setdefault((name, direction), []).extend(found)
-        for _ in range(args.repeat):
-            for name in names:
-                for direction in directions:
-                    outcome = one(name, direction, check=False)
-                    runs.setdefault((name, direction), []).append(outcome)
-                    problems.setdefault((name, direction), []).extend(outcome["failures"])  # type: ignore[arg-type]
+        rounds(one, names, directions, args, expected_digest(block, args.size), runs, problems)
     finally:
         said = {name: relay.stop() for name, relay in relays.items()}
     over = f"TLS from the client ({', '.join(sorted(negotiated))})" if tls is not None else "TCP"
