@@ -42,11 +42,13 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from throughput import GIB, MB, free_port, parse_size, wait_listening
@@ -165,9 +167,20 @@ class Sink:
         if self.digest is not None:
             self.digest.update(data)
 
-    def drain(self, sock: socket.socket) -> None:
-        while received := sock.recv_into(self.buffer):
+    def drain(self, sock: socket.socket, limit: int | None = None) -> None:
+        """Take what ``sock`` receives until its end of stream, or until ``limit`` bytes in all."""
+        while (limit is None or self.count < limit) and (received := sock.recv_into(self.buffer)):
             self.take(self.buffer[:received])
+
+
+def end_stream(sock: socket.socket, sink: Sink) -> None:
+    """The client's end: a half-close (over TLS, ``close_notify``), then ``sink`` takes what
+    comes until the end of stream (a TLS server's ``close_notify``) comes back."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.unwrap()
+    else:
+        sock.shutdown(socket.SHUT_WR)
+    sink.drain(sock)
 
 
 def send_all(sock: socket.socket, block: bytes, size: int) -> None:
@@ -186,16 +199,43 @@ def transfer(
     timeout: float,
 ) -> dict[str, object]:
     """One transfer of ``size`` bytes through the proxy on ``port`` (``None``: straight to
-    the target): seconds, CPU times, problems."""
-    listener = socket.create_server(("127.0.0.1", 0))
+    the target, a listener of its own): seconds, CPU times, problems."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        target_port = listener.getsockname()[1]
+
+        def connect() -> tuple[socket.socket, bytes]:
+            if proxy is None:
+                return socket.create_connection(("127.0.0.1", target_port), timeout=timeout), b""
+            return open_tunnel(port, target_port, timeout)
+
+        return move(proxy, listener, connect, direction, size, block, check=check, timeout=timeout)
+
+
+def move(
+    server: subprocess.Popen[bytes] | None,
+    listener: socket.socket,
+    connect: Callable[[], tuple[socket.socket, bytes]],
+    direction: str,
+    size: int,
+    block: bytes,
+    *,
+    check: bool,
+    timeout: float,
+) -> dict[str, object]:
+    """``size`` bytes between the client (``connect``: its socket, plain or TLS, and the
+    first bytes already read) and the target (one connection accepted on ``listener``,
+    which is closed if the client fails), through ``server``: seconds, CPU times, problems.
+
+    The client ends with :func:`end_stream` once it has sent (uploading) or received
+    (downloading) every byte, and the time runs until the end of stream comes back.
+    """
     listener.settimeout(timeout)
-    target_port = listener.getsockname()[1]
     sink = Sink(check)
     failures: list[str] = []
 
     def target() -> None:
         try:
-            with listener, listener.accept()[0] as conn:
+            with listener.accept()[0] as conn:
                 conn.settimeout(timeout)
                 if direction == "upload":
                     sink.drain(conn)
@@ -204,25 +244,22 @@ def transfer(
         except OSError as exc:
             failures.append(f"target: {exc!r}")
 
-    cpu_before = cpu_seconds(proxy.pid) if proxy is not None else 0.0
+    cpu_before = cpu_seconds(server.pid) if server is not None else 0.0
     busy_before = machine_busy()
     own_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
     thread = threading.Thread(target=target)
     thread.start()
     try:
-        if proxy is None:
-            sock, first = socket.create_connection(("127.0.0.1", target_port), timeout=timeout), b""
-        else:
-            sock, first = open_tunnel(port, target_port, timeout)
+        sock, first = connect()
         with sock:
             if direction == "upload":
                 send_all(sock, block, size)
-                sock.shutdown(socket.SHUT_WR)
-                Sink(False).drain(sock)  # the target's close, through the proxy
+                end_stream(sock, Sink(False))  # the target's close comes back through the server
             else:
                 sink.take(first)
-                sink.drain(sock)
+                sink.drain(sock, size)
+                end_stream(sock, sink)  # ncat -c passes the target's end on only after the client's
     except OSError as exc:
         failures.append(f"client: {exc!r}")
         listener.close()
@@ -230,13 +267,13 @@ def transfer(
     seconds = time.monotonic() - started
     own = resource.getrusage(resource.RUSAGE_SELF)
     busy = [after - before for after, before in zip(machine_busy(), busy_before, strict=True)]
-    if proxy is not None and not wait_childless(proxy.pid):
-        failures.append("the proxy's child did not end")
+    if server is not None and not wait_childless(server.pid):
+        failures.append("the server's child did not end")
     if sink.count != size:
         failures.append(f"{sink.count} bytes of {size} arrived")
     return {
         "seconds": seconds,
-        "cpu": cpu_seconds(proxy.pid) - cpu_before if proxy is not None else 0.0,
+        "cpu": cpu_seconds(server.pid) - cpu_before if server is not None else 0.0,
         "busy": busy[0] / max(busy[1], 1),
         "own_cpu": own.ru_utime + own.ru_stime - own_before.ru_utime - own_before.ru_stime,
         "digest": sink.digest.hexdigest() if sink.digest is not None else None,
@@ -291,6 +328,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def rounds(
+    one: Callable[[str, str, bool], dict[str, object]],
+    names: list[str],
+    directions: list[str],
+    args: argparse.Namespace,
+    wanted: str,
+    runs: dict[tuple[str, str], list[dict[str, object]]],
+    problems: dict[tuple[str, str], list[str]],
+) -> None:
+    """A check run of each case (``one(name, direction, check)``; unless ``--no-check``), its
+    digest compared with ``wanted``, then ``--repeat`` timed runs round-robin into ``runs``."""
+    if not args.no_check:
+        for name in names:
+            for direction in directions:
+                outcome = one(name, direction, True)
+                found = list(outcome["failures"])  # type: ignore[call-overload]
+                if outcome["digest"] != wanted:
+                    found.append("check run: SHA-256 differs")
+                problems.setdefault((name, direction), []).extend(found)
+    for _ in range(args.repeat):
+        for name in names:
+            for direction in directions:
+                outcome = one(name, direction, False)
+                runs.setdefault((name, direction), []).append(outcome)
+                problems.setdefault((name, direction), []).extend(outcome["failures"])  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
@@ -302,22 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     proxies = {name: start_proxy(name) for name in names}
     problems: dict[tuple[str, str], list[str]] = {}
     runs: dict[tuple[str, str], list[dict[str, object]]] = {}
+
+    def one(name: str, direction: str, check: bool) -> dict[str, object]:
+        return transfer(*proxies[name], direction, args.size, block, check=check, timeout=args.timeout)
+
     try:
-        if not args.no_check:
-            wanted = expected_digest(block, args.size)
-            for name in names:
-                for direction in directions:
-                    outcome = transfer(*proxies[name], direction, args.size, block, check=True, timeout=args.timeout)
-                    found = list(outcome["failures"])  # type: ignore[call-overload]
-                    if outcome["digest"] != wanted:
-                        found.append("check run: SHA-256 differs")
-                    problems.setdefault((name, direction), []).extend(found)
-        for _ in range(args.repeat):
-            for name in names:
-                for direction in directions:
-                    outcome = transfer(*proxies[name], direction, args.size, block, check=False, timeout=args.timeout)
-                    runs.setdefault((name, direction), []).append(outcome)
-                    problems.setdefault((name, direction), []).extend(outcome["failures"])  # type: ignore[arg-type]
+        rounds(one, names, directions, args, expected_digest(block, args.size), runs, problems)
     finally:
         said = {name: stop_proxy(proxy) for name, (proxy, _) in proxies.items() if proxy is not None}
     report(names, directions, runs, problems, said, args.size)
@@ -331,12 +385,17 @@ def report(
     problems: dict[tuple[str, str], list[str]],
     said: dict[str, str],
     size: int,
+    *,
+    title: str = "an HTTP CONNECT proxy",
+    baseline: str = "ncat",
 ) -> None:
+    """The table of medians: each server's rate and CPU, and their ratios to ``baseline``'s."""
     load = os.getloadavg()
-    print(f"# {size / GIB:g} GiB through an HTTP CONNECT proxy on 127.0.0.1, {time.strftime('%Y-%m-%d')}")
+    print(f"# {size / GIB:g} GiB through {title} on 127.0.0.1, {time.strftime('%Y-%m-%d')}")
     print(f"(load average at the end {load[0]:.2f} {load[1]:.2f}; medians of {len(next(iter(runs.values())))})")
     print()
-    print("| direction | proxy | MB/s | x ncat | proxy CPU s | x ncat | client+target CPU s | CPUs busy | runs MB/s |")
+    x = f"x {baseline}"
+    print(f"| direction | server | MB/s | {x} | server CPU s | {x} | client+target CPU s | CPUs busy | runs MB/s |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 
     def median(name: str, direction: str, key: str) -> float:
@@ -346,12 +405,11 @@ def report(
         for name in names:
             seconds = median(name, direction, "seconds")
             cpu = median(name, direction, "cpu")
-            rate, ncat_rate = size / seconds / MB, None
+            rate = size / seconds / MB
             ratio = cpu_ratio = "-"
-            if "ncat" in names and name not in ("ncat", "direct"):
-                ncat_rate = size / median("ncat", direction, "seconds") / MB
-                ratio = f"{rate / ncat_rate:.2f}"
-                cpu_ratio = f"{cpu / median('ncat', direction, 'cpu'):.2f}"
+            if baseline in names and name not in (baseline, "direct"):
+                ratio = f"{rate / (size / median(baseline, direction, 'seconds') / MB):.2f}"
+                cpu_ratio = f"{cpu / median(baseline, direction, 'cpu'):.2f}"
             each = ", ".join(f"{size / float(run['seconds']) / MB:.0f}" for run in runs[name, direction])  # type: ignore[arg-type]
             own, busy = median(name, direction, "own_cpu"), median(name, direction, "busy")
             shown = f"{cpu:.2f}" if name != "direct" else "-"

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from proxy_throughput import ENCHUFE, children, open_tunnel, stop_proxy
@@ -155,13 +156,24 @@ def footprint(pid: int) -> dict[str, int]:
     return total
 
 
+Opener = Callable[[int, int, float], tuple[socket.socket, bytes]]
+
+
 def measure(name: str, count: int, timeout: float) -> dict[str, object]:
-    echo = EchoServer()  # before free_port(), which could otherwise hand it the same port
-    port = free_port()
-    argv = [arg.format(port=port) for arg in SERVERS[name]]
+    argv = list(SERVERS[name])
     if argv[0] != "ncat":  # ncat's proxy server ignores -m (and says so): it takes any number
         argv[-4:-4] = ["-m", str(count + 10)]
-    opener = open_socks5 if name.endswith("socks5") else open_tunnel
+    return hold(name, argv, open_socks5 if name.endswith("socks5") else open_tunnel, count, timeout)
+
+
+def hold(name: str, template: list[str], opener: Opener, count: int, timeout: float) -> dict[str, object]:
+    """``count`` tunnels through the server ``template`` starts (``{port}``: where it
+    listens, ``{target}``: the echo server's port), each opened by ``opener(port,
+    target, timeout)``: its footprint before, while they are held and after, and how many
+    answered."""
+    echo = EchoServer()  # before free_port(), which could otherwise hand it the same port
+    port = free_port()
+    argv = [arg.format(port=port, target=echo.port) for arg in template]
     server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     tunnels: list[socket.socket] = []
     result: dict[str, object] = {"server": name, "asked": count, "failure": "-"}
@@ -215,39 +227,51 @@ def measure(name: str, count: int, timeout: float) -> dict[str, object]:
     return result
 
 
+def raise_file_limit(count: int) -> None:
+    """Room in this process (and the servers it starts) for both ends of ``count`` tunnels."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2 * count + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * count + 100), hard))
+
+
+def print_header() -> None:
+    header = "| server | held | s to open | RSS KiB before → after | KiB/tunnel (RSS) | PSS KiB before → after"
+    print(f"{header} | KiB/tunnel (PSS) | processes | threads | fds before → after → closed | answered | note |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+
+
+def print_row(name: str, row: dict[str, object], count: int) -> bool:
+    """``row``, one of :func:`hold`'s, as a line of the table; whether it went wrong."""
+    held = int(row.get("held", 0))  # type: ignore[call-overload]
+    if "after" not in row:
+        print(f"| {name} | {held} | - | - | - | - | - | - | - | - | - | {row['failure']} |", flush=True)
+        return True
+    before, after, closed = row["before"], row["after"], row["closed"]
+    assert isinstance(before, dict) and isinstance(after, dict) and isinstance(closed, dict)
+    per_rss = (after["rss"] - before["rss"]) / max(held, 1)
+    per_pss = (after["pss"] - before["pss"]) / max(held, 1)
+    print(
+        f"| {name} | {held} | {row['seconds']} | {before['rss']:,} → {after['rss']:,} | {per_rss:.1f} | "
+        f"{before['pss']:,} → {after['pss']:,} | {per_pss:.1f} | {after['processes']} | {after['threads']} | "
+        f"{before['fds']} → {after['fds']} → {closed['fds']} | {row['answered']} | {row['failure']} |",
+        flush=True,
+    )
+    return row["answered"] != count or not row["alive"] or row["failure"] != "-"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="tunnels to open (default 1000)")
     parser.add_argument("--only", default=",".join(SERVERS), help=f"comma-separated servers ({','.join(SERVERS)})")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds a tunnel's handshake or echo may take")
     args = parser.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 2 * args.n + 100:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * args.n + 100), hard))
+    raise_file_limit(args.n)
     print(f"# {args.n} open tunnels through a proxy server on 127.0.0.1, {time.strftime('%Y-%m-%d')}")
     print()
-    header = "| server | held | s to open | RSS KiB before → after | KiB/tunnel (RSS) | PSS KiB before → after"
-    print(f"{header} | KiB/tunnel (PSS) | processes | threads | fds before → after → closed | answered | note |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print_header()
     bad = False
     for name in args.only.split(","):
-        row = measure(name.strip(), args.n, args.timeout)
-        held = int(row.get("held", 0))  # type: ignore[call-overload]
-        if "after" not in row:
-            print(f"| {name} | {held} | - | - | - | - | - | - | - | - | - | {row['failure']} |", flush=True)
-            bad = True
-            continue
-        before, after, closed = row["before"], row["after"], row["closed"]
-        assert isinstance(before, dict) and isinstance(after, dict) and isinstance(closed, dict)
-        per_rss = (after["rss"] - before["rss"]) / max(held, 1)
-        per_pss = (after["pss"] - before["pss"]) / max(held, 1)
-        bad = bad or row["answered"] != args.n or not row["alive"] or row["failure"] != "-"
-        print(
-            f"| {name} | {held} | {row['seconds']} | {before['rss']:,} → {after['rss']:,} | {per_rss:.1f} | "
-            f"{before['pss']:,} → {after['pss']:,} | {per_pss:.1f} | {after['processes']} | {after['threads']} | "
-            f"{before['fds']} → {after['fds']} → {closed['fds']} | {row['answered']} | {row['failure']} |",
-            flush=True,
-        )
+        bad = print_row(name, measure(name.strip(), args.n, args.timeout), args.n) or bad
     return 1 if bad else 0
 
 
