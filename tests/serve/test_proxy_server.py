@@ -19,7 +19,8 @@ from enchufe.errors import ResolveError
 from enchufe.net.resolve import Resolved, SystemResolver
 from enchufe.proto.proxy import Close, OpenUnixUpstream, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
 from enchufe.serve.proxy_server import ClientEnd
-from support.cli_e2e import TcpServer, recv_exactly, recv_until_eof
+from enchufe.tools.relay import FixedTarget
+from support.cli_e2e import QUIET_PERIOD, TcpServer, recv_exactly, recv_until_eof
 from support.proxy import running_proxy_server
 from support.tls import TlsFiles
 
@@ -428,3 +429,80 @@ def test_the_end_of_an_idle_client_and_of_a_refused_upstream_say_why() -> None:
                     end = ends.get(timeout=TIMEOUT)
                     assert (end.reason, end.received, end.sent) == ("idle", 2, 0)
                     assert end.duration >= 0.3
+
+
+def test_a_tls_client_that_fails_its_handshake_costs_no_upstream_connection(tls_files: TlsFiles) -> None:
+    """The session starts once the handshake is done: a scanner's plaintext probe never
+    makes the relay open its target."""
+    ends: queue.Queue[ClientEnd] = queue.Queue()
+    with TcpServer() as upstream:
+        target = FixedTarget(InetAddress("127.0.0.1", upstream.port))
+        with running_proxy_server(lambda peer: target, tls=tls_files.server_context(), on_close=ends.put) as (
+            _,
+            _,
+            port,
+        ):
+            with client(port) as plain:
+                plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert ends.get(timeout=TIMEOUT).reason == "tls"
+            upstream.sock.settimeout(QUIET_PERIOD)
+            with pytest.raises(TimeoutError):
+                upstream.sock.accept()
+
+
+def test_the_tls_side_ends_with_its_session(tls_files: TlsFiles) -> None:
+    """A session the negotiator closes takes its TLS client with it, close_notify
+    included: the client never holds the server's descriptors after its session."""
+    with TcpServer() as closed:
+        port_closed = closed.port
+    with running_proxy_server(line_protocol, tls=tls_files.server_context()) as (server, looper, port):
+        with tls_client_of(port, tls_files) as sock:
+            sock.sendall(f"127.0.0.1 {port_closed}\n".encode())
+            assert recv_until_eof(sock) == b"NO refused\n"  # and its end, without the client's own
+            # The server lets go of the TLS side at once (its last close is a turn later).
+            for _ in range(int(TIMEOUT / 0.01)):
+                if not looper.call(lambda: len(server._bridges)):
+                    break
+                threading.Event().wait(0.01)
+            assert looper.call(lambda: len(server._bridges)) == 0
+
+
+def test_a_reset_upstream_is_no_clean_end_for_a_tls_client(tls_files: TlsFiles) -> None:
+    """close_notify would tell the client its stream is whole: a reset upstream ends the
+    TLS side without one."""
+    with TcpServer() as upstream, running_proxy_server(line_protocol, tls=tls_files.server_context()) as (_, _, port):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        context = tls_files.client_context()
+        with context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as sock:
+            sock.sendall(f"127.0.0.1 {upstream.port}\n".encode())
+            assert read_line(sock) == b"OK\n"
+            far = upstream.accept()
+            far.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            far.close()
+            with pytest.raises((ssl.SSLEOFError, ConnectionResetError)):
+                while sock.recv(65536):
+                    pass
+
+
+def test_resolver_threads_never_hold_the_process() -> None:
+    """getaddrinfo cannot be cancelled: a lookup in flight when the server closes is left
+    to a daemon thread."""
+    release = threading.Event()
+
+    class Stuck:
+        def resolve(
+            self, host: str, port: int, *, family: int, type: int, proto: int, passive: bool = False
+        ) -> list[Resolved]:
+            release.wait(TIMEOUT)
+            raise ResolveError(f"{host}: no such name")
+
+    try:
+        with running_proxy_server(line_protocol, resolver=Stuck()) as (_, _, port), client(port) as sock:
+            sock.sendall(b"dead.test 80\n")
+            deadline = threading.Event()
+            while not any(t.name.startswith("proxy-resolver") for t in threading.enumerate()):
+                assert not deadline.wait(0.01)
+        resolvers = [t for t in threading.enumerate() if t.name.startswith("proxy-resolver")]
+        assert resolvers and all(t.daemon for t in resolvers)
+    finally:
+        release.set()

@@ -460,7 +460,9 @@ def _proxy_server(
 
     messages = env.messages
     max_clients = 100 if config.max_conns is None else config.max_conns
-    make_room_for(max_clients, 6)  # a client, its upstream and the two pumps' pipes (two descriptors each)
+    # A client, its upstream and the two pumps' pipes (two descriptors each); over TLS, the
+    # socket pair between the client's TLS and its session too.
+    make_room_for(max_clients, 6 + (2 if tls is not None else 0))
     negotiator = _negotiators(config)
 
     def joined(peer: Address | None) -> None:

@@ -251,7 +251,8 @@ def _relay(options: _Options, report: Report, signals: SignalHandlers) -> None:
     listen = options.listen
     resolver = SystemResolver(numeric_only=options.numeric_only)
     access = _access(options)
-    make_room_for(options.max_clients, _DESCRIPTORS_PER_CLIENT)
+    # Each TLS side adds the socket pair between its TLS and the tunnel.
+    make_room_for(options.max_clients, _DESCRIPTORS_PER_CLIENT + 2 * options.ssl + 2 * options.target_ssl)
     listeners = open_listeners(
         listen.address,
         port=listen.port,

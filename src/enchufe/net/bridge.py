@@ -13,7 +13,8 @@ transport; then:
   (``resume_writing``);
 - **end of stream** on one side is ``write_eof`` on the other (TLS's ``close_notify``
   for a TLS side), and the other direction goes on;
-- when both directions have ended, or either side is lost, both are closed (a side lost
+- when both directions have ended (or, after :meth:`Bridge.finish`, side ``b``'s), or
+  either side is lost, both are closed (a side lost
   with an error is aborted on the other side too: nothing is flushed to a peer whose
   counterpart broke).
 
@@ -49,6 +50,7 @@ class _Side(StreamProtocol):
             transport.pause_reading()  # nowhere to write yet: a TLS side still in its handshake
         else:
             self.other.transport.resume_reading()
+            self.bridge._ready()
 
     def data_received(self, data: bytes) -> None:
         assert self.other is not None
@@ -60,7 +62,7 @@ class _Side(StreamProtocol):
         self.ended = True
         if self.other.transport is not None and self.other.transport.can_write():
             self.other.transport.write_eof()
-        if self.other.ended:
+        if self.other.ended or (self is self.bridge.b and self.bridge._finishing):
             self.bridge.close()
 
     def pause_writing(self) -> None:
@@ -82,17 +84,33 @@ class Bridge:
     """Join two transports; see the module docstring.
 
     Args:
+        on_ready: called once both sides are made (a TLS side: its handshake done).
         on_closed: told once, after both sides are closed: ``None``, or the first error.
     """
 
-    def __init__(self, *, on_closed: Callable[[NetworkError | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        on_closed: Callable[[NetworkError | None], None] | None = None,
+    ) -> None:
+        self.on_ready = on_ready
         self.on_closed = on_closed
         self.a = _Side(self)
         self.b = _Side(self)
         self.a.other, self.b.other = self.b, self.a
         self._error: NetworkError | None = None
+        self._finishing = False
         self._closing = False
         self._told = False
+
+    def finish(self) -> None:
+        """Side ``b``'s peer is ending: once everything it sent has passed and its end
+        has arrived, close both sides (``a`` flushed, ``close_notify`` for TLS) without
+        waiting for ``a``'s peer to end too."""
+        self._finishing = True
+        if self.b.ended:
+            self.close()
 
     def close(self) -> None:
         """Close both sides, flushing what each has buffered."""
@@ -107,6 +125,10 @@ class Bridge:
         for side in (self.a, self.b):
             if side.transport is not None and not side.lost:
                 side.transport.abort()
+
+    def _ready(self) -> None:
+        if self.on_ready is not None and not self._closing:
+            self.on_ready()
 
     def _side_lost(self, exc: NetworkError | None) -> None:
         if exc is not None and self._error is None:

@@ -68,7 +68,8 @@ class Pump:
             leave it open, for a caller that closes it).
         on_end: ``on_end(None)`` once the source's end of stream is delivered;
             ``on_end(error)`` when reading or writing failed. Called once.
-        on_moved: called after each read, for an idle timer.
+        on_moved: called after each read and each write that moved bytes, for an idle
+            timer.
 
     The pump owns neither socket; it owns its pipe, closed by :meth:`close` (and when it
     ends).
@@ -148,6 +149,9 @@ class Pump:
 
     def _deliver(self) -> None:
         """Write what is held; wait for the sink when it is full, read again when empty."""
+        if self._ended:
+            return  # closed earlier in this turn of the loop
+        before = self.delivered
         try:
             while self._first:
                 sent = self.sink.send(self._first)
@@ -158,17 +162,25 @@ class Pump:
                 self._held -= sent
                 self.delivered += sent
         except (BlockingIOError, InterruptedError):
+            self._written(before)
             self._want_read(False)
             self._want_write(True)
             return
         except OSError as exc:
             self._fail(translate_os_error(exc, "send"))
             return
+        self._written(before)
         self._want_write(False)
         if self._source_ended:
             self._finish()
         else:
             self._want_read(True)
+
+    def _written(self, before: int) -> None:
+        """Tell the idle timer of bytes written: a slow reader draining a full pipe gets
+        no read from this pump for a long time, and is not idle."""
+        if self.delivered > before and self.on_moved is not None:
+            self.on_moved()
 
     # -- moving --------------------------------------------------------------------------
 
@@ -258,7 +270,7 @@ class Tunnel:
         a, b: connected stream sockets, made non-blocking here.
         a_to_b, b_to_a: bytes to deliver before anything read, each way.
         on_closed: told how the tunnel ended.
-        on_moved: called after each read either way, for an idle timer.
+        on_moved: called whenever bytes move either way, for an idle timer.
     """
 
     def __init__(

@@ -35,8 +35,14 @@ client alone is closed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import queue
 import socket
+import struct
+import termios
+import threading
 
 from enchufe.errors import NetworkError
 from enchufe.net.acceptor import Acceptor
@@ -50,7 +56,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable, Sequence
-    from concurrent.futures import Future, ThreadPoolExecutor
 
     from enchufe.address import Address, UnixAddress
     from enchufe.net.listen import Listener
@@ -69,6 +74,10 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Client bytes read past what upstream has taken, above which the client is not read.
 _UPSTREAM_BACKLOG = 256 * 1024
 _READ_SIZE = 64 * 1024
+#: Seconds a clean end's TLS side has to flush and send its close_notify.
+_BRIDGE_LINGER = 5.0
+#: SO_LINGER on, for 0 seconds: close() sends a reset.
+_RESET = struct.pack("ii", 1, 0)
 #: Threads resolving upstream names at once.
 _RESOLVER_THREADS = 4
 
@@ -191,7 +200,7 @@ class ProxyServer:
         self._sessions: set[_Session] = set()
         #: Each TLS client's bridge, and the two sockets under its transports.
         self._bridges: dict[Bridge, tuple[socket.socket, socket.socket]] = {}
-        self._resolvers: ThreadPoolExecutor | None = None
+        self._resolvers: _Resolvers | None = None
         self._acceptor = Acceptor(
             loop, self.listeners, on_accept=self._accepted, admit=self._admit, on_refused=on_refused
         )
@@ -219,13 +228,10 @@ class ProxyServer:
             listener.close()
         for session in list(self._sessions):
             session.close("shutdown")
-        for bridge, sockets in list(self._bridges.items()):
-            bridge.abort()
-            for sock in sockets:  # now: the transports would close them on a later turn
-                sock.close()
-        self._bridges.clear()
+        for bridge in list(self._bridges):
+            self._force_close(bridge)
         if self._resolvers is not None:
-            self._resolvers.shutdown(wait=False, cancel_futures=True)
+            self._resolvers.close()
 
     # -- the acceptor's hooks --------------------------------------------------------------
 
@@ -237,25 +243,50 @@ class ProxyServer:
         return None
 
     def _accepted(self, sock: socket.socket, peer: Address | None) -> None:
-        if self.tls is not None:
-            sock = self._secure(sock, self.tls, peer, server_side=True)
-        session = _Session(self, sock, peer)
+        if self.tls is None:
+            session = _Session(self, sock, peer)
+            self._sessions.add(session)
+            if self.on_accept is not None:
+                self.on_accept(peer)
+            session.start()
+            return
+        # A TLS client's session starts once its handshake is done: a client that fails
+        # it (a scanner, plaintext) costs no upstream connection.
+        made: list[_Session] = []
+        try:
+            inner, bridge = self._secure(
+                sock,
+                self.tls,
+                server_side=True,
+                on_ready=lambda: made[0].start(),
+                on_failed=lambda error: made[0].tls_failed(error),
+            )
+        except OSError:  # no descriptor for the socket pair: the client is closed unserved
+            sock.close()
+            return
+        session = _Session(self, inner, peer)
+        made.append(session)
+        session.secured(bridge)
         self._sessions.add(session)
         if self.on_accept is not None:
             self.on_accept(peer)
-        session.start()
 
     def _secure(
         self,
         sock: socket.socket,
         context: ssl.SSLContext,
-        peer: Address | None,
         *,
         server_side: bool,
         server_hostname: str | None = None,
-    ) -> socket.socket:
+        on_ready: Callable[[], None] | None = None,
+        on_failed: Callable[[NetworkError], None],
+    ) -> tuple[socket.socket, Bridge]:
         """Run TLS over ``sock`` (a client's, or upstream's); return the socket of
-        plaintext its session uses instead."""
+        plaintext its session uses instead, and the bridge between the two.
+
+        Raises:
+            OSError: no descriptors for the socket pair (``sock`` is left to the caller).
+        """
         from enchufe.net.tls_transport import TlsTransport  # only a TLS server pays for ssl
         from enchufe.net.transport import SocketTransport
 
@@ -264,17 +295,12 @@ class ProxyServer:
         def closed(error: NetworkError | None) -> None:
             self._bridges.pop(bridge, None)
 
-        bridge = Bridge(on_closed=closed)
-
-        def failed(error: NetworkError) -> None:
-            if self.on_tls_failed is not None:
-                self.on_tls_failed(peer, error)
-
+        bridge = Bridge(on_ready=on_ready, on_closed=closed)
         tls_side = TlsTransport(
             self.loop,
             context,
             bridge.a,
-            on_handshake_failed=failed,
+            on_handshake_failed=on_failed,
             server_side=server_side,
             server_hostname=server_hostname,
             handshake_timeout=self.handshake_timeout,
@@ -282,7 +308,30 @@ class ProxyServer:
         self._bridges[bridge] = (sock, outer)
         SocketTransport(self.loop, sock, tls_side)
         SocketTransport(self.loop, outer, bridge.b)
-        return inner
+        return inner, bridge
+
+    def _end_bridge(self, bridge: Bridge, *, clean: bool) -> None:
+        """End a session's bridge with the session: flushed and closed after a clean end
+        (forced after :data:`_BRIDGE_LINGER` seconds, for a peer that never reads), cut
+        off at once with a reset otherwise, so that the TLS peer never takes a broken
+        stream for a whole one (a ``close_notify`` would say it is whole)."""
+        sockets = self._bridges.get(bridge)
+        if sockets is None:
+            return  # closed already
+        if clean:
+            bridge.finish()  # what the session wrote last still passes, then close_notify
+            self.loop.call_later(_BRIDGE_LINGER, self._force_close, bridge)
+            return
+        with contextlib.suppress(OSError):
+            sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self._force_close(bridge)
+
+    def _force_close(self, bridge: Bridge) -> None:
+        sockets = self._bridges.pop(bridge, None)
+        if sockets is not None:
+            bridge.abort()
+            for sock in sockets:  # now: the transports would close them on a later turn
+                sock.close()
 
     # -- upstream --------------------------------------------------------------------------
 
@@ -297,18 +346,60 @@ class ProxyServer:
             session.resolved(candidates)
             return
         if self._resolvers is None:
-            from concurrent.futures import ThreadPoolExecutor  # only a server that resolves names needs threads
-
-            self._resolvers = ThreadPoolExecutor(_RESOLVER_THREADS, thread_name_prefix="proxy-resolver")
-        future = self._resolvers.submit(
-            self.resolver.resolve, host, port, family=self.family, type=socket.SOCK_STREAM, proto=0
-        )
-        future.add_done_callback(lambda done: self.loop.call_soon_threadsafe(session.resolution_done, done))
+            self._resolvers = _Resolvers(self.loop, self.resolver, self.family)
+        self._resolvers.submit(session, host, port)
 
     def _forget(self, session: _Session, end: ClientEnd) -> None:
         self._sessions.discard(session)
         if self.on_close is not None:
             self.on_close(end)
+
+
+def _connected(sock: socket.socket) -> bool:
+    """Whether a non-blocking connect that became writable succeeded. Asked of the peer's
+    address, not of SO_ERROR: reading SO_ERROR clears it, and a target that accepted,
+    sent and reset at once would then read as a clean end instead of a reset."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+class _Resolvers:
+    """Up to :data:`_RESOLVER_THREADS` daemon threads resolving upstream names from a
+    queue; each answer goes back to its session on the loop. Daemon threads, because a
+    ``getaddrinfo`` cannot be cancelled: one waiting on a dead DNS server must not hold
+    the process after the server closed."""
+
+    def __init__(self, loop: EventLoop, resolver: Resolver, family: int) -> None:
+        self.loop = loop
+        self.resolver = resolver
+        self.family = family
+        self._jobs: queue.SimpleQueue[tuple[_Session, str, int] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, session: _Session, host: str, port: int) -> None:
+        self._jobs.put((session, host, port))
+        if len(self._threads) < _RESOLVER_THREADS:
+            thread = threading.Thread(target=self._work, name=f"proxy-resolver-{len(self._threads) + 1}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            session, host, port = job
+            try:
+                outcome: list[Resolved] | Exception = self.resolver.resolve(
+                    host, port, family=self.family, type=socket.SOCK_STREAM, proto=0
+                )
+            except Exception as exc:  # noqa: BLE001 - handed to the session, on the loop
+                outcome = exc
+            self.loop.call_soon_threadsafe(session.resolution_done, outcome)
 
 
 class _Session:
@@ -340,8 +431,19 @@ class _Session:
         self._reason = "closed"  # why a Close from the negotiator ends the client
         self._accepted_at = self._last_moved = self.loop.time()
         self._timer: TimerHandle | None = None
+        self._unsent = 0  # bytes the kernel still held for the peers at the last idle check
+        self._bridges: list[Bridge] = []  # this client's TLS, its own or upstream's
         self._closed = False
         sock.setblocking(False)
+
+    def secured(self, bridge: Bridge) -> None:
+        """``bridge`` carries this client's TLS (its own, or upstream's): it ends with it."""
+        self._bridges.append(bridge)
+
+    def tls_failed(self, error: NetworkError) -> None:
+        if self.server.on_tls_failed is not None:
+            self.server.on_tls_failed(self.peer, error)
+        self.close("tls", str(error))
 
     def start(self) -> None:
         self._arm_timer()
@@ -456,19 +558,16 @@ class _Session:
         if not self._attempt_connect(socket.AF_UNIX, address.sockaddr()):
             self.upstream_failed(self._last_failure)
 
-    def resolution_done(self, future: Future[list[Resolved]]) -> None:
-        if self._closed or future.cancelled():
+    def resolution_done(self, outcome: list[Resolved] | Exception) -> None:
+        if self._closed:
             return
-        try:
-            candidates = future.result()
-        except NetworkError:
+        if isinstance(outcome, NetworkError):
             self.upstream_failed("unresolved")
-            return
-        except Exception as exc:  # noqa: BLE001 - a resolver's defect: this client is told, the loop reports it
-            self.loop.on_error(exc)
+        elif isinstance(outcome, Exception):  # a resolver's defect: this client is told, the loop reports it
+            self.loop.on_error(outcome)
             self.upstream_failed("failed")
-            return
-        self.resolved(candidates)
+        else:
+            self.resolved(outcome)
 
     def resolved(self, candidates: list[Resolved]) -> None:
         self._candidates = list(candidates)
@@ -483,7 +582,11 @@ class _Session:
 
     def _attempt_connect(self, family: int, sockaddr: Sockaddr | str | bytes) -> bool:
         """Start a non-blocking connect; False (and ``_last_failure`` set) if it failed at once."""
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:  # out of descriptors
+            self._last_failure = "failed"
+            return False
         sock.setblocking(False)
         code = sock.connect_ex(sockaddr)
         if code in (0, errno.EINPROGRESS):
@@ -498,18 +601,27 @@ class _Session:
 
     def _attempt_done(self) -> None:
         sock = self._end_attempt()
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
+        if not _connected(sock):
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             sock.close()
             self._last_failure = _FAILURES.get(code, "failed")
             self._try_next()
             return
-        host, port = ("", 0) if sock.family == socket.AF_UNIX else sock.getsockname()[:2]
+        try:
+            host, port = ("", 0) if sock.family == socket.AF_UNIX else sock.getsockname()[:2]
+        except OSError:
+            host, port = "", 0
         if self.server.upstream_tls is not None:
             name = self.server.upstream_server_hostname or self._asked_host
-            sock = self.server._secure(
-                sock, self.server.upstream_tls, self.peer, server_side=False, server_hostname=name
-            )
+            try:
+                sock, bridge = self.server._secure(
+                    sock, self.server.upstream_tls, server_side=False, server_hostname=name, on_failed=self.tls_failed
+                )
+            except OSError:  # no descriptors for the socket pair
+                sock.close()
+                self.upstream_failed("failed")
+                return
+            self.secured(bridge)
         self.upstream = sock
         self._moved()
         self._carry_out(self.negotiator.upstream_connected, host, port)
@@ -589,6 +701,15 @@ class _Session:
     def _moved(self) -> None:
         self._last_moved = self.loop.time()
 
+    def _kernel_unsent(self) -> int:
+        """Bytes written to the sockets that their peers have not taken yet."""
+        unsent = 0
+        for sock in (self.client, self.upstream):
+            if sock is not None and sock.fileno() >= 0:
+                with contextlib.suppress(OSError):
+                    unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        return unsent
+
     def _arm_timer(self) -> None:
         deadlines = []
         if self.server.idle_timeout is not None:
@@ -604,6 +725,12 @@ class _Session:
             return
         now = self.loop.time()
         idle = self.server.idle_timeout is not None and now - self._last_moved >= self.server.idle_timeout
+        if idle and (unsent := self._kernel_unsent()) != self._unsent:
+            # The kernel is still sending what the tunnel handed it (a slow reader behind
+            # megabytes of socket buffer): bytes move, the client is not idle.
+            self._unsent = unsent
+            self._moved()
+            idle = False
         slow = self.server.request_timeout is not None and not self._asked
         slow = slow and now - self._accepted_at >= (self.server.request_timeout or 0.0)
         if idle or slow:
@@ -662,6 +789,9 @@ class _Session:
             self.client.close()
             if self.upstream is not None:
                 self.upstream.close()
+        for bridge in self._bridges:
+            # A failure is passed on as one; any other end flushes the replies first.
+            self.server._end_bridge(bridge, clean=reason not in ("error", "tls"))
         end = ClientEnd(self.peer, sent, received, self.loop.time() - self._accepted_at, reason, error)
         self.server._forget(self, end)
 

@@ -210,18 +210,36 @@ class DatagramRelay:
         return None
 
     def _opened(self, session: DatagramSession) -> None:
-        upstream = socket.socket(self.target.family, socket.SOCK_DGRAM)
-        upstream.setblocking(False)
-        upstream.connect(self.target.sockaddr)  # a datagram connect only records the address
+        try:
+            upstream = socket.socket(self.target.family, socket.SOCK_DGRAM)
+        except OSError as exc:  # out of descriptors: this client is not served
+            self._refuse(session, exc)
+            return
+        try:
+            upstream.setblocking(False)
+            upstream.connect(self.target.sockaddr)  # a datagram connect only records the address
+        except OSError as exc:  # a broadcast target without SO_BROADCAST, no route
+            upstream.close()
+            self._refuse(session, exc)
+            return
         self._peers[session] = _Peer(self, session, upstream)
         if self.on_open is not None:
             self.on_open(session.peer)
 
+    def _refuse(self, session: DatagramSession, exc: OSError) -> None:
+        if self.on_refused is not None:
+            self.on_refused(session.peer, str(translate_os_error(exc, "connect")))
+        self.loop.call_soon(session.close)  # not from inside the sessions' own callback
+
     def _from_client(self, session: DatagramSession, data: bytes) -> None:
-        self._peers[session].send(data)
+        peer = self._peers.get(session)
+        if peer is not None:  # None: a session refused at its start, ending
+            peer.send(data)
 
     def _closed(self, session: DatagramSession, reason: str) -> None:
-        peer = self._peers.pop(session)
+        peer = self._peers.pop(session, None)
+        if peer is None:
+            return  # refused at its start: it was never a client
         peer.close()
         if self.on_close is not None:
             ended = peer.ended or ("done" if reason == "closed" else reason)
