@@ -74,6 +74,9 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Client bytes read past what upstream has taken, above which the client is not read.
 _UPSTREAM_BACKLOG = 256 * 1024
 _READ_SIZE = 64 * 1024
+#: Seconds a client whose relayed answer is complete is read (and ignored) before its
+#: socket is closed.
+_LINGER = 2.0
 #: Seconds a clean end's TLS side has to flush and send its close_notify.
 _BRIDGE_LINGER = 5.0
 #: SO_LINGER on, for 0 seconds: close() sends a reset.
@@ -432,6 +435,8 @@ class _Session:
         self._accepted_at = self._last_moved = self.loop.time()
         self._timer: TimerHandle | None = None
         self._unsent = 0  # bytes the kernel still held for the peers at the last idle check
+        self._lingering = False  # the answer is out: reading only until the client's end
+        self._linger_timer: TimerHandle | None = None
         self._bridges: list[Bridge] = []  # this client's TLS, its own or upstream's
         self._closed = False
         sock.setblocking(False)
@@ -462,6 +467,10 @@ class _Session:
             self.close("closed")  # a client that resets in its request has nothing to be answered
             return
         self._moved()
+        if self._lingering:
+            if not data:
+                self.close("done")
+            return  # what a client sends after its answer is over goes nowhere
         if not data:
             self._client_ended = True
             self._want_read(False)
@@ -503,6 +512,8 @@ class _Session:
 
     def _update_reading(self) -> None:
         """Read the client only while its bytes have somewhere to go."""
+        if self._lingering:
+            return
         self._want_read(
             not self._closing
             and not self._client_ended
@@ -688,7 +699,21 @@ class _Session:
         self._response.start()
 
     def _response_ended(self, error: NetworkError | None) -> None:
-        self._ended_by(error)
+        if error is not None or self._client_ended:
+            self._ended_by(error)
+            return
+        # The client may still be sending (a body upstream never read, a request after
+        # this one): a socket closed with bytes unread sends a reset, which can destroy
+        # the end of the answer still in flight. Half-close, discard what comes for a
+        # moment, then close (a lingering close, as HTTP servers do).
+        try:
+            self.client.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close("done")
+            return
+        self._lingering = True
+        self._want_read(True)
+        self._linger_timer = self.loop.call_later(_LINGER, self.close, "done")
 
     def _ended_by(self, error: NetworkError | None) -> None:
         if error is None:
@@ -779,6 +804,8 @@ class _Session:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         if self._attempt is not None:
             self._end_attempt().close()
         if self._tunnel is not None:
