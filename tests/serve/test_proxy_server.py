@@ -506,3 +506,33 @@ def test_resolver_threads_never_hold_the_process() -> None:
         assert resolvers and all(t.daemon for t in resolvers)
     finally:
         release.set()
+
+
+def test_a_unix_target_whose_backlog_is_full_is_tried_again_until_it_accepts(tmp_path: pathlib.Path) -> None:
+    """A Unix listener refuses a non-blocking connect beyond its backlog (EAGAIN), where
+    TCP's would wait: the relay tries again until the listener has room."""
+    path = str(tmp_path / "busy.sock")
+    with socket.socket(socket.AF_UNIX) as target:
+        target.bind(path)
+        target.listen(0)
+        target.settimeout(TIMEOUT)
+        waiting = []
+        for _ in range(8):  # fill the backlog: connects that nobody accepts yet
+            filler = socket.socket(socket.AF_UNIX)
+            filler.setblocking(False)
+            if filler.connect_ex(path) != 0:
+                filler.close()
+                break
+            waiting.append(filler)
+        try:
+            with running_proxy_server(lambda peer: FixedUnixTarget(path)) as (_, _, port), client(port) as sock:
+                sock.sendall(b"through at last")
+                for _ in waiting:  # room, one by one: the relay's retry gets in after these
+                    target.accept()[0].close()
+                far, _ = target.accept()
+                with far:
+                    far.settimeout(TIMEOUT)
+                    assert recv_exactly(far, 15) == b"through at last"
+        finally:
+            for filler in waiting:
+                filler.close()

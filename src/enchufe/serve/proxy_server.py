@@ -74,6 +74,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Client bytes read past what upstream has taken, above which the client is not read.
 _UPSTREAM_BACKLOG = 256 * 1024
 _READ_SIZE = 64 * 1024
+#: Seconds between connects to a Unix listener whose backlog is full.
+_UNIX_RETRY = 0.01
 #: Seconds a client whose relayed answer is complete is read (and ignored) before its
 #: socket is closed.
 _LINGER = 2.0
@@ -430,6 +432,8 @@ class _Session:
         self._candidates: list[Resolved] = []
         self._attempt: socket.socket | None = None
         self._attempt_timer: TimerHandle | None = None
+        self._unix_retry: TimerHandle | None = None
+        self._unix_deadline = 0.0
         self._last_failure = "failed"
         self._reason = "closed"  # why a Close from the negotiator ends the client
         self._accepted_at = self._last_moved = self.loop.time()
@@ -566,8 +570,20 @@ class _Session:
         self._asked = True
         self._asked_host = None
         self._want_read(False)
+        self._unix_deadline = self.loop.time() + (self.server.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
+        self._connect_unix(address)
+
+    def _connect_unix(self, address: UnixAddress) -> None:
+        self._unix_retry = None
+        if self._closed:
+            return
         if not self._attempt_connect(socket.AF_UNIX, address.sockaddr()):
-            self.upstream_failed(self._last_failure)
+            if self._last_failure == "busy" and self.loop.time() < self._unix_deadline:
+                # A Unix listener whose backlog is full refuses a non-blocking connect
+                # with EAGAIN instead of letting it wait, as TCP's would: try again soon.
+                self._unix_retry = self.loop.call_later(_UNIX_RETRY, self._connect_unix, address)
+                return
+            self.upstream_failed("timeout" if self._last_failure == "busy" else self._last_failure)
 
     def resolution_done(self, outcome: list[Resolved] | Exception) -> None:
         if self._closed:
@@ -607,7 +623,9 @@ class _Session:
                 self._attempt_timer = self.loop.call_later(self.server.connect_timeout, self._attempt_timed_out)
             return True
         sock.close()
-        self._last_failure = _FAILURES.get(code, "failed")
+        self._last_failure = (
+            "busy" if family == socket.AF_UNIX and code == errno.EAGAIN else _FAILURES.get(code, "failed")
+        )
         return False
 
     def _attempt_done(self) -> None:
@@ -806,6 +824,8 @@ class _Session:
             self._timer.cancel()
         if self._linger_timer is not None:
             self._linger_timer.cancel()
+        if self._unix_retry is not None:
+            self._unix_retry.cancel()
         if self._attempt is not None:
             self._end_attempt().close()
         if self._tunnel is not None:
