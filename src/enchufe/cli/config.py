@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from enchufe.proto.proxy import Credentials
     from enchufe.serve.engine import Handler
 
-__all__ = ["DEFAULT_PORT", "Config", "parse_args"]
+__all__ = ["DEFAULT_PORT", "Config", "parse_args", "parse_time"]
 
 DEFAULT_PORT = 31337
 _INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
@@ -189,9 +189,9 @@ def _parse_value(name: str, value: str) -> object:
     if name in NOT_YET:
         raise UsageError(f"{name} is not supported yet.")
     if name in {"-w", "-i"}:
-        return _parse_time(value, f"{name} timeout")
+        return parse_time(value, f"{name} timeout")
     if name == "-d":
-        return _parse_time(value, "-d delay")
+        return parse_time(value, "-d delay")
     if name == "-q":
         return _parse_quit_delay(value)
     if name == "-p":
@@ -542,7 +542,7 @@ def _parse_count(text: str) -> int:
     return int(text)
 
 
-def _parse_time(text: str, what: str) -> float:
+def parse_time(text: str, what: str) -> float:
     """ncat's parse_timespec: whole milliseconds, more than 0 and at most INT_MAX; and a
     unit-less value of 100 s or more is taken for a forgotten "ms"."""
     try:
@@ -571,7 +571,7 @@ def _parse_quit_delay(text: str) -> float:
     try:
         at_once = parse_duration(text) == 0
     except AddressError:
-        at_once = False  # not a time at all: _parse_time says so in ncat's words
+        at_once = False  # not a time at all: parse_time says so in ncat's words
     if at_once:
         return 0.0
-    return _parse_time(text, "-q timeout")
+    return parse_time(text, "-q timeout")

@@ -121,9 +121,9 @@ def _resolve(options: dict[str, str], operands: list[str], verbosity: int) -> in
         raise UsageError("--legacy asks gethostbyname_ex, which knows no -6, --type or --service.")
     timeout = None
     if "-w" in options:
-        from enchufe.cli.config import _parse_time
+        from enchufe.cli.config import parse_time
 
-        timeout = _parse_time(options["-w"], "-w timeout")
+        timeout = parse_time(options["-w"], "-w timeout")
     numeric_only = "-n" in options
 
     def lookup(query: str) -> list[resolve.Answer]:
