@@ -106,7 +106,7 @@ def _parse(args: list[str]) -> _Options | None:
             elif name == "--version":
                 from enchufe import __version__
 
-                sys.stdout.write(f"{PROGRAM} (enchufe) {__version__}\n")
+                sys.stdout.write(f"{PROGRAM} {__version__}\n")
                 return None
             else:
                 _set(options, name, value)
