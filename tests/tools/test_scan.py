@@ -142,7 +142,10 @@ def test_the_concurrency_limit_is_honoured() -> None:
             done.set()
             watcher.join()
     assert [result.state for result in results] == ["filtered"] * 8
-    assert max(most) == 3
+    # /proc/net/tcp is not one snapshot: a probe closed while its successor opens can show
+    # in one read beside it. Counts seen twice in a row are the ones that held.
+    held = [count for count, next_count in zip(most, most[1:], strict=False) if count == next_count]
+    assert max(held) == 3
 
 
 def test_closing_the_iterator_early_closes_the_probes() -> None:

@@ -177,7 +177,14 @@ class DatagramServer(ServerPolicies):
         self._closed = True
         loop_thread = self._thread
         if first and loop_thread is not None:
-            self._loop.call_soon_threadsafe(self._stop_taking_peers)
+            # Wait for the loop to take no more peers before looking at the handlers: a
+            # session opened after that look would start a handler nobody ends or joins.
+            stopped = threading.Event()
+            if self._loop.in_loop_thread():
+                self._stop_taking_peers(stopped)
+            else:
+                self._loop.call_soon_threadsafe(self._stop_taking_peers, stopped)
+                stopped.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         for thread in self.threads():
             join_until(thread, grace_end)
         for conn in self.connections():
@@ -248,8 +255,9 @@ class DatagramServer(ServerPolicies):
             self._loop.remove_reader(peer.bridge.fileno())
             peer.bridge.close()  # the handler reads end of file
 
-    def _stop_taking_peers(self) -> None:
+    def _stop_taking_peers(self, stopped: threading.Event) -> None:
         self._taking_peers = False
+        stopped.set()
 
     def _release(self) -> None:
         for sessions in self._sessions:
