@@ -4,6 +4,7 @@ UDP, ports and targets."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
 from collections.abc import Iterator
@@ -144,7 +145,7 @@ def test_the_concurrency_limit_is_honoured() -> None:
     assert [result.state for result in results] == ["filtered"] * 8
     # /proc/net/tcp is not one snapshot: a probe closed while its successor opens can show
     # in one read beside it. Counts seen twice in a row are the ones that held.
-    held = [count for count, next_count in zip(most, most[1:], strict=False) if count == next_count]
+    held = [count for count, next_count in itertools.pairwise(most) if count == next_count]
     assert max(held) == 3
 
 
