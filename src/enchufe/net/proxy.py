@@ -39,7 +39,7 @@ import time
 from enchufe.address import InetAddress
 from enchufe.errors import AddressError, ConnectError, ConnectTimeout, ProxyError, ReceiveTimeout, ResolveError
 from enchufe.net.connection import Connection
-from enchufe.net.stream import remaining_time
+from enchufe.net.stream import DEFAULT_RECV_SIZE, remaining_time
 from enchufe.proto.proxy import Credentials
 
 TYPE_CHECKING = False
@@ -297,7 +297,7 @@ class _PrefixedStream:
         self._prefix = prefix
         self.is_datagram = False
 
-    def recv(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE, *, timeout: float | None = None) -> bytes:
         if self._prefix:
             chunk, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
             return chunk

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from enchufe.errors import NetworkError
     from enchufe.net.loop import EventLoop
 
-__all__ = ["LARGE_PIPE", "Pump", "Tunnel"]
+__all__ = ["LARGE_PIPE", "RESET_ON_CLOSE", "Pump", "Tunnel"]
 
 #: The size a pump's pipe grows to when a single splice fills it (Linux's default
 #: ``pipe-max-size``); the default pipe holds 64 KiB.
@@ -50,7 +50,7 @@ LARGE_PIPE = 1 << 20
 #: Bytes one copy moves where there is no splice.
 _COPY_SIZE = 256 * 1024
 #: SO_LINGER on, for 0 seconds: close() sends a reset.
-_RESET = struct.pack("ii", 1, 0)
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 _ZERO_COPY = hasattr(os, "splice")
 if _ZERO_COPY:
     _SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
@@ -321,6 +321,6 @@ class Tunnel:
         if error is not None:
             for sock in (self.a, self.b):
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
         self.close()
         self.on_closed(error)

@@ -47,10 +47,12 @@ import threading
 from enchufe.errors import NetworkError
 from enchufe.net.acceptor import Acceptor
 from enchufe.net.bridge import Bridge
+from enchufe.net.connect import DEFAULT_CONNECT_TIMEOUT
 from enchufe.net.proxy import is_address
 from enchufe.net.resolve import SystemResolver
-from enchufe.net.tunnel import Pump, Tunnel
+from enchufe.net.tunnel import RESET_ON_CLOSE, Pump, Tunnel
 from enchufe.proto.proxy import Close, OpenUnixUpstream, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
+from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,10 +69,6 @@ __all__ = ["DEFAULT_REQUEST_TIMEOUT", "ClientEnd", "ProxyServer"]
 
 #: Seconds a client has, from accept, to say where it wants to go.
 DEFAULT_REQUEST_TIMEOUT = 30.0
-#: Seconds a TLS client has for its handshake (the hub's, the threaded Server's).
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-#: Seconds each upstream address has to accept (ncat's default ``-w``).
-DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Client bytes read past what upstream has taken, above which the client is not read.
 _UPSTREAM_BACKLOG = 256 * 1024
 _READ_SIZE = 64 * 1024
@@ -81,8 +79,6 @@ _UNIX_RETRY = 0.01
 _LINGER = 2.0
 #: Seconds a clean end's TLS side has to flush and send its close_notify.
 _BRIDGE_LINGER = 5.0
-#: SO_LINGER on, for 0 seconds: close() sends a reset.
-_RESET = struct.pack("ii", 1, 0)
 #: Threads resolving upstream names at once.
 _RESOLVER_THREADS = 4
 
@@ -328,7 +324,7 @@ class ProxyServer:
             self.loop.call_later(_BRIDGE_LINGER, self._force_close, bridge)
             return
         with contextlib.suppress(OSError):
-            sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
         self._force_close(bridge)
 
     def _force_close(self, bridge: Bridge) -> None:

@@ -31,11 +31,11 @@ import errno
 import ipaddress
 import os
 import socket
-import struct
 
 from enchufe.errors import AddressError, ResolveError
 from enchufe.net.loop import EventLoop
 from enchufe.net.resolve import SystemResolver
+from enchufe.net.tunnel import RESET_ON_CLOSE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -81,8 +81,6 @@ _FILTERED_ERRORS = {
     errno.EHOSTDOWN: "host-unreach",
 }
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE}
-#: SO_LINGER on, zero seconds: close() sends a reset.
-_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class Target:
@@ -484,7 +482,7 @@ class _Scanner:
             return True
         sock.setblocking(False)
         if kind == socket.SOCK_STREAM:  # a reset at close: no TIME_WAIT left behind for each open port
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
         probe = _Probe(index, target, port, sock, self._loop.time())
         self._probes[index] = probe
         code = sock.connect_ex((target.address, port))
