@@ -6,6 +6,8 @@ import io
 import json
 import os
 import pty
+import select
+import time
 
 from enchufe.cli.tool import Report, run_tool
 from enchufe.cli.usage import UsageError
@@ -34,6 +36,18 @@ def test_messages_carry_the_program_name_and_info_waits_for_v() -> None:
     assert err.getvalue() == "enchufe-x: shown\nenchufe-x: always\n"
 
 
+def read_exactly(fd: int, size: int, timeout: float = 5.0) -> bytes:
+    """Read `size` bytes from a pty: the kernel hands written bytes to the reader in pieces, not at once."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < size:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        data += os.read(fd, size - len(data))
+    return data
+
+
 def test_progress_goes_to_a_terminal_only() -> None:
     err = io.StringIO()
     report = Report("enchufe-x", out=io.StringIO(), err=err)
@@ -45,7 +59,7 @@ def test_progress_goes_to_a_terminal_only() -> None:
             report = Report("enchufe-x", out=io.StringIO(), err=terminal)
             report.progress("3/10")
             report.result({}, "a result")  # clears the progress line first
-        assert os.read(leader, 100) == b"\r3/10\x1b[K\r\x1b[K"
+        assert read_exactly(leader, len(b"\r3/10\x1b[K\r\x1b[K")) == b"\r3/10\x1b[K\r\x1b[K"
     finally:
         os.close(leader)
         os.close(follower)
