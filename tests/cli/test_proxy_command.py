@@ -271,3 +271,46 @@ def test_an_https_proxy_server_for_curl(tls_files: TlsFiles) -> None:
         thread.join(STEP_TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"hello"
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(
+    ("kind", "server_auth", "client_auth"),
+    [
+        ("socks5", None, None),
+        ("socks5", "alice:s3cret", "alice:s3cret"),
+        ("socks4", "bob:pw", "bob:pw"),
+        ("socks5", "alice:s3cret", "alice:wrong"),
+        ("socks5", "alice:s3cret", None),
+        ("socks4", "bob:pw", "bob"),
+    ],
+)
+def test_what_v_says_of_a_socks_handshake_and_its_failure_is_ncats(
+    kind: str, server_auth: str | None, client_auth: str | None
+) -> None:
+    """The proxy's lines of ``-v``, a refusal's line, and the status, as ncat 7.93's; the
+    SOCKS4 user id is ``--proxy-auth``'s whole text, which ncat sends."""
+    succeeds = client_auth == server_auth
+    said: dict[str, tuple[int, list[str]]] = {}
+    with TcpServer() as upstream:
+        with proxy_server(kind, *(("--proxy-auth", server_auth) if server_auth else ())) as (_, proxy_port):
+            for tool in ("ncat", "enchufe"):
+                result: dict[str, bytes] = {}
+                thread = echo_once(upstream, result) if succeeds else None
+                argv = ["-v", "--proxy", f"127.0.0.1:{proxy_port}", "--proxy-type", kind]
+                argv += [*(("--proxy-auth", client_auth) if client_auth else ()), "127.0.0.1", str(upstream.port)]
+                done = run(["ncat", *argv], input=b"hi") if tool == "ncat" else run_enchufe(*argv, input=b"hi")
+                if thread is not None:
+                    thread.join(STEP_TIMEOUT)
+                    assert done.stdout == b"got: hi"
+                lines = done.stderr.decode().splitlines()[1:]  # after the version line
+                words = [line.split(": ", 1)[1] for line in lines if " bytes sent, " not in line]
+                said[tool] = (done.returncode, words)
+    (status, ours), (ncat_status, ncats) = said["enchufe"], said["ncat"]
+    assert status == ncat_status == (0 if succeeds else 1)
+    if succeeds:
+        assert ours.pop() == f"Connected to 127.0.0.1:{upstream.port}."  # upstream ncat's line; 7.93 has none
+    elif kind == "socks4":  # ncat says only "Proxy connection failed."; enchufe adds the reply's meaning
+        assert ours.pop().startswith("Proxy connection failed: request rejected")
+        assert ncats.pop() == "Proxy connection failed."
+    assert ours == ncats

@@ -165,6 +165,7 @@ def test_ncat_is_refused_a_wrong_password() -> None:
         ("socks5://alice:secret@{}", socks5(Credentials("alice", "secret")), TARGET_NAME),
         ("socks5://{}", socks5(), "127.0.0.1"),
         ("socks4://bob@{}", socks4("bob"), TARGET_NAME),
+        ("socks4://bob:pw@{}", socks4("bob:pw"), TARGET_NAME),  # ncat's user id: USER:PASS whole
     ],
 )
 def test_open_connection_through_the_server(url: str, factory: Factory, host: str, http_port: int) -> None:
@@ -187,9 +188,9 @@ def test_a_closed_port_is_reply_5_and_a_refused_password_our_clients_error() -> 
     with socks_server(socks5()) as port:
         with pytest.raises(ProxyError) as caught:
             open_connection(f"127.0.0.1:{closed}", proxy=f"socks5://127.0.0.1:{port}", timeout=STEP)
-    assert (str(caught.value), caught.value.code) == ("Connection refused.", 5)
+    assert (str(caught.value), caught.value.code) == ("Error: Connection refused.", 5)
     with socks_server(socks5(Credentials("alice", "secret"))) as port:
-        with pytest.raises(ProxyError, match=r"^authentication failed\.$"):
+        with pytest.raises(ProxyError, match=r"^Error: authentication failed\.$"):
             open_connection("127.0.0.1:9", proxy=f"socks5://alice:x@127.0.0.1:{port}", timeout=STEP)
     with socks_server(socks4()) as port:
         with pytest.raises(ProxyError) as caught:
@@ -198,7 +199,7 @@ def test_a_closed_port_is_reply_5_and_a_refused_password_our_clients_error() -> 
     with socks_server(socks5()) as port:
         with pytest.raises(ProxyError) as caught:
             open_connection("nowhere.invalid:80", proxy=f"socks5://127.0.0.1:{port}", timeout=STEP)
-    assert (str(caught.value), caught.value.code) == ("Host unreachable.", 4)
+    assert (str(caught.value), caught.value.code) == ("Error: Host unreachable.", 4)
 
 
 # -- raw clients: half-close, the bound address, many at once --------------------------------

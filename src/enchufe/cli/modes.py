@@ -152,7 +152,7 @@ def _connect(config: Config, env: Environment, logs: list[SessionLog]) -> int:
             messages.info(f"Host {config.host} will be resolved by the proxy.")
     started = time.monotonic()
     try:
-        conn = _open_connection(config, target, source, attempt_failed, tls)
+        conn = _open_connection(config, target, source, attempt_failed, tls, messages)
     except CertificateError as exc:
         from enchufe.cli.tls_setup import describe_certificate
 
@@ -187,6 +187,7 @@ def _open_connection(
     source: str | None,
     attempt_failed: Callable[[Address, NetworkError], None],
     tls: ssl.SSLContext | DtlsContext | bool,
+    messages: Messages,
 ) -> Connection:
     from enchufe.net.connect import open_connection
 
@@ -203,6 +204,7 @@ def _open_connection(
         source_route_pointer=config.source_route_pointer,
         proxy=config.proxy or None,
         proxy_dns=config.proxy_dns,
+        on_proxy_progress=messages.info,
         tls=tls,
         server_hostname=config.ssl_servername or config.host,
     )
@@ -524,7 +526,7 @@ def _negotiators(config: Config) -> Callable[[Address | None], ProxyNegotiator]:
     from enchufe.proto.socks import Socks4Negotiator, Socks5Negotiator
 
     if config.proxy_server == "socks4":
-        user_id = None if credentials is None else credentials.username
+        user_id = None if credentials is None else credentials.as_text()  # what ncat's clients send
         return lambda peer: Socks4Negotiator(user_id)
     return lambda peer: Socks5Negotiator(credentials)
 

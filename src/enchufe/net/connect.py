@@ -56,6 +56,7 @@ def open_connection(
     source_route_pointer: int = 4,
     proxy: Proxy | Sequence[Proxy] | str | None = None,
     proxy_dns: str = "remote",
+    on_proxy_progress: Callable[[str], None] | None = None,
     tls: ssl.SSLContext | DtlsContext | bool = False,
     server_hostname: str | None = None,
 ) -> Connection:
@@ -93,6 +94,8 @@ def open_connection(
         proxy_dns: where the target's name is resolved when a proxy is used:
             ``"remote"`` (by the proxy), ``"local"``, ``"both"`` (here, else by the
             proxy) or ``"none"`` (the target must be an address).
+        on_proxy_progress: called with each line ncat's ``-v`` prints during the proxy
+            handshakes (``Connected to proxy 127.0.0.1:1080``, ...).
         tls: ``True`` runs a TLS handshake once connected, verifying the server's
             certificate and name against the system's CAs
             (:func:`enchufe.net.tls.client_context`); an ``ssl.SSLContext`` is used as
@@ -126,7 +129,7 @@ def open_connection(
     if proxy is not None:
         return _connect_through(
             target, proxy, proxy_dns, transport, family, timeout, source_host, source_port, resolver, on_attempt_failed,
-            tls, server_hostname,
+            on_proxy_progress, tls, server_hostname,
         )  # fmt: skip
     type_, proto = socket_kind(transport)
     if source_route and family != socket.AF_INET:
@@ -162,6 +165,7 @@ def _connect_through(
     source_port: int,
     resolver: Resolver,
     on_attempt_failed: AttemptFailed | None,
+    on_progress: Callable[[str], None] | None,
     tls: ssl.SSLContext | DtlsContext | bool,
     server_hostname: str | None,
 ) -> Connection:
@@ -183,7 +187,14 @@ def _connect_through(
         )
 
     conn = connect_through(
-        chain, target, connect=connect_first, timeout=timeout, proxy_dns=proxy_dns, resolver=resolver, family=family
+        chain,
+        target,
+        connect=connect_first,
+        timeout=timeout,
+        proxy_dns=proxy_dns,
+        resolver=resolver,
+        family=family,
+        on_progress=on_progress,
     )
     if tls is False:
         return Connection(leftover_first(conn), local=conn.local, peer=target)

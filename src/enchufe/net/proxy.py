@@ -26,6 +26,10 @@ here and sends the name when that fails; ``"none"`` resolves nothing: the target
 an address. The same rule applies to each next proxy of a chain. A proxy's own address
 is always resolved here.
 
+``on_progress``, when given, hears what ncat's ``-v`` says on the way: ``Connected to
+proxy HOST:PORT`` before each SOCKS handshake, and a SOCKS5 proxy's method and
+``connection succeeded.``.
+
 The whole handshake, from the first connect to the last hop's answer, has one deadline
 (``timeout``, ncat's ``-w``): a proxy that accepts and then stays silent is a
 :class:`~enchufe.errors.ConnectTimeout`, not a hang.
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
 
     #: Connects to a proxy's address within the given seconds (``None``: no limit).
     Connector = Callable[[InetAddress, float | None], Connection]
+    #: Hears each of ncat's ``-v`` lines for a proxy handshake.
+    Progress = Callable[[str], None]
 
 __all__ = [
     "DEFAULT_PROXY_PORTS",
@@ -171,6 +177,7 @@ def connect_through(
     proxy_dns: str = "remote",
     resolver: Resolver,
     family: int,
+    on_progress: Progress | None = None,
 ) -> Connection:
     """Open a connection to ``target`` through ``chain``; see the module docstring.
 
@@ -183,6 +190,7 @@ def connect_through(
         proxy_dns: where names of the target and of later hops are resolved.
         resolver: resolves what is resolved here.
         family: the address family of what is resolved here (``AF_UNSPEC``: any).
+        on_progress: called with each of ncat's ``-v`` lines for the handshakes.
 
     Returns:
         The connection, ready for the target's bytes (and TLS). Bytes the last proxy
@@ -213,7 +221,10 @@ def connect_through(
                 destination = destinations[index]
                 host = _host_to_send(destination.host, proxy_dns, resolver, family)
                 again = functools.partial(establish, index)  # a connection to this hop's proxy anew
-                conn = _tunnel(conn, chain[index], host, destination.port, deadline, again)
+                hop = chain[index]
+                if on_progress is not None and hop.kind != "http":  # ncat says it for SOCKS only
+                    on_progress(f"Connected to proxy {conn.peer if index == 0 else hop.address}")
+                conn = _tunnel(conn, hop, host, destination.port, deadline, again, on_progress)
         except BaseException:
             conn.close()
             raise
@@ -258,6 +269,7 @@ def _tunnel(
     port: int,
     deadline: float | None,
     reconnect: Callable[[], Connection],
+    on_progress: Progress | None,
 ) -> Connection:
     """Ask ``proxy``, at the end of ``conn``, for a tunnel to ``host:port``."""
     try:
@@ -268,10 +280,10 @@ def _tunnel(
         from enchufe.net.proxy_socks import socks4_connect, socks5_connect
 
         if proxy.kind == "socks4":
-            user_id = "" if proxy.credentials is None else proxy.credentials.username
+            user_id = "" if proxy.credentials is None else proxy.credentials.as_text()  # ncat's: USER:PASS whole
             socks4_connect(conn, host, port, user_id, deadline=deadline)
         else:
-            socks5_connect(conn, host, port, proxy.credentials, deadline=deadline)
+            socks5_connect(conn, host, port, proxy.credentials, deadline=deadline, on_progress=on_progress)
         return conn
     except ReceiveTimeout as exc:
         raise ConnectTimeout(f"{proxy.address}: no answer from the proxy in time") from exc

@@ -6,9 +6,15 @@ still needs), so what the proxy sends after its reply, the target's first bytes,
 the connection's buffer for whoever reads next.
 
 Refusals and broken replies are :class:`~enchufe.errors.ProxyError`, in ncat 7.93's words
-where it has some (``Connection refused.`` for SOCKS5's reply 5), with ``.code`` the reply
-code; a proxy silent past ``deadline`` is :class:`~enchufe.errors.ReceiveTimeout`, which
+where it has some (``Error: Connection refused.`` for SOCKS5's reply 5; every SOCKS
+error of ncat's starts with ``Error:``, but for SOCKS4's refusal, ``Proxy connection
+failed``, to which enchufe adds the reply's meaning), with ``.code`` the reply code; a
+proxy silent past ``deadline`` is :class:`~enchufe.errors.ReceiveTimeout`, which
 :func:`enchufe.net.proxy.connect_through` makes a ``ConnectTimeout``.
+
+``on_progress``, when given, is called with each line ncat's ``-v`` prints during a
+SOCKS5 handshake: the method (``No authentication needed.``, ``Doing username and
+password authentication.``), then ``connection succeeded.``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+    Progress = Callable[[str], None]
+
 __all__ = ["socks4_connect", "socks5_connect"]
 
 
@@ -60,7 +68,7 @@ def socks4_connect(conn: Connection, host: str, port: int, user_id: str, *, dead
     try:
         request = socks4_request(host, port, user_id)
     except ProtocolError as exc:
-        raise ProxyError(str(exc), proxy=proxy) from None
+        raise _error(str(exc), proxy) from None
     conn.send_all(request, timeout=remaining_time(deadline))
     reply = _receive(conn, parse_socks4_reply, deadline, proxy, truncated="short response from proxy.")
     if not reply.granted:
@@ -71,7 +79,13 @@ def socks4_connect(conn: Connection, host: str, port: int, user_id: str, *, dead
 
 
 def socks5_connect(
-    conn: Connection, host: str, port: int, credentials: Credentials | None, *, deadline: float | None
+    conn: Connection,
+    host: str,
+    port: int,
+    credentials: Credentials | None,
+    *,
+    deadline: float | None,
+    on_progress: Progress | None = None,
 ) -> None:
     """Ask the SOCKS5 proxy at the end of ``conn`` for a tunnel to ``host:port`` (an
     address, or a name the proxy resolves).
@@ -88,22 +102,27 @@ def socks5_connect(
     try:
         request = socks5_request(host, port)
     except ProtocolError as exc:
-        raise ProxyError(str(exc), proxy=proxy) from None
+        raise _error(str(exc), proxy) from None
+    say = on_progress or _silent
     methods = [METHOD_NO_AUTH] if credentials is None else [METHOD_NO_AUTH, METHOD_USERNAME_PASSWORD]
     conn.send_all(socks5_greeting(methods), timeout=remaining_time(deadline))
     method = _receive(conn, parse_socks5_method, deadline, proxy, truncated="malformed connect response from proxy.")
     if method == METHOD_NO_ACCEPTABLE:
-        raise ProxyError("no acceptable authentication method proposed.", proxy=proxy)
+        raise _error("no acceptable authentication method proposed.", proxy)
     if method not in methods:
-        raise ProxyError("proxy selected invalid authentication method.", proxy=proxy)
+        raise _error("proxy selected invalid authentication method.", proxy)
     if method == METHOD_USERNAME_PASSWORD:
         assert credentials is not None
+        say("Doing username and password authentication.")
         _authenticate(conn, credentials, deadline, proxy)
+    else:
+        say("No authentication needed.")
     conn.send_all(request, timeout=remaining_time(deadline))
     reply = _receive(conn, parse_socks5_reply, deadline, proxy, truncated="malformed request response from proxy.")
     if not reply.succeeded:
         message = SOCKS5_REPLY_MESSAGES.get(reply.code, SOCKS5_UNASSIGNED_MESSAGE)
-        raise ProxyError(message, proxy=proxy, code=reply.code)
+        raise _error(message, proxy, code=reply.code)
+    say("connection succeeded.")
 
 
 def _authenticate(conn: Connection, credentials: Credentials, deadline: float | None, proxy: str) -> None:
@@ -112,11 +131,12 @@ def _authenticate(conn: Connection, credentials: Credentials, deadline: float | 
         request = socks5_auth_request(credentials.username, credentials.password or "")
     except ProtocolError:
         # RFC 1929 needs both, of 1 to 255 bytes each; ncat's words for a missing password.
-        raise ProxyError("invalid username:password combo.", proxy=proxy) from None
+        raise _error("invalid username:password combo.", proxy) from None
     conn.send_all(request, timeout=remaining_time(deadline))
-    accepted = _receive(conn, parse_socks5_auth_reply, deadline, proxy, truncated="authentication failed.")
+    truncated = "malformed proxy authentication response."
+    accepted = _receive(conn, parse_socks5_auth_reply, deadline, proxy, truncated=truncated)
     if not accepted:
-        raise ProxyError("authentication failed.", proxy=proxy)
+        raise _error("authentication failed.", proxy)
 
 
 def _receive(
@@ -133,13 +153,22 @@ def _receive(
         try:
             result = parse(received)
         except ProtocolError as exc:
-            raise ProxyError(str(exc), proxy=proxy) from None
+            raise _error(str(exc), proxy) from None
         if not isinstance(result, NeedMore):
             return result[0]
         try:
             received += conn.recv_exactly(result.count, timeout=remaining_time(deadline))
         except UnexpectedEOF:
-            raise ProxyError(truncated, proxy=proxy) from None
+            raise _error(truncated, proxy) from None
+
+
+def _error(message: str, proxy: str, *, code: int | None = None) -> ProxyError:
+    """A SOCKS failure, in ncat's form: ``Error: `` and the words."""
+    return ProxyError(f"Error: {message}", proxy=proxy, code=code)
+
+
+def _silent(message: str) -> None:
+    pass
 
 
 def _name(conn: Connection) -> str:

@@ -74,8 +74,9 @@ UPSTREAM_FAILURES = frozenset(
 class Credentials:
     """A user name and password for a proxy (``--proxy-auth USER[:PASS]``).
 
-    ``password`` is ``None`` when none was given: SOCKS4 sends the user name alone as
-    its user id; HTTP and SOCKS5 use an empty password.
+    ``password`` is ``None`` when none was given; HTTP and SOCKS5 then use an empty
+    password. SOCKS4 has no password: its user id is the whole text (:meth:`as_text`),
+    as ncat sends it.
     """
 
     __slots__ = ("password", "username")
@@ -89,6 +90,10 @@ class Credentials:
         """``USER[:PASS]``: everything after the first colon is the password."""
         username, colon, password = text.partition(":")
         return cls(username, password if colon else None)
+
+    def as_text(self) -> str:
+        """The ``USER[:PASS]`` text these credentials were parsed from."""
+        return self.username if self.password is None else f"{self.username}:{self.password}"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Credentials):
