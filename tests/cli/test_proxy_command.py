@@ -4,8 +4,10 @@ chains, TLS through a proxy, ``-w`` over the whole handshake, and ncat's refusal
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -314,3 +316,43 @@ def test_what_v_says_of_a_socks_handshake_and_its_failure_is_ncats(
         assert ours.pop().startswith("Proxy connection failed: request rejected")
         assert ncats.pop() == "Proxy connection failed."
     assert ours == ncats
+
+
+def test_a_client_whose_upstream_finds_no_descriptor_is_refused_and_frees_its_place() -> None:
+    """With every descriptor taken, opening the upstream socket fails (EMFILE): that
+    client hears a failure, and its place under ``-m 1`` is free for the next one."""
+    with TcpServer() as upstream, proxy_server("socks5", "-m", "1") as (server, port):
+        pid = server.popen.pid
+        warm_up = run_enchufe("--proxy", f"127.0.0.1:{port}", "--proxy-type", "socks5", "127.0.0.1", "9")
+        assert warm_up.returncode == 1  # the loop runs, with all it opens; nothing listens on 9
+        taken = wait_for_sockets(pid, 1)  # the listener alone: the warm-up client is gone
+        free = [fd for fd in range(len(taken) + 2) if fd not in taken]  # a new descriptor takes the lowest
+        # Room for one more descriptor (the client's), none for its upstream socket.
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={free[1]}:"], check=True, timeout=STEP_TIMEOUT)
+        with socket.create_connection(("127.0.0.1", port), timeout=STEP_TIMEOUT) as starved:
+            starved.sendall(b"\x05\x01\x00")
+            assert recv_exactly(starved, 2) == b"\x05\x00"
+            starved.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + upstream.port.to_bytes(2, "big"))
+            assert recv_exactly(starved, 2)[1] != 0  # a SOCKS5 failure, not success
+        subprocess.run(["prlimit", f"--pid={pid}", "--nofile=1024:"], check=True, timeout=STEP_TIMEOUT)
+        result: dict[str, bytes] = {}
+        thread = echo_once(upstream, result)
+        done = run_enchufe(
+            "--proxy", f"127.0.0.1:{port}", "--proxy-type", "socks5", "127.0.0.1", str(upstream.port), input=b"room"
+        )
+        thread.join(STEP_TIMEOUT)
+    assert (done.returncode, done.stdout) == (0, b"got: room"), done.stderr
+
+
+def wait_for_sockets(pid: int, count: int) -> set[int]:
+    """The descriptors of process ``pid`` once exactly ``count`` of them are sockets."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while time.monotonic() < deadline:
+        fds = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+        sockets = 0
+        for fd in fds:
+            with contextlib.suppress(FileNotFoundError):
+                sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        if sockets == count:
+            return fds
+    raise AssertionError(f"process {pid} kept {sockets} sockets, not {count}")
