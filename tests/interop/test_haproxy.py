@@ -84,6 +84,8 @@ def haproxy(tmp_path: Path, frontend: str, backend: str) -> Iterator[subprocess.
             try:
                 socket.create_connection(("127.0.0.1", ready_port), timeout=TIMEOUT).close()
                 break
+            except ConnectionResetError:
+                break  # accepted and reset at once by its reject rule: listening
             except ConnectionRefusedError:
                 assert time.monotonic() < deadline, "haproxy did not start listening"
         yield process
