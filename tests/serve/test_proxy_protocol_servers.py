@@ -21,7 +21,7 @@ from enchufe.net.listen import open_listeners
 from enchufe.net.proxy_protocol import read_proxy_header, send_proxy_header
 from enchufe.net.stream import SocketStream
 from enchufe.net.tls import start_tls
-from enchufe.proto.proxy_protocol import ProxyHeader, encode_header
+from enchufe.proto.proxy_protocol import V2_SIGNATURE, ProxyHeader, encode_header
 from enchufe.serve.engine import Server
 from enchufe.serve.policy import ProxyProtocol
 from enchufe.serve.pool import RequestServer
@@ -93,7 +93,7 @@ def test_send_proxy_header_writes_what_read_proxy_header_reads(pair: tuple[socke
         send_proxy_header(sender, CLIENT, FRONTEND, version=1)
         send_proxy_header(sender, None, None)
     assert read_proxy_header(stream, timeout=TIMEOUT) == ProxyHeader(1, "proxy", "stream", CLIENT, FRONTEND)
-    assert read_proxy_header(stream, timeout=TIMEOUT) == ProxyHeader(2, "proxy", "unspec", None, None)
+    assert stream.recv(100, timeout=TIMEOUT) == V2_SIGNATURE + b"\x21\x00\x00\x00"  # PROXY, AF_UNSPEC, UNSPEC
 
 
 # -- the threaded Server behind a balancer ------------------------------------------------------
@@ -105,6 +105,7 @@ class Seen:
     def __init__(self) -> None:
         self.peers: queue.Queue[tuple[Address | None, Address | None, bytes]] = queue.Queue()
         self.refused: queue.Queue[tuple[Address | None, str]] = queue.Queue()
+        self.refused_in: list[str] = []  # the threads on_refused was called in
 
     def handler(self, conn: Connection) -> None:
         self.peers.put((conn.peer, conn.proxied_by, conn.recv_line(timeout=TIMEOUT)))
@@ -112,6 +113,7 @@ class Seen:
 
     def on_refused(self, peer: Address | None, reason: str) -> None:
         self.refused.put((peer, reason))
+        self.refused_in.append(threading.current_thread().name)
 
 
 @contextlib.contextmanager
@@ -158,7 +160,7 @@ def test_tls_starts_after_the_header(tls_files: TlsFiles) -> None:
         with Connection(secured, timeout=TIMEOUT) as tls:
             tls.send_all(b"over tls\n")
             assert tls.recv_line() == b"bye\n"
-        assert seen.peers.get(timeout=TIMEOUT)[::2] == (CLIENT, b"over tls\n")
+        assert seen.peers.get(timeout=TIMEOUT) == (CLIENT, conn.local, b"over tls\n")
 
 
 def test_a_local_header_keeps_the_sockets_peer() -> None:
@@ -196,6 +198,7 @@ def test_an_untrusted_peer_is_refused_or_in_optional_mode_served_as_itself() -> 
         with balancer(address, V1, source_host="127.0.0.8") as conn:
             assert closed_by_server(conn)
             assert seen.refused.get(timeout=TIMEOUT) == (conn.local, "not a trusted PROXY protocol sender")
+            assert seen.refused_in[0].startswith("enchufe-accept-")  # at accept: no thread started for it
     with server(seen, proxy_protocol=ProxyProtocol(from_loopback, optional=True)) as address:
         with balancer(address, V1, source_host="127.0.0.8") as conn:
             assert conn.recv_line() == b"bye\n"
