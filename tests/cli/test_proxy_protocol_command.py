@@ -10,7 +10,7 @@ import pytest
 
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, SHORT_OPTIONS
-from support.cli_e2e import assert_clean_stderr, connect, recv_until_eof, stop_listener
+from support.cli_e2e import assert_clean_stderr, connect, recv_exactly, recv_until_eof, stop_listener
 from support.procs import enchufe, run_enchufe
 
 V1 = b"PROXY TCP4 127.0.0.7 127.0.0.1 4242 443\r\n"
@@ -70,12 +70,36 @@ def test_exec_gets_the_clients_address_and_a_health_check_the_balancers() -> Non
         stop_listener(cmd)
 
 
+def test_keep_open_reads_each_balancers_header_on_the_loop_and_serves_the_client() -> None:
+    # --allow names the client alone: the balancer is not judged by it, its client is.
+    args = ["-l", "-k", "-v", "--proxy-protocol", "127.0.0.1", "--allow", "127.0.0.7", "127.0.0.1", "0"]
+    with enchufe(*args) as cmd:
+        port = cmd.listening_port()
+        with connect(port) as slow:  # its header in two pieces: nobody waits for it meanwhile
+            slow.sendall(V1[:9])
+            with connect(port, source="127.0.0.8") as untrusted:
+                cmd.wait_for_line(r"^enchufe: New connection denied: not a trusted PROXY protocol sender$")
+                assert closed(untrusted)
+            with connect(port) as denied:
+                denied.sendall(b"PROXY TCP4 127.0.0.9 127.0.0.1 1 443\r\n")
+                cmd.wait_for_line(r"^enchufe: New connection denied: not allowed$")
+                assert closed(denied)
+            with connect(port) as bad:
+                bad.sendall(b"PROXY TCP4 1.2.3.4 1.2.3.4 01 1\r\n")
+                cmd.wait_for_line(r"^enchufe: New connection denied: bad PROXY header: not a port")
+            slow.sendall(V1[9:] + b"at last\n")
+            cmd.wait_for_line(r"^enchufe: Connection from 127\.0\.0\.7:4242 \(through 127\.0\.0\.1:\d+, by")
+            assert cmd.read_stdout(8) == b"at last\n"
+            cmd.write(b"to all\n")
+            assert recv_exactly(slow, 7) == b"to all\n"
+        stop_listener(cmd)
+
+
 @pytest.mark.parametrize(
     "args",
     [
         ["--proxy-protocol", "127.0.0.1", "127.0.0.1", "1"],
         ["-l", "-u", "--proxy-protocol", "127.0.0.1"],
-        ["-l", "-k", "--proxy-protocol", "127.0.0.1"],
         ["--broker", "--proxy-protocol", "127.0.0.1"],
         ["-l", "--proxy-type", "http", "--proxy-protocol", "127.0.0.1"],
     ],
@@ -83,7 +107,7 @@ def test_exec_gets_the_clients_address_and_a_health_check_the_balancers() -> Non
 def test_where_it_does_not_work_yet_it_is_refused(args: list[str]) -> None:
     result = run_enchufe(*args)
     assert result.returncode == 2
-    assert "--proxy-protocol works with -l over TCP or Unix sockets" in result.stderr.decode()
+    assert "--proxy-protocol works with -l and -l -k over TCP or Unix sockets" in result.stderr.decode()
 
 
 def test_a_bad_balancer_spec_is_refused_as_allows_are() -> None:

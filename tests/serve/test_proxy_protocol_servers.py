@@ -18,13 +18,14 @@ from enchufe.errors import ConnectionLost, ProtocolError, TimedOut, UnexpectedEO
 from enchufe.net.connect import open_connection
 from enchufe.net.connection import Connection
 from enchufe.net.listen import open_listeners
-from enchufe.net.proxy_protocol import read_proxy_header, send_proxy_header
+from enchufe.net.proxy_protocol import ProxyHeaderReader, read_proxy_header, send_proxy_header
 from enchufe.net.stream import SocketStream
 from enchufe.net.tls import start_tls
 from enchufe.proto.proxy_protocol import V2_SIGNATURE, ProxyHeader, encode_header
 from enchufe.serve.engine import Server
 from enchufe.serve.policy import ProxyProtocol
 from enchufe.serve.pool import RequestServer
+from support.loop import LoopThread
 from support.tls import TlsFiles
 
 TIMEOUT = 10.0
@@ -74,7 +75,7 @@ def test_a_header_in_two_pieces_is_waited_for(pair: tuple[socket.socket, SocketS
 
 def test_bad_cut_short_and_missing_headers(pair: tuple[socket.socket, SocketStream]) -> None:
     ours, stream = pair
-    with pytest.raises(TimedOut, match=r"no whole PROXY header within 0\.05 s"):
+    with pytest.raises(TimedOut, match=r"no PROXY header within 0\.05 s"):
         read_proxy_header(stream, timeout=0.05)
     ours.sendall(b"GET / HTTP/1.0\r\n")
     with pytest.raises(ProtocolError, match="not a PROXY protocol header"):
@@ -94,6 +95,48 @@ def test_send_proxy_header_writes_what_read_proxy_header_reads(pair: tuple[socke
         send_proxy_header(sender, None, None)
     assert read_proxy_header(stream, timeout=TIMEOUT) == ProxyHeader(1, "proxy", "stream", CLIENT, FRONTEND)
     assert stream.recv(100, timeout=TIMEOUT) == V2_SIGNATURE + b"\x21\x00\x00\x00"  # PROXY, AF_UNSPEC, UNSPEC
+
+
+@contextlib.contextmanager
+def loop_reader(timeout: float | None) -> Iterator[tuple[socket.socket, socket.socket, queue.Queue[object]]]:
+    """A ProxyHeaderReader started on a loop thread over a socket pair: yields our end,
+    its end, and what it reported (a header or an error)."""
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    results: queue.Queue[object] = queue.Queue()
+    looper = LoopThread()
+    reader = ProxyHeaderReader(looper.loop, theirs, timeout=timeout, on_header=results.put, on_failed=results.put)
+    try:
+        looper.call(reader.start)
+        yield ours, theirs, results
+    finally:
+        looper.call(reader.cancel)
+        looper.close()
+        ours.close()
+        theirs.close()
+
+
+def test_on_the_loop_a_header_in_pieces_is_read_and_not_one_byte_more() -> None:
+    with loop_reader(TIMEOUT) as (ours, theirs, results):
+        ours.sendall(V2[:20])
+        ours.sendall(V2[20:] + b"data")
+        header = results.get(timeout=TIMEOUT)
+        assert isinstance(header, ProxyHeader) and header.source == CLIENT
+        assert theirs.recv(100) == b"data"
+
+
+def test_on_the_loop_a_bad_a_cut_short_and_a_late_header_fail() -> None:
+    with loop_reader(TIMEOUT) as (ours, _, results):
+        ours.sendall(b"PROXY TCP9\r\n")
+        assert isinstance(results.get(timeout=TIMEOUT), ProtocolError)
+    with loop_reader(TIMEOUT) as (ours, _, results):
+        ours.sendall(V1[:12])
+        ours.shutdown(socket.SHUT_WR)
+        error = results.get(timeout=TIMEOUT)
+        assert isinstance(error, UnexpectedEOF) and "after 12 bytes" in str(error)
+    with loop_reader(0.05) as (_, _, results):
+        error = results.get(timeout=TIMEOUT)
+        assert isinstance(error, TimedOut) and str(error) == "no PROXY header within 0.05 s"
 
 
 # -- the threaded Server behind a balancer ------------------------------------------------------

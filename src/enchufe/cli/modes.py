@@ -403,8 +403,8 @@ def _keep_open(
         mode = (CHAT_LINES if config.chat_lines else CHAT) if config.chat else BROKER
         room = Room(mode, observer=0 if config.host_sees_room else None)  # the host is ncat's <user0>
 
-    def joined(peer: Address | None) -> None:
-        messages.info(f"Connection from {describe_peer(peer)}.")
+    def joined(peer: Address | None, proxied_by: Address | None) -> None:
+        messages.info(f"Connection from {describe_peer(peer, proxied_by=proxied_by)}.")
 
     def refused(peer: Address | None, reason: str) -> None:
         messages.info(f"New connection denied: {reason}")
@@ -459,6 +459,7 @@ def _keep_open(
             label=_client_label if config.client_labels else None,
             tls=tls,
             on_tls_failed=_say_tls_failed(messages),
+            proxy_protocol=balancers,
         )
         _serve_until_signal(loop, env, server)
     if server.output_error is not None:

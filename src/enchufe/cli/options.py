@@ -138,7 +138,7 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
       --full-lines           --chat: a <userN> prefix on every line, not every read
       --host-sees-room       --broker, --chat: stdout gets what the room delivers
       --py-exec <handler>    Runs handle(conn) of a Python file, or module:function
-      --proxy-protocol <hosts>  -l behind a load balancer: the balancers at <hosts>
+      --proxy-protocol <hosts>  -l, -l -k behind a load balancer: the balancers at <hosts>
                              (as --allow) start with a PROXY header (v1 or v2) naming
                              the client; any other peer is refused
 

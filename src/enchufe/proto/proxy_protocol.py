@@ -215,6 +215,8 @@ class ProxyHeaderDecoder:
         self._buffer = bytearray()
         self.header: ProxyHeader | None = None
         self.leftover = b""
+        #: Bytes fed before the header was complete (the header's and what followed it).
+        self.consumed = 0
 
     @property
     def most_needed(self) -> int:
@@ -237,6 +239,7 @@ class ProxyHeaderDecoder:
         if self.header is not None:
             self.leftover += data
             return self.header
+        self.consumed += len(data)
         self._buffer += data
         buffer = self._buffer
         result = self._feed_v2(buffer) if buffer[:1] == V2_SIGNATURE[:1] else self._feed_v1(buffer)

@@ -43,10 +43,12 @@ if TYPE_CHECKING:
     from typing import Self
 
     from enchufe.errors import NetworkError
+    from enchufe.proto.proxy_protocol import ProxyHeader
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "UNTRUSTED",
     "Access",
     "ErrorHook",
     "HandlerThreads",
@@ -54,7 +56,9 @@ __all__ = [
     "RefusalHook",
     "ServerPolicies",
     "TlsFailureHook",
+    "client_behind",
     "handshake_first",
+    "header_refusal",
     "introduce",
     "join_until",
     "print_error",
@@ -125,7 +129,7 @@ class ServerPolicies:
         if policy is None:
             return refusal(peer, active, access=self.access, max_connections=self.max_connections)
         if not policy.optional and not policy.trusted(peer):
-            return "not a trusted PROXY protocol sender"
+            return UNTRUSTED
         return refusal(peer, active, access=None, max_connections=self.max_connections)
 
     def __enter__(self) -> Self:
@@ -237,6 +241,10 @@ def shut_down(conn: Connection) -> None:
         conn.stream.abort()
 
 
+#: Why a peer that is no trusted balancer is refused.
+UNTRUSTED = "not a trusted PROXY protocol sender"
+
+
 class ProxyProtocol:
     """A server's policy for the PROXY protocol: which peers are balancers whose header
     is read, and what to do with the others.
@@ -272,7 +280,7 @@ def introduce(conn: Connection, policy: ProxyProtocol, *, timeout: float | None,
     A LOCAL header (a health check) or one without addresses leaves ``peer`` the
     socket's own. Nothing past the header is read (:func:`enchufe.net.proxy_protocol.read_proxy_header`).
     """
-    from enchufe.errors import NetworkError, ProtocolError, TimedOut
+    from enchufe.errors import NetworkError, ProtocolError
     from enchufe.net.proxy_protocol import read_proxy_header
 
     balancer = conn.peer
@@ -280,20 +288,34 @@ def introduce(conn: Connection, policy: ProxyProtocol, *, timeout: float | None,
         assert isinstance(conn.stream, SocketStream)
         try:
             header = read_proxy_header(conn.stream, timeout=timeout)
-        except ProtocolError as exc:
-            return f"bad PROXY header: {exc}"
-        except TimedOut:
-            return f"no PROXY header within {timeout} s"
-        except NetworkError as exc:
-            return f"no PROXY header: {exc}"
+        except (ProtocolError, NetworkError) as exc:
+            return header_refusal(exc)
         conn.proxy_header = header
-        if header.command == "proxy" and header.source is not None:
-            conn.peer, conn.proxied_by = header.source, balancer
+        conn.peer, conn.proxied_by = client_behind(balancer, header)
     elif not policy.optional:
-        return "not a trusted PROXY protocol sender"
+        return UNTRUSTED
     if access is not None and not access(conn.peer):
         return "not allowed"
     return None
+
+
+def client_behind(balancer: Address | None, header: ProxyHeader) -> tuple[Address | None, Address | None]:
+    """The peer to serve and the balancer it came through (None: it is the peer itself):
+    a LOCAL header (a health check) or one without addresses leaves the balancer the peer."""
+    if header.command == "proxy" and header.source is not None:
+        return header.source, balancer
+    return balancer, None
+
+
+def header_refusal(error: Exception) -> str:
+    """``on_refused``'s reason for a connection whose PROXY header did not come."""
+    from enchufe.errors import ProtocolError, TimedOut
+
+    if isinstance(error, ProtocolError):
+        return f"bad PROXY header: {error}"
+    if isinstance(error, TimedOut):
+        return str(error)  # "no PROXY header within N s"
+    return f"no PROXY header: {error}"
 
 
 def proxy_header_first(
