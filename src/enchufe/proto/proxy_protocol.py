@@ -459,8 +459,18 @@ def _encode_v1(header: ProxyHeader) -> bytes:
         return b"PROXY UNKNOWN\r\n"
     source_ip, destination_ip = _ip_pair(source, destination)
     protocol = "TCP4" if source_ip.version == 4 else "TCP6"
-    line = f"PROXY {protocol} {source_ip} {destination_ip} {source.port} {destination.port}\r\n"
+    source_text, destination_text = _v1_text(source_ip), _v1_text(destination_ip)
+    line = f"PROXY {protocol} {source_text} {destination_text} {source.port} {destination.port}\r\n"
     return line.encode("ascii")
+
+
+def _v1_text(ip: _IP) -> str:
+    """An address as v1 writes it: IPv6 in hex groups only. Python 3.13 writes an
+    IPv4-mapped address with a dotted quad (``::ffff:127.0.0.7``), which v1 forbids."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        high, low = struct.unpack_from("!HH", ip.packed, 12)
+        return f"::ffff:{high:x}:{low:x}"
+    return str(ip)
 
 
 def _encode_v2(header: ProxyHeader) -> bytes:
