@@ -10,7 +10,13 @@ import pytest
 
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, SHORT_OPTIONS
-from support.cli_e2e import assert_clean_stderr, connect, recv_exactly, recv_until_eof, stop_listener
+from support.cli_e2e import (
+    assert_clean_stderr,
+    connect,
+    recv_exactly,
+    recv_until_eof,
+    stop_listener,
+)
 from support.procs import enchufe, run_enchufe
 
 V1 = b"PROXY TCP4 127.0.0.7 127.0.0.1 4242 443\r\n"
@@ -95,19 +101,44 @@ def test_keep_open_reads_each_balancers_header_on_the_loop_and_serves_the_client
         stop_listener(cmd)
 
 
+def read_lines(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def test_chat_announces_the_clients_the_headers_name() -> None:
+    with enchufe("-l", "--chat", "-v", "--proxy-protocol", "127.0.0.1", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as first:
+            first.sendall(V1)
+            joined = read_lines(first, 2)
+            assert joined.startswith(b"<announce> 127.0.0.7:4242 is connected as <user")
+            with connect(port) as second:
+                second.sendall(b"PROXY TCP4 127.0.0.9 127.0.0.1 999 443\r\n")
+                announced = read_lines(second, 2)
+                assert announced.startswith(b"<announce> 127.0.0.9:999 is connected as <user")
+                assert b"already connected: 127.0.0.7:4242 as <user" in announced
+        stop_listener(cmd)
+
+
 @pytest.mark.parametrize(
     "args",
     [
         ["--proxy-protocol", "127.0.0.1", "127.0.0.1", "1"],
         ["-l", "-u", "--proxy-protocol", "127.0.0.1"],
-        ["--broker", "--proxy-protocol", "127.0.0.1"],
         ["-l", "--proxy-type", "http", "--proxy-protocol", "127.0.0.1"],
     ],
 )
 def test_where_it_does_not_work_yet_it_is_refused(args: list[str]) -> None:
     result = run_enchufe(*args)
     assert result.returncode == 2
-    assert "--proxy-protocol works with -l and -l -k over TCP or Unix sockets" in result.stderr.decode()
+    assert (
+        "--proxy-protocol works with -l, -l -k, --broker and --chat over TCP or Unix sockets." in result.stderr.decode()
+    )
 
 
 def test_a_bad_balancer_spec_is_refused_as_allows_are() -> None:

@@ -1,8 +1,8 @@
 """Interoperability with a real HAProxy (Debian's 2.6), both ways of the PROXY protocol.
 
 - HAProxy in front of enchufe: ``server ... send-proxy`` / ``send-proxy-v2`` (with
-  ``proxy-v2-options crc32c,unique-id``), and enchufe's library ``Server`` or
-  ``enchufe -l -k -c`` behind it sees the test's client, bound to 127.0.0.7 so that it
+  ``proxy-v2-options crc32c,unique-id``), and enchufe's library ``Server``,
+  ``enchufe -l -k -c`` or ``enchufe -l -k`` behind it sees the test's client, bound to 127.0.0.7 so that it
   differs from HAProxy's own 127.0.0.1.
 - enchufe-relay ``--send-proxy v2`` in front of an HAProxy ``bind ... accept-proxy``
   frontend whose ``tcp-request session`` rule lets only 127.0.0.7 through: a client
@@ -151,6 +151,20 @@ def test_enchufe_exec_behind_haproxy_gets_the_clients_address(tmp_path: Path) ->
         with haproxy(tmp_path, frontend, backend), client_socket(frontend_port) as client:
             assert recv_until_eof(client) == f"{CLIENT_HOST}\n".encode()
             cmd.wait_for_line(rf"Connection from {CLIENT_HOST.replace('.', '[.]')}:\d+ \(through 127\.0\.0\.1:")
+        stop_listener(cmd)
+
+
+def test_keep_open_behind_haproxy_says_and_serves_the_client(tmp_path: Path) -> None:
+    with enchufe("-l", "-k", "-v", "--proxy-protocol", "127.0.0.1", "127.0.0.1", "0") as cmd:
+        backend_port = cmd.listening_port()
+        frontend_port = free_port()
+        frontend = f"    bind 127.0.0.1:{frontend_port}"
+        backend = f"    server enchufe 127.0.0.1:{backend_port} send-proxy"
+        with haproxy(tmp_path, frontend, backend), client_socket(frontend_port) as client:
+            client.sendall(b"through haproxy\n")
+            port = client.getsockname()[1]
+            cmd.wait_for_line(rf"Connection from {CLIENT_HOST.replace('.', '[.]')}:{port} \(through 127\.0\.0\.1:")
+            assert cmd.read_stdout(16) == b"through haproxy\n"
         stop_listener(cmd)
 
 

@@ -308,8 +308,8 @@ def _build(
     if ssl and transport == "datagram" and listen and (given("-k") or broker):
         raise UsageError("--udp --ssl (DTLS) with -k, --broker or --chat is not supported yet.")
     proxy, proxy_server, proxy_server_auth = _proxy_options(values, listen, unix, transport, exec_option, broker)
-    if given("--proxy-protocol") and (not listen or transport != "stream" or broker or given("--proxy-type")):
-        raise UsageError("--proxy-protocol works with -l and -l -k over TCP or Unix sockets (not --broker or --chat).")
+    if given("--proxy-protocol") and (not listen or transport != "stream" or given("--proxy-type")):
+        raise UsageError("--proxy-protocol works with -l, -l -k, --broker and --chat over TCP or Unix sockets.")
 
     source_port = 0
     host: str | None = None
