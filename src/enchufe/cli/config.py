@@ -118,6 +118,9 @@ class Config:
     #: credentials its clients must give (--proxy-auth).
     proxy_server: str | None = None
     proxy_server_auth: Credentials | None = None
+    #: -l --proxy-protocol: the trusted balancers (``--allow``'s syntax), whose
+    #: connections start with a PROXY header naming the client.
+    proxy_protocol: str | None = None
 
     def __init__(self, **fields: object) -> None:
         unknown = fields.keys() - set(_FIELDS)
@@ -305,6 +308,8 @@ def _build(
     if ssl and transport == "datagram" and listen and (given("-k") or broker):
         raise UsageError("--udp --ssl (DTLS) with -k, --broker or --chat is not supported yet.")
     proxy, proxy_server, proxy_server_auth = _proxy_options(values, listen, unix, transport, exec_option, broker)
+    if given("--proxy-protocol") and (not listen or transport != "stream" or given("--proxy-type")):
+        raise UsageError("--proxy-protocol works with -l, -l -k, --broker and --chat over TCP or Unix sockets.")
 
     source_port = 0
     host: str | None = None
@@ -378,6 +383,7 @@ def _build(
         proxy=proxy,
         proxy_dns=text("--proxy-dns") if given("--proxy-dns") else "remote",
         proxy_server=proxy_server,
+        proxy_protocol=text("--proxy-protocol") if given("--proxy-protocol") else None,
         proxy_server_auth=proxy_server_auth,
     )
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from enchufe.serve.datagram_server import DatagramServer
     from enchufe.serve.engine import Handler, Server
     from enchufe.serve.keep_open import KeepOpen
+    from enchufe.serve.policy import ProxyProtocol
     from enchufe.serve.proxy_server import ProxyServer
 
 __all__ = ["Environment", "run_connect", "run_listen"]
@@ -224,6 +225,7 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         # The proxy server counts its clients under -m; ncat's ignores -m there and says so.
         messages.error("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.")
     access = _access_list(config, messages)
+    balancers = _proxy_protocol(config, messages)
     tls = None
     dtls = None
     if config.ssl and config.transport == "datagram":
@@ -248,18 +250,18 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
         if config.proxy_server is not None:
             return _proxy_server(config, env, listeners, access, tls)
         if config.keep_open or config.broker:
-            return _keep_open(config, env, listeners, access, logs, tls)
+            return _keep_open(config, env, listeners, access, logs, tls, balancers)
         deadline = None if config.accept_timeout is None else time.monotonic() + config.accept_timeout
         if dtls is not None:
             conn = _accept_dtls(config, env, listeners, access, dtls, deadline)
         else:
-            conn = _accept_one(config, env, listeners, access, deadline)
+            conn = _accept_one(config, env, listeners, access, deadline, balancers)
     finally:
         close_all(listeners)
     with conn:
         if config.max_conns == 0:
             _refuse_every_connection(conn, env)
-        messages.info(f"Connection from {describe_peer(conn.peer)}.")
+        messages.info(f"Connection from {describe_peer(conn.peer, proxied_by=conn.proxied_by)}.")
         if tls is not None:
             from enchufe.cli.tls_setup import accept_tls
 
@@ -287,8 +289,11 @@ def _accept_one(
     listeners: list[Listener],
     access: Callable[[Address | None], bool] | None,
     deadline: float | None,
+    balancers: ProxyProtocol | None,
 ) -> Connection:
-    """A single-shot listener's client: the first one admitted."""
+    """A single-shot listener's client: the first one admitted. Behind a balancer
+    (--proxy-protocol), the client its PROXY header names, judged by --allow/--deny: the
+    header is read here, before anything else of the connection."""
     from enchufe.net.listen import wait_for_peer
 
     while True:
@@ -305,9 +310,18 @@ def _accept_one(
             listener.drop_next()
         else:
             conn = listener.accept()
-            if access is None or access(conn.peer):
+            if balancers is None:
+                reason = None if access is None or access(conn.peer) else "not allowed"
+            else:
+                from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT, introduce
+
+                with env.signals.interruptible():
+                    reason = introduce(conn, balancers, timeout=DEFAULT_HANDSHAKE_TIMEOUT, access=access)
+            if reason is None:
                 return conn
             conn.close()
+            env.messages.info(f"New connection denied: {reason}")
+            continue
         env.messages.info("New connection denied: not allowed")
 
 
@@ -338,6 +352,19 @@ def _accept_dtls(
     return Connection(stream, local=stream.local_address, peer=stream.peer_address)
 
 
+def _proxy_protocol(config: Config, messages: Messages) -> ProxyProtocol | None:
+    """--proxy-protocol's balancers, read as --allow's hosts are (names resolved now, once)."""
+    if config.proxy_protocol is None:
+        return None
+    from enchufe.serve.policy import ProxyProtocol
+
+    trusted = access_predicate(
+        [("allow", config.proxy_protocol)], numeric_only=config.numeric_only, on_detail=messages.error
+    )
+    assert trusted is not None
+    return ProxyProtocol(trusted)
+
+
 def _access_list(config: Config, messages: Messages) -> Callable[[Address | None], bool] | None:
     """--allow/--deny/--allowfile/--denyfile as a predicate on peers, read before
     listening as ncat does; names are resolved now, once (not with -n)."""
@@ -351,6 +378,7 @@ def _keep_open(
     access: Callable[[Address | None], bool] | None,
     logs: list[SessionLog],
     tls: ssl.SSLContext | None,
+    balancers: ProxyProtocol | None,
 ) -> int:
     """-l -k, --broker, --chat: every client at once on one event loop
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s),
@@ -363,7 +391,7 @@ def _keep_open(
     max_clients = 100 if config.max_conns is None else config.max_conns
     make_room_for(max_clients, _descriptors_per_client(config))
     if config.exec_argv is not None or config.py_handler is not None:
-        return _exec_each(config, env, listeners, access, max_clients, logs, tls)
+        return _exec_each(config, env, listeners, access, max_clients, logs, tls, balancers)
     from enchufe.net.loop import EventLoop
     from enchufe.net.stream import translate_os_error
     from enchufe.serve.keep_open import KeepOpen
@@ -377,8 +405,8 @@ def _keep_open(
         mode = (CHAT_LINES if config.chat_lines else CHAT) if config.chat else BROKER
         room = Room(mode, observer=0 if config.host_sees_room else None)  # the host is ncat's <user0>
 
-    def joined(peer: Address | None) -> None:
-        messages.info(f"Connection from {describe_peer(peer)}.")
+    def joined(peer: Address | None, proxied_by: Address | None) -> None:
+        messages.info(f"Connection from {describe_peer(peer, proxied_by=proxied_by)}.")
 
     def refused(peer: Address | None, reason: str) -> None:
         messages.info(f"New connection denied: {reason}")
@@ -433,6 +461,7 @@ def _keep_open(
             label=_client_label if config.client_labels else None,
             tls=tls,
             on_tls_failed=_say_tls_failed(messages),
+            proxy_protocol=balancers,
         )
         _serve_until_signal(loop, env, server)
     if server.output_error is not None:
@@ -557,20 +586,23 @@ def _exec_each(
     max_clients: int,
     logs: list[SessionLog],
     tls: ssl.SSLContext | None,
+    balancers: ProxyProtocol | None,
 ) -> int:
     """-l -k -e/-c/--lua-exec: one program per connection, as inetd does, each relayed
     in its own thread (a blocking relay between two descriptors is what a thread is
-    for); --py-exec: its handler in that thread. Over UDP a connection is a peer's
-    session, which -i ends after that long without a datagram. -m caps the sessions
-    running at once; every session writes to the same -o/-x logs. A signal closes
-    every connection and ends every program (SIGTERM, then SIGKILL a second later)."""
+    for); --py-exec: its handler in that thread. --proxy-protocol: each balancer's
+    header is read in that thread first, and the program's NCAT_REMOTE_* are the
+    client's. Over UDP a connection is a peer's session, which -i ends after that
+    long without a datagram. -m caps the sessions running at once; every session
+    writes to the same -o/-x logs. A signal closes every connection and ends every
+    program (SIGTERM, then SIGKILL a second later)."""
     messages = env.messages
     someone_came = threading.Event()
     programs = _Programs()
 
     def handle(conn: Connection) -> None:
         someone_came.set()
-        messages.info(f"Connection from {describe_peer(conn.peer)}.")
+        messages.info(f"Connection from {describe_peer(conn.peer, proxied_by=conn.proxied_by)}.")
         _relay(config, conn, env, logs, listening=True, interruptible=False, programs=programs)
 
     def failed(conn: Connection, exc: Exception) -> None:
@@ -608,6 +640,7 @@ def _exec_each(
             daemon_threads=True,
             tls=tls,
             on_tls_failed=_say_tls_failed(messages),
+            proxy_protocol=balancers,
         )
     try:
         server.start()

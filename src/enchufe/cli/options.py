@@ -37,8 +37,10 @@ NCAT_LONG_OPTIONS = [
     "telnet", "udp", "sctp", "version", "verbose", "wait=", "nodns", "proxy=", "proxy-type=",
     "proxy-auth=", "proxy-dns=", "nsock-engine=", "test", "ssl", "ssl-cert=", "ssl-key=",
     "ssl-verify", "ssl-trustfile=", "ssl-ciphers=", "ssl-servername=", "ssl-alpn=",
-    # enchufe's own, after ncat's: so no abbreviation of an ncat option changes meaning.
-    "py-exec=",
+    # enchufe's own, after ncat's: so no abbreviation of an ncat option changes meaning
+    # (--proxy-protocol takes a value, as ncat's other --proxy* options do: --proxy-=x
+    # and --pro=x still mean ncat's first, --proxy-type and --proxy).
+    "py-exec=", "proxy-protocol=",
 ]  # fmt: skip
 
 #: Options ncat does not have: a label per client line on stdout (nmap/nmap#2567),
@@ -136,6 +138,9 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
       --full-lines           --chat: a <userN> prefix on every line, not every read
       --host-sees-room       --broker, --chat: stdout gets what the room delivers
       --py-exec <handler>    Runs handle(conn) of a Python file, or module:function
+      --proxy-protocol <hosts>  -l, -l -k behind a load balancer: the balancers at <hosts>
+                             (as --allow) start with a PROXY header (v1 or v2) naming
+                             the client; any other peer is refused
 
 See the ncat(1) manpage for full options, descriptions and usage examples
 """

@@ -50,6 +50,8 @@ Options:
   -w, --wait <t>         Connect timeout to TARGET (default: 10s)
       --allow            Allow only given hosts to connect
       --deny             Deny given hosts from connecting
+      --send-proxy <v>   Start each connection to TARGET with a PROXY protocol header
+                         (v1 or v2, as HAProxy's send-proxy) naming the client
   -v, --verbose          A line per client on stderr: its start, its end with bytes each way
       --json             A JSON line per finished connection on stdout
   -h, --help             Display this help screen
@@ -78,6 +80,7 @@ _LONG_OPTIONS = [
     "wait=",
     "allow=",
     "deny=",
+    "send-proxy=",
     "verbose",
     "json",
     "help",
@@ -125,6 +128,7 @@ class _Options:
         self.target_trustfile: str | None = None
         self.target_servername: str | None = None
         self.target_verify = True
+        self.send_proxy: int | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +207,10 @@ def _parse(args: list[str]) -> _Options | None:
                     options.connect_timeout = seconds
             elif name in ("--allow", "--deny"):
                 options.access.append((name[2:], value))
+            elif name == "--send-proxy":
+                if value not in ("v1", "v2"):
+                    raise UsageError(f"Invalid PROXY protocol version: {value!r} (v1 or v2).")
+                options.send_proxy = int(value[1])
             elif name == "-v":
                 options.verbosity += 1
             elif name == "--json":
@@ -237,6 +245,8 @@ def _parse(args: list[str]) -> _Options | None:
         raise UsageError("TLS works over stream sockets only, not UDP.")
     if (options.ssl_cert is None) != (options.ssl_key is None):
         raise UsageError("The --ssl-key and --ssl-cert options must be used together.")
+    if options.send_proxy is not None and options.listen.udp:
+        raise UsageError("--send-proxy works over stream sockets only, not UDP.")
     return options
 
 
@@ -355,6 +365,7 @@ def _make_relay(
         upstream_tls=upstream_tls,
         upstream_server_hostname=options.target_servername,
         on_tls_failed=tls_failed,
+        send_proxy_header=options.send_proxy,
     )
 
 

@@ -3,7 +3,7 @@
 
 - :func:`make_room_for`: raise the open-file limit to what ``-m`` clients need;
 - :func:`describe_peer`: how a peer is written in messages (ncat's words for a Unix client
-  with no name);
+  with no name; the balancer it came through);
 - :func:`access_predicate`: ``--allow``/``--deny``/``--allowfile``/``--denyfile`` as a
   predicate on peers (:mod:`enchufe.acl`, ncat's syntax), names resolved once, now;
 - :func:`wake_on_signals`: let a loop wake up for a signal whichever thread the kernel
@@ -40,9 +40,13 @@ def make_room_for(clients: int, per_client: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
-def describe_peer(peer: Address | None) -> str:
+def describe_peer(peer: Address | None, *, proxied_by: Address | None = None) -> str:
+    """``peer`` in messages, with the balancer that relayed it (``--proxy-protocol``)."""
     # ncat's words for a Unix client that bound no name.
-    return str(peer or "a client on Unix domain socket")
+    text = str(peer or "a client on Unix domain socket")
+    if proxied_by is not None:
+        text += f" (through {proxied_by}, by the PROXY protocol)"
+    return text
 
 
 def access_predicate(

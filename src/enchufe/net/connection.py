@@ -39,6 +39,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from enchufe.proto.proxy_protocol import ProxyHeader
+
 __all__ = ["DEFAULT_MAX_SIZE", "Connection"]
 
 #: The most bytes ``recv_until`` and ``recv_line`` return unless told otherwise: far
@@ -60,6 +62,10 @@ class Connection:
             (the default) blocks.
         max_size: the default limit of ``recv_until`` and ``recv_line``, in bytes;
             ``None`` means no limit.
+        proxied_by: the balancer that relayed the connection with a PROXY protocol
+            header (the socket's own peer), when ``peer`` is the client the header named.
+        proxy_header: that header, as read (LOCAL and UNKNOWN ones too, which leave
+            ``peer`` the socket's).
     """
 
     def __init__(
@@ -70,10 +76,14 @@ class Connection:
         peer: Address | None = None,
         timeout: float | None = None,
         max_size: int | None = DEFAULT_MAX_SIZE,
+        proxied_by: Address | None = None,
+        proxy_header: ProxyHeader | None = None,
     ) -> None:
         self.stream = stream
         self.local = local
         self.peer = peer
+        self.proxied_by = proxied_by
+        self.proxy_header = proxy_header
         self.timeout = timeout
         self.max_size = max_size
         self._buffer = bytearray()
@@ -233,7 +243,8 @@ class Connection:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Connection local={self.local} peer={self.peer}>"
+        via = "" if self.proxied_by is None else f" proxied_by={self.proxied_by}"
+        return f"<Connection local={self.local} peer={self.peer}{via}>"
 
     # -- internals ---------------------------------------------------------------------
 

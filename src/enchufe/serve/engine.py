@@ -47,12 +47,14 @@ from enchufe.serve.policy import (
     Access,
     ErrorHook,
     HandlerThreads,
+    ProxyProtocol,
     RefusalHook,
     ServerPolicies,
     TlsFailureHook,
     handshake_first,
     join_until,
     print_error,
+    proxy_header_first,
     shut_down,
     warn_left_running,
 )
@@ -92,10 +94,18 @@ class Server(ServerPolicies):
         tls: a server ``ssl.SSLContext``
             (:func:`enchufe.net.tls.server_context`): each connection's TLS handshake
             runs in its own thread, and the handler gets the TLS connection.
-        handshake_timeout: seconds a client has for its handshake.
+        handshake_timeout: seconds a client has for its handshake, and a balancer for
+            its PROXY header (each).
         on_tls_failed: ``on_tls_failed(peer, error)`` for a handshake that failed or
             ran out of time (``TlsError``, ``TimedOut``); the handler never sees that
             client. By default nothing is said: it is the client's doing.
+        proxy_protocol: behind a load balancer, a :class:`~enchufe.serve.policy.ProxyProtocol`:
+            each trusted balancer's PROXY header is read in the connection's thread
+            before TLS and the handler, ``conn.peer`` is the client it names
+            (``conn.proxied_by`` the balancer), and ``access`` judges that client. A
+            bad, late or missing header, an untrusted peer (unless ``optional``) or a
+            client ``access`` refuses: the connection is closed and ``on_refused`` told
+            why, in that thread.
 
     Use it as a context manager, or call :meth:`start` / :meth:`serve_forever` and
     later :meth:`close`. A server runs once: it cannot start again after
@@ -116,6 +126,7 @@ class Server(ServerPolicies):
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         on_tls_failed: TlsFailureHook | None = None,
+        proxy_protocol: ProxyProtocol | None = None,
     ) -> None:
         super().__init__(
             listeners,
@@ -124,11 +135,16 @@ class Server(ServerPolicies):
             max_connections=max_connections,
             access=access,
             on_refused=on_refused,
+            proxy_protocol=proxy_protocol,
         )
         self.handler = handler
         self._lock = threading.Lock()
         if tls is not None:
             handler = handshake_first(handler, tls, timeout=handshake_timeout, on_failed=on_tls_failed)
+        if proxy_protocol is not None:  # outermost: the header comes before the TLS handshake
+            handler = proxy_header_first(
+                handler, proxy_protocol, timeout=handshake_timeout, access=access, on_refused=on_refused
+            )
         self._handlers = HandlerThreads(handler, on_error, daemon=daemon_threads)
         self._stopping = threading.Event()
         #: Set when the accept loop has ended, in whichever thread ran it.

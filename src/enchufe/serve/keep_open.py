@@ -44,6 +44,14 @@ accepted, and becomes a member once its handshake is done: only then does it get
 host's input, join a room, or wait for the end of the input. A failed handshake is
 ``on_tls_failed(peer, error)``, and the others are served on; one not done within
 ``handshake_timeout`` (10 s by default; ncat waits for ever) fails too.
+
+Behind a load balancer (``proxy_protocol``, a
+:class:`~enchufe.serve.policy.ProxyProtocol`), a trusted balancer's connection is
+watched on the loop until its PROXY header is read
+(:class:`~enchufe.net.proxy_protocol.ProxyHeaderReader`, ``handshake_timeout`` for it,
+before TLS), holding a place under ``max_clients`` meanwhile; the client it names is
+then judged by ``access``, announced and served as that peer. A bad, cut-short or late
+header, or an untrusted peer: ``on_refused``, and the others are served on.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ from enchufe.net.stream import DATAGRAM_PAYLOAD_SIZE, DEFAULT_RECV_SIZE
 from enchufe.proto.chat import NCAT_READ_SIZE
 from enchufe.proto.lines import LineBuffer
 from enchufe.serve.hub import DEFAULT_MAX_BACKLOG, Client, Hub
-from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT
+from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT, UNTRUSTED, client_behind, header_refusal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,8 +82,10 @@ if TYPE_CHECKING:
     from enchufe.net.datagram import DatagramSession
     from enchufe.net.listen import Listener
     from enchufe.net.loop import EventLoop, TimerHandle
+    from enchufe.net.proxy_protocol import ProxyHeaderReader
     from enchufe.proto.chat import Room
-    from enchufe.serve.policy import TlsFailureHook
+    from enchufe.proto.proxy_protocol import ProxyHeader
+    from enchufe.serve.policy import ProxyProtocol, TlsFailureHook
 
 __all__ = ["KeepOpen"]
 
@@ -105,7 +115,8 @@ class KeepOpen:
         half_close: at the end of the input, half-close every client
             (``False``: ncat's ``--no-shutdown``).
         on_join, on_leave, on_refused, on_drop: what happens, for the caller to
-            report: ``on_join(peer)`` (a client accepted, before its TLS handshake),
+            report: ``on_join(peer, proxied_by)`` (a client accepted, before its TLS
+            handshake; ``proxied_by``: the balancer it came through, or ``None``),
             ``on_leave(peer, error)``, ``on_refused(peer, reason)``,
             ``on_drop(peer, reason)``.
         max_backlog: bytes a client may fall behind before it is dropped.
@@ -137,6 +148,8 @@ class KeepOpen:
             ever).
         on_tls_failed: ``on_tls_failed(peer, error)`` when a TLS client's handshake
             fails or times out; the client is then gone.
+        proxy_protocol: the trusted balancers whose connections start with a PROXY
+            header (stream listeners only; see the module docstring).
 
     Attributes:
         ended: why the server ended by itself (``"quit"``, ``"accept timeout"``,
@@ -156,7 +169,7 @@ class KeepOpen:
         max_clients: int = 100,
         access: Callable[[Address | None], bool] | None = None,
         half_close: bool = True,
-        on_join: Callable[[Address | None], None] | None = None,
+        on_join: Callable[[Address | None, Address | None], None] | None = None,
         on_leave: Callable[[Address | None, NetworkError | None], None] | None = None,
         on_refused: Callable[[Address | None, str], None] | None = None,
         on_drop: Callable[[Address | None, str], None] | None = None,
@@ -176,6 +189,7 @@ class KeepOpen:
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         on_tls_failed: TlsFailureHook | None = None,
+        proxy_protocol: ProxyProtocol | None = None,
     ) -> None:
         self.loop = loop
         self.room = room
@@ -208,6 +222,10 @@ class KeepOpen:
         self.on_join = on_join
         self.on_leave = on_leave
         self.on_refused = on_refused
+        self.proxy_protocol = proxy_protocol
+        self._handshake_timeout = handshake_timeout
+        #: Balancers' connections whose PROXY header is on its way: each holds a place.
+        self._introducing: set[ProxyHeaderReader] = set()
         self._input_fd = input_fd
         self._output_fd = output_fd
         self.hub = Hub(
@@ -281,6 +299,10 @@ class KeepOpen:
         thread ended in time.
         """
         self.acceptor.stop()
+        for reader in self._introducing:
+            reader.cancel()
+            reader.sock.close()
+        self._introducing.clear()
         self.hub.abort()
         for peers in self._peers:
             peers.close()
@@ -304,9 +326,14 @@ class KeepOpen:
     # -- the loop's side ---------------------------------------------------------------
 
     def _admit(self, peer: Address | None) -> str | None:
-        if self.access is not None and not self.access(peer):
+        policy = self.proxy_protocol
+        balancer = policy is not None and policy.trusted(peer)
+        if policy is not None and not balancer and not policy.optional:
+            return UNTRUSTED
+        # A balancer's client is judged once its header names it (_introduced).
+        if not balancer and self.access is not None and not self.access(peer):
             return "not allowed"
-        if len(self.hub) >= self.max_clients:
+        if len(self.hub) + len(self._introducing) >= self.max_clients:
             return f"connection limit reached ({self.max_clients})"
         return None
 
@@ -315,11 +342,39 @@ class KeepOpen:
             self.on_refused(peer, reason)
 
     def _join(self, sock: socket.socket, peer: Address | None) -> None:
-        self._accepted(peer)
+        if self.proxy_protocol is not None and self.proxy_protocol.trusted(peer):
+            from enchufe.net.proxy_protocol import ProxyHeaderReader
+
+            reader = ProxyHeaderReader(
+                self.loop,
+                sock,
+                timeout=self._handshake_timeout,
+                on_header=lambda header: self._introduced(reader, peer, header),
+                on_failed=lambda error: self._not_introduced(reader, peer, error),
+            )
+            self._introducing.add(reader)
+            reader.start()
+            return
+        self._accepted(peer, None)
         self.hub.add(sock, peer)
 
+    def _introduced(self, reader: ProxyHeaderReader, balancer: Address | None, header: ProxyHeader) -> None:
+        self._introducing.discard(reader)
+        peer, proxied_by = client_behind(balancer, header)
+        if self.access is not None and not self.access(peer):
+            reader.sock.close()
+            self._refused(peer, "not allowed")
+            return
+        self._accepted(peer, proxied_by)
+        self.hub.add(reader.sock, peer)
+
+    def _not_introduced(self, reader: ProxyHeaderReader, balancer: Address | None, error: Exception) -> None:
+        self._introducing.discard(reader)
+        reader.sock.close()
+        self._refused(balancer, header_refusal(error))
+
     def _peer_joined(self, session: DatagramSession) -> None:
-        self._accepted(session.peer)
+        self._accepted(session.peer, None)
         client = self.hub.attach(session, session.peer, self._next_peer_number)
         self._next_peer_number += 1
         self._sessions[session] = client
@@ -334,12 +389,12 @@ class KeepOpen:
             self.hub.on_idle(client)
         client.connection_lost(None)
 
-    def _accepted(self, peer: Address | None) -> None:
+    def _accepted(self, peer: Address | None, proxied_by: Address | None) -> None:
         if self._accept_timer is not None:
             self._accept_timer.cancel()
             self._accept_timer = None
         if self.on_join is not None:
-            self.on_join(peer)
+            self.on_join(peer, proxied_by)
 
     def _welcome(self, client: Client) -> None:
         """A client is ready (its TLS handshake done): it becomes a member."""

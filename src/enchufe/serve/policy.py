@@ -9,6 +9,11 @@ same promises; the code for them lives here, once:
 - **Errors** (:func:`print_error`): the default ``on_error``, a traceback on stderr.
 - **A thread per connection** (:class:`HandlerThreads`, for the servers that hold
   one): named ``conn-<peer>``, counted for the limit, forgotten as they finish.
+- **The PROXY protocol** (:class:`ProxyProtocol`, :func:`introduce`,
+  :func:`proxy_header_first`): a trusted balancer's header, read in the connection's
+  thread under the handshake timeout, before TLS (it comes first on the wire) and
+  before the handler; the connection then reports the client the header names, and
+  ``access`` judges that client, not the balancer.
 - **TLS** (:func:`handshake_first`): the server's handshake, in the connection's
   thread, before the handler.
 - **Ending** (:func:`shut_down`, :func:`join_until`, :func:`warn_left_running`): a
@@ -38,19 +43,26 @@ if TYPE_CHECKING:
     from typing import Self
 
     from enchufe.errors import NetworkError
+    from enchufe.proto.proxy_protocol import ProxyHeader
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "UNTRUSTED",
     "Access",
     "ErrorHook",
     "HandlerThreads",
+    "ProxyProtocol",
     "RefusalHook",
     "ServerPolicies",
     "TlsFailureHook",
+    "client_behind",
     "handshake_first",
+    "header_refusal",
+    "introduce",
     "join_until",
     "print_error",
+    "proxy_header_first",
     "refusal",
     "shut_down",
     "warn_left_running",
@@ -88,6 +100,7 @@ class ServerPolicies:
         max_connections: int | None,
         access: Access | None,
         on_refused: RefusalHook | None,
+        proxy_protocol: ProxyProtocol | None = None,
     ) -> None:
         if any(listener.is_datagram != self.serves_datagrams for listener in listeners):
             kind = "datagram" if self.serves_datagrams else "stream (DatagramServer serves datagrams)"
@@ -98,6 +111,7 @@ class ServerPolicies:
         self.max_connections = max_connections
         self.access = access
         self.on_refused = on_refused
+        self.proxy_protocol = proxy_protocol
 
     @property
     def addresses(self) -> list[Address]:
@@ -108,8 +122,15 @@ class ServerPolicies:
         raise NotImplementedError
 
     def _refusal(self, peer: Address | None, active: int) -> str | None:
-        """Why a connection from ``peer`` must not be served while ``active`` are, or None."""
-        return refusal(peer, active, access=self.access, max_connections=self.max_connections)
+        """Why a connection from ``peer`` must not be served while ``active`` are, or None.
+        Behind a balancer, only trusted ones are let in, and ``access`` waits for the PROXY
+        header's client (:func:`introduce`)."""
+        policy = self.proxy_protocol
+        if policy is None:
+            return refusal(peer, active, access=self.access, max_connections=self.max_connections)
+        if not policy.optional and not policy.trusted(peer):
+            return UNTRUSTED
+        return refusal(peer, active, access=None, max_connections=self.max_connections)
 
     def __enter__(self) -> Self:
         return self
@@ -220,6 +241,108 @@ def shut_down(conn: Connection) -> None:
         conn.stream.abort()
 
 
+#: Why a peer that is no trusted balancer is refused.
+UNTRUSTED = "not a trusted PROXY protocol sender"
+
+
+class ProxyProtocol:
+    """A server's policy for the PROXY protocol: which peers are balancers whose header
+    is read, and what to do with the others.
+
+    Accepting a header from anyone would let anyone claim any address (and pass any
+    ``access`` rule): only the peers ``trusted`` admits may send one.
+
+    Args:
+        trusted: ``trusted(peer)`` True for a balancer's address, e.g. an
+            :class:`enchufe.acl.AccessList`'s ``permits`` on its host (``lambda peer:
+            True`` trusts every peer: only behind a firewall that lets balancers alone
+            reach the server).
+        optional: a peer that is not trusted is served without a header, as itself,
+            instead of refused (``"not a trusted PROXY protocol sender"``); its first
+            bytes are its own data, never read as a header.
+    """
+
+    __slots__ = ("optional", "trusted")
+
+    def __init__(self, trusted: Access, *, optional: bool = False) -> None:
+        self.trusted = trusted
+        self.optional = optional
+
+    def __repr__(self) -> str:
+        return f"ProxyProtocol(trusted={self.trusted!r}, optional={self.optional!r})"
+
+
+def introduce(conn: Connection, policy: ProxyProtocol, *, timeout: float | None, access: Access | None) -> str | None:
+    """Read ``conn``'s PROXY header if its peer is a trusted balancer, make ``conn``
+    report the client the header names (``peer``; ``proxied_by`` the balancer), and
+    judge that client with ``access``; return why ``conn`` must not be served, or None.
+
+    A LOCAL header (a health check) or one without addresses leaves ``peer`` the
+    socket's own. Nothing past the header is read (:func:`enchufe.net.proxy_protocol.read_proxy_header`).
+    """
+    from enchufe.errors import NetworkError, ProtocolError
+    from enchufe.net.proxy_protocol import read_proxy_header
+
+    balancer = conn.peer
+    if policy.trusted(balancer):
+        assert isinstance(conn.stream, SocketStream)
+        try:
+            header = read_proxy_header(conn.stream, timeout=timeout)
+        except (ProtocolError, NetworkError) as exc:
+            return header_refusal(exc)
+        conn.proxy_header = header
+        conn.peer, conn.proxied_by = client_behind(balancer, header)
+    elif not policy.optional:
+        return UNTRUSTED
+    if access is not None and not access(conn.peer):
+        return "not allowed"
+    return None
+
+
+def client_behind(balancer: Address | None, header: ProxyHeader) -> tuple[Address | None, Address | None]:
+    """The peer to serve and the balancer it came through (None: it is the peer itself):
+    a LOCAL header (a health check) or one without addresses leaves the balancer the peer."""
+    if header.command == "proxy" and header.source is not None:
+        return header.source, balancer
+    return balancer, None
+
+
+def header_refusal(error: Exception) -> str:
+    """``on_refused``'s reason for a connection whose PROXY header did not come."""
+    from enchufe.errors import ProtocolError, TimedOut
+
+    if isinstance(error, ProtocolError):
+        return f"bad PROXY header: {error}"
+    if isinstance(error, TimedOut):
+        return str(error)  # "no PROXY header within N s"
+    return f"no PROXY header: {error}"
+
+
+def proxy_header_first(
+    handler: Callable[[Connection], None],
+    policy: ProxyProtocol,
+    *,
+    timeout: float | None,
+    access: Access | None,
+    on_refused: RefusalHook | None,
+) -> Callable[[Connection], None]:
+    """``handler``, called once :func:`introduce` admits the connection; otherwise the
+    connection is closed and ``on_refused(peer, reason)`` told (``peer``: the balancer
+    for a bad or missing header, the client for ``"not allowed"``), in the
+    connection's own thread: a balancer that stalls delays nobody."""
+
+    def handle(conn: Connection) -> None:
+        reason = introduce(conn, policy, timeout=timeout, access=access)
+        if reason is None:
+            handler(conn)
+            return
+        conn.close()
+        if on_refused is not None:
+            on_refused(conn.peer, reason)
+
+    return handle
+
+
 def handshake_first(
     handler: Callable[[Connection], None],
     context: ssl.SSLContext,
@@ -242,7 +365,14 @@ def handshake_first(
             if on_failed is not None:
                 on_failed(conn.peer, exc)
             return
-        with Connection(stream, local=conn.local, peer=conn.peer, timeout=conn.timeout) as secured:
+        with Connection(
+            stream,
+            local=conn.local,
+            peer=conn.peer,
+            timeout=conn.timeout,
+            proxied_by=conn.proxied_by,
+            proxy_header=conn.proxy_header,
+        ) as secured:
             handler(secured)
 
     return handle

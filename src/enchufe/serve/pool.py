@@ -43,6 +43,11 @@ code, :mod:`enchufe.serve.policy`):
   connection, so it is bounded by ``max_connections``.
 - **Admission** before anything else: ``access`` and ``max_connections`` (parked,
   waiting and in-flight connections all count), with ``on_refused`` told why.
+- **Behind a balancer** (``proxy_protocol``): an untrusted peer is refused at once;
+  a trusted one is parked like any other, and the worker its first bytes wake reads
+  its PROXY header (``handshake_timeout`` for the rest of it) before the first
+  request, then ``access`` judges the client it names. A client that sends nothing
+  holds no thread: the idle timeout closes it.
 - **Idle timeout**: a connection parked for ``idle_timeout`` seconds with nothing sent
   is closed by the loop (a worker only notes when each request ends; the loop's timer
   looks again when the connection could be idle that long). One waiting in line for
@@ -78,10 +83,13 @@ from enchufe.net.loop import EventLoop
 from enchufe.net.stream import SocketStream, address_from_sockaddr
 from enchufe.serve.policy import (
     DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     Access,
     ErrorHook,
+    ProxyProtocol,
     RefusalHook,
     ServerPolicies,
+    introduce,
     join_until,
     print_error,
     shut_down,
@@ -123,7 +131,14 @@ class RequestServer(ServerPolicies):
             closed at once with ``on_refused`` told ``"connection limit reached (N)"``.
         access: ``access(peer)`` False refuses the peer the same way (``"not allowed"``).
         on_refused: ``on_refused(peer, reason)`` after a refused connection is closed,
-            in the loop's thread.
+            in the loop's thread (in a worker's, for a refusal that needed the PROXY
+            header).
+        proxy_protocol: behind a load balancer, a
+            :class:`~enchufe.serve.policy.ProxyProtocol`, as
+            :class:`~enchufe.serve.engine.Server` takes it: ``conn.peer`` is the client
+            the header names, ``conn.proxied_by`` the balancer.
+        handshake_timeout: seconds a balancer has to finish its PROXY header once its
+            first bytes have arrived.
 
     Use it as a context manager, or call :meth:`start` / :meth:`serve_forever` and
     later :meth:`close`. It runs once.
@@ -141,6 +156,8 @@ class RequestServer(ServerPolicies):
         max_connections: int | None = None,
         access: Access | None = None,
         on_refused: RefusalHook | None = None,
+        proxy_protocol: ProxyProtocol | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -151,10 +168,12 @@ class RequestServer(ServerPolicies):
             max_connections=max_connections,
             access=access,
             on_refused=on_refused,
+            proxy_protocol=proxy_protocol,
         )
         self.handler = handler
         self.workers = workers
         self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self._loop = EventLoop()
         self._acceptor = Acceptor(
             self._loop, self.listeners, on_accept=self._accepted, admit=self._admit, on_refused=on_refused
@@ -175,6 +194,8 @@ class RequestServer(ServerPolicies):
         self._in_flight: dict[Connection, threading.Thread] = {}
         #: When each connection's last request ended (only with an idle timeout).
         self._idle_since: dict[Connection, float] = {}
+        #: Connections whose PROXY header (or its absence) is still to be seen.
+        self._unintroduced: set[Connection] = set()
         self._workers_left = 0
         self._started = False
         self._closing = False
@@ -367,6 +388,8 @@ class RequestServer(ServerPolicies):
             self._by_fd[fd] = conn
             if self.idle_timeout is not None:
                 self._idle_since[conn] = self._loop.time()
+            if self.proxy_protocol is not None:
+                self._unintroduced.add(conn)
             try:
                 self._poller.register(fd, _ARMED)
             except BaseException:
@@ -414,6 +437,7 @@ class RequestServer(ServerPolicies):
         if self._by_fd.get(fd) is conn:  # else closed by its handler and the number reused
             del self._by_fd[fd]
         self._idle_since.pop(conn, None)
+        self._unintroduced.discard(conn)
         if not conn.closed:  # closing a socket takes it off the poller
             with contextlib.suppress(OSError):  # never registered (a failed register)
                 self._poller.unregister(fd)
@@ -477,6 +501,13 @@ class RequestServer(ServerPolicies):
 
     def _serve(self, conn: Connection) -> bool:
         """Serve one request of ``conn``; return whether to keep the connection."""
+        if self.proxy_protocol is not None:
+            try:
+                if not self._introduced(conn, self.proxy_protocol):
+                    return False
+            except Exception as exc:  # noqa: BLE001 - on_refused's own failure: reported, the server goes on
+                self.on_error(conn, exc)
+                return False
         try:
             # The poller saw the socket readable: data, the client's close, or a reset.
             if not conn.can_recv(timeout=0):
@@ -491,6 +522,21 @@ class RequestServer(ServerPolicies):
             self.on_error(conn, exc)
             return False
         return not conn.closed
+
+    def _introduced(self, conn: Connection, policy: ProxyProtocol) -> bool:
+        """Whether ``conn`` may be served: its PROXY header read (the first time) and its
+        client admitted; if not, it is closed and ``on_refused`` told why."""
+        with self._condition:
+            if conn not in self._unintroduced:
+                return True
+            self._unintroduced.discard(conn)
+        reason = introduce(conn, policy, timeout=self.handshake_timeout, access=self.access)
+        if reason is None:
+            return True
+        conn.close()
+        if self.on_refused is not None:
+            self.on_refused(conn.peer, reason)
+        return False
 
 
 def _readable(conn: Connection) -> bool:

@@ -28,6 +28,10 @@ protocols: :mod:`enchufe.proto.http_proxy`, :mod:`enchufe.proto.socks`; the voca
   the same, and only the TLS side copies.
 - **Every client's end is told** (``on_close``, a :class:`ClientEnd`): the bytes each
   way, how long, and why it ended.
+- **A PROXY protocol header to upstream** (``send_proxy_header=1`` or ``2``): each
+  upstream connection starts with one naming the client and the address it reached,
+  written on the socket as soon as it connects, before upstream's TLS and before any
+  byte of the client's, so that a backend behind the relay knows who it serves.
 
 A negotiator that raises is a defect: the error goes to the loop's ``on_error`` and that
 client alone is closed.
@@ -50,6 +54,7 @@ from enchufe.net.bridge import Bridge
 from enchufe.net.connect import DEFAULT_CONNECT_TIMEOUT
 from enchufe.net.proxy import is_address
 from enchufe.net.resolve import SystemResolver
+from enchufe.net.stream import address_from_sockaddr
 from enchufe.net.tunnel import RESET_ON_CLOSE, Pump, Tunnel
 from enchufe.proto.proxy import Close, OpenUnixUpstream, OpenUpstream, RelayResponse, Reply, SendUpstream, StartTunnel
 from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT
@@ -155,6 +160,9 @@ class ProxyServer:
             client's or its upstream's.
         on_close: ``on_close(end)`` when an admitted client is closed, whatever the
             reason (a :class:`ClientEnd`).
+        send_proxy_header: 1 or 2: each upstream connection starts with a PROXY protocol
+            header of that version (:mod:`enchufe.proto.proxy_protocol`) naming the
+            client and the local address it connected to.
     """
 
     def __init__(
@@ -179,7 +187,10 @@ class ProxyServer:
         upstream_tls: ssl.SSLContext | None = None,
         upstream_server_hostname: str | None = None,
         on_close: Callable[[ClientEnd], None] | None = None,
+        send_proxy_header: int | None = None,
     ) -> None:
+        if send_proxy_header not in (None, 1, 2):
+            raise ValueError(f"PROXY protocol version {send_proxy_header} does not exist (1 or 2)")
         self.loop = loop
         self.listeners = list(listeners)
         self.negotiator = negotiator
@@ -198,6 +209,7 @@ class ProxyServer:
         self.upstream_tls = upstream_tls
         self.upstream_server_hostname = upstream_server_hostname
         self.on_close = on_close
+        self.send_proxy_header = send_proxy_header
         self._sessions: set[_Session] = set()
         #: Each TLS client's bridge, and the two sockets under its transports.
         self._bridges: dict[Bridge, tuple[socket.socket, socket.socket]] = {}
@@ -244,8 +256,10 @@ class ProxyServer:
         return None
 
     def _accepted(self, sock: socket.socket, peer: Address | None) -> None:
+        # The address the client reached, for a PROXY header (the only one to need it).
+        local = None if self.send_proxy_header is None else address_from_sockaddr(sock.family, sock.getsockname())
         if self.tls is None:
-            session = _Session(self, sock, peer)
+            session = _Session(self, sock, peer, local)
             self._sessions.add(session)
             if self.on_accept is not None:
                 self.on_accept(peer)
@@ -265,7 +279,7 @@ class ProxyServer:
         except OSError:  # no descriptor for the socket pair: the client is closed unserved
             sock.close()
             return
-        session = _Session(self, inner, peer)
+        session = _Session(self, inner, peer, local)
         made.append(session)
         session.secured(bridge)
         self._sessions.add(session)
@@ -406,11 +420,12 @@ class _Resolvers:
 class _Session:
     """One client: its negotiation, its upstream connection, then its tunnel."""
 
-    def __init__(self, server: ProxyServer, sock: socket.socket, peer: Address | None) -> None:
+    def __init__(self, server: ProxyServer, sock: socket.socket, peer: Address | None, local: Address | None) -> None:
         self.server = server
         self.loop = server.loop
         self.client = sock
         self.peer = peer
+        self.local = local
         self.negotiator = server.negotiator(peer)
         self.upstream: socket.socket | None = None
         self._client_fd = sock.fileno()
@@ -636,6 +651,10 @@ class _Session:
             host, port = ("", 0) if sock.family == socket.AF_UNIX else sock.getsockname()[:2]
         except OSError:
             host, port = "", 0
+        if self.server.send_proxy_header is not None and not self._send_proxy_header(sock):
+            sock.close()
+            self.upstream_failed("failed")
+            return
         if self.server.upstream_tls is not None:
             name = self.server.upstream_server_hostname or self._asked_host
             try:
@@ -675,6 +694,22 @@ class _Session:
             self._carry_out(self.negotiator.upstream_failed, reason)
 
     # -- after the negotiation ---------------------------------------------------------------
+
+    def _send_proxy_header(self, sock: socket.socket) -> bool:
+        """Write the PROXY header on upstream's new socket; False if it did not all go.
+        A fresh connection's send buffer takes it whole (at most a few hundred bytes)."""
+        from enchufe.proto.proxy_protocol import ProxyHeader, encode_header
+
+        version = self.server.send_proxy_header
+        assert version is not None
+        try:
+            header = encode_header(ProxyHeader(version, "proxy", "stream", self.peer, self.local))
+        except ValueError:  # a Unix path too long for v2's 108 bytes: the header that names nobody
+            header = encode_header(ProxyHeader(version, "proxy", "unspec", None, None))
+        try:
+            return sock.send(header) == len(header)
+        except OSError:
+            return False
 
     def _start_tunnel(self) -> None:
         assert self.upstream is not None
