@@ -138,9 +138,10 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
       --full-lines           --chat: a <userN> prefix on every line, not every read
       --host-sees-room       --broker, --chat: stdout gets what the room delivers
       --py-exec <handler>    Runs handle(conn) of a Python file, or module:function
-      --proxy-protocol <hosts>  -l, -l -k behind a load balancer: the balancers at <hosts>
-                             (as --allow) start with a PROXY header (v1 or v2) naming
-                             the client; any other peer is refused
+      --proxy-protocol <hosts>
+                             Listen behind load balancers: each peer, one of <hosts>
+                             (as --allow), starts with a PROXY header (v1 or v2)
+                             naming the client; any other peer is refused
 
 See the ncat(1) manpage for full options, descriptions and usage examples
 """
