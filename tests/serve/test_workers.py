@@ -15,11 +15,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from support.procs import Process
 
 from enchufe.address import InetAddress
 from enchufe.net.listen import reserve_port
 from enchufe.serve.workers import run_workers
+from support.procs import Process
 
 APP = str(Path(__file__).parent.parent / "support" / "workers_app.py")
 #: Enough connections for the kernel's hash to reach every worker: each misses one
@@ -153,7 +153,7 @@ def test_a_stop_lets_requests_in_flight_finish() -> None:
     app, port = start_app("2", "--grace", "10")
     with app:
         workers = wait_serving(app, 2)
-        (index, pid), sock = ask(port, b"hold\n")
+        (_, pid), sock = ask(port, b"hold\n")
         with sock:
             app.popen.send_signal(signal.SIGTERM)
             app.wait_for_line(rf"^holding {pid}$")  # told to stop, its server closing
@@ -187,7 +187,7 @@ def test_workers_that_keep_ending_make_the_supervisor_give_up() -> None:
             _, sock = ask(port, b"exit\n")
             sock.close()
         assert app.wait() == 2
-    assert app.stderr_lines.count("worker 0 (pid {}) ended: exit status 3; restarting it in 0.1 s".format(pids[0])) == 1
+    assert app.stderr_lines.count(f"worker 0 (pid {pids[0]}) ended: exit status 3; restarting it in 0.1 s") == 1
     assert f"worker 0 (pid {pids[1]}) ended: exit status 3; restarting it in 0.2 s" in app.stderr_lines
     assert (
         f"failed: worker 0 (pid {pids[2]}) ended: exit status 3; 2 restarts within 60 s already: giving up"
