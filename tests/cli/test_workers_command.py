@@ -50,6 +50,11 @@ def assert_gone(pids: list[int]) -> None:
     assert not left, f"processes left: {left}"
 
 
+def assert_stopped_when_told(command: Process) -> None:
+    """Every worker ended when told to, none killed at the stop timeout."""
+    assert not [line for line in command.stderr_lines if "did not stop" in line]
+
+
 def test_every_worker_runs_programs_and_a_signal_ends_them_all() -> None:
     with enchufe("-l", "-k", "-v", "--workers", "2", "-c", "echo $PPID", "127.0.0.1", "0") as command:
         port = command.listening_port()
@@ -59,6 +64,7 @@ def test_every_worker_runs_programs_and_a_signal_ends_them_all() -> None:
         assert command.wait() == 128 + signal.SIGTERM
     assert command.stderr_lines.count(f"enchufe: Listening on 127.0.0.1:{port}") == 1  # the parent's, once
     assert "enchufe: Stopping 2 workers." in command.stderr_lines
+    assert_stopped_when_told(command)
     assert_gone(list(workers.values()))
 
 
@@ -73,6 +79,7 @@ def test_a_killed_worker_is_restarted() -> None:
         until_each_answered(port, {workers[0], restarted[1]})
         command.popen.send_signal(signal.SIGINT)
         assert command.wait() == 128 + signal.SIGINT
+    assert_stopped_when_told(command)
     assert_gone([*workers.values(), *restarted.values()])
 
 
@@ -90,6 +97,7 @@ def test_py_exec_handlers_run_in_every_worker(tmp_path: Path) -> None:
         assert seen == set(workers.values())
         command.popen.send_signal(signal.SIGTERM)
         assert command.wait() == 128 + signal.SIGTERM
+    assert_stopped_when_told(command)
     assert_gone(list(workers.values()))
 
 
@@ -111,6 +119,7 @@ def test_a_proxy_server_in_workers() -> None:
                         assert b"through\n" in lines  # after the rest of the proxy's answer
             command.popen.send_signal(signal.SIGTERM)
             assert command.wait() == 128 + signal.SIGTERM
+    assert_stopped_when_told(command)
     assert_gone(list(workers.values()))
 
 
@@ -176,6 +185,7 @@ def test_the_relay_in_workers() -> None:
             relay.popen.send_signal(signal.SIGTERM)
             assert relay.wait() == 128 + signal.SIGTERM
     assert re.search(r"Stopping 2 workers\.", relay.stderr)
+    assert_stopped_when_told(relay)
     assert_gone(pids)
 
 

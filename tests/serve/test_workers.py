@@ -8,6 +8,7 @@ one: each test runs tests/support/workers_app.py as a child and talks to its wor
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import sys
@@ -66,8 +67,11 @@ def first_answer_from(port: int, wanted: set[tuple[int, int]]) -> int:
 
 
 def stop(app: Process, signum: int = signal.SIGTERM) -> int:
+    """Signal the supervisor; its exit status once every worker ended when told to."""
     app.popen.send_signal(signum)
-    return app.wait()
+    status = app.wait()
+    assert not [line for line in app.stderr_lines if "did not stop" in line]
+    return status
 
 
 def assert_gone(pids: list[int]) -> None:
@@ -125,12 +129,17 @@ def test_a_worker_holds_none_of_the_parents_descriptors() -> None:
     reserved = app.stderr_lines[0].split()[-1]
     with app:
         wait_serving(app, 2)
-        _, sock = ask(port, b"fds\n")
-        with sock, sock.makefile("rb") as reader:
-            targets = [line.decode().rstrip("\n") for line in reader]
-        assert targets[-1] == "end"
-        assert reserved.startswith("socket:[") and reserved not in targets
-        assert "anon_inode:[pidfd]" not in targets
+        targets_of = {}
+        for _ in range(MAX_CONNECTS):  # each worker's: the later one was forked beside the first
+            (index, _), sock = ask(port, b"fds\n")
+            with sock, sock.makefile("rb") as reader:
+                targets_of[index] = [line.decode().rstrip("\n") for line in reader]
+            if len(targets_of) == 2:
+                break
+        for targets in targets_of.values():
+            assert targets[-1] == "end"
+            assert reserved.startswith("socket:[") and reserved not in targets
+            assert "anon_inode:[pidfd]" not in targets
         assert stop(app) == 0
 
 
@@ -166,10 +175,10 @@ def test_a_stop_lets_requests_in_flight_finish() -> None:
 
 
 def test_a_worker_that_does_not_stop_in_time_is_killed() -> None:
-    app, port = start_app("1", "--grace", "30", "--stop-timeout", "0.2")
+    app, port = start_app("1", "--stop-timeout", "0.2")
     with app:
         (pid,) = wait_serving(app, 1).values()
-        _, sock = ask(port, b"hold\n")  # never finished: the grace outlasts the timeout
+        _, sock = ask(port, b"stuck\n")  # a handler that never returns
         with sock:
             app.popen.send_signal(signal.SIGTERM)
             app.wait_for_line(rf"^worker 0 \(pid {pid}\) did not stop: killing it$")
@@ -212,3 +221,36 @@ def test_run_workers_refuses_to_fork_beside_another_thread() -> None:
 def test_run_workers_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         run_workers(0, print)
+
+
+def test_a_stop_signal_to_a_worker_alone_stops_it_gracefully_and_it_is_restarted() -> None:
+    """Ctrl-C reaches the whole process group: a worker ends as it ends when told to."""
+    app, _ = start_app("1")
+    with app:
+        (pid,) = wait_serving(app, 1).values()
+        os.kill(pid, signal.SIGINT)
+        app.wait_for_line(rf"^worker 0 \(pid {pid}\) ended: exit status 0; restarting it in 0\.1 s$")
+        wait_serving(app, 1)
+        assert stop(app) == 0
+
+
+def test_workers_stop_when_their_parent_dies() -> None:
+    app, _ = start_app("2")
+    with app:
+        workers = wait_serving(app, 2)
+        pidfds = [os.pidfd_open(pid) for pid in workers.values()]
+        try:
+            app.popen.kill()  # no chance to stop them: its end of the stop pipe closes
+            poller = select.poll()
+            for pidfd in pidfds:
+                poller.register(pidfd, select.POLLIN)
+            ended: set[int] = set()
+            while len(ended) < len(pidfds):
+                events = poller.poll(20_000)
+                assert events, "a worker outlived its parent"
+                for pidfd, _ in events:
+                    ended.add(pidfd)
+                    poller.unregister(pidfd)
+        finally:
+            for pidfd in pidfds:
+                os.close(pidfd)

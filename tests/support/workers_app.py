@@ -10,7 +10,8 @@ command line:
 - ``fds``: the targets of the worker's open descriptors, one per line, then the end;
 - ``hold``: the worker says ``holding PID`` on stderr once it is told to stop, and
   answers ``done\\n`` to the next line the client sends (a request in flight);
-- ``exit``: the worker process ends at once with status 3 (an unexpected end).
+- ``exit``: the worker process ends at once with status 3 (an unexpected end);
+- ``stuck``: the worker never ends once told to stop (only SIGKILL ends it).
 
 After run_workers returns, the parent says ``stopped by signal N`` (or
 ``failed: MESSAGE``), whether it has children left (``children: none``), and its
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from enchufe.address import InetAddress
 from enchufe.errors import WorkersFailed
@@ -42,10 +44,11 @@ def main() -> int:
     fds_before = sorted(os.listdir("/proc/self/fd"))
     reservation = reserve_port(InetAddress("127.0.0.1", args.port))
     inode = os.readlink(f"/proc/self/fd/{reservation._socks[0].fileno()}")
-    print(f"reserved {reservation.addresses[0]} {inode}", file=sys.stderr, flush=True)
+    say(f"reserved {reservation.addresses[0]} {inode}")
 
     def serve(worker: Worker) -> None:
         stopping = worker.wait_for_stop
+        stuck = threading.Event()
 
         def handle(conn: Connection) -> None:
             conn.send_all(f"{worker.index} {worker.pid}\n".encode())
@@ -55,16 +58,20 @@ def main() -> int:
                 conn.send_all(b"".join(_target(fd).encode() + b"\n" for fd in fds) + b"end\n")
             elif command == b"hold\n":
                 stopping()
-                print(f"holding {worker.pid}", file=sys.stderr, flush=True)
+                say(f"holding {worker.pid}")
                 conn.recv_line(timeout=20)
                 conn.send_all(b"done\n")
             elif command == b"exit\n":
                 os._exit(3)
+            elif command == b"stuck\n":
+                stuck.set()
 
         with Server(reservation.open_listeners(), handle, name=f"worker{worker.index}") as server:
             server.start()
-            print(f"serving {worker.index} {worker.pid}", file=sys.stderr, flush=True)
+            say(f"serving {worker.index} {worker.pid}")
             worker.wait_for_stop()
+            if stuck.is_set():
+                threading.Event().wait()
             server.close(grace=args.grace)
 
     status = 0
@@ -76,20 +83,27 @@ def main() -> int:
                 close_in_workers=[reservation],
                 max_restarts=args.max_restarts,
                 stop_timeout=args.stop_timeout,
-                on_event=lambda event: print(event, file=sys.stderr, flush=True),
+                on_event=say,
             )
-            print(f"stopped by signal {signum}", file=sys.stderr, flush=True)
+            say(f"stopped by signal {signum}")
         except WorkersFailed as exc:
-            print(f"failed: {exc}", file=sys.stderr, flush=True)
+            say(f"failed: {exc}")
             status = 2
     try:
         os.waitpid(-1, os.WNOHANG)
-        print("children: some", file=sys.stderr, flush=True)
+        say("children: some")
     except ChildProcessError:
-        print("children: none", file=sys.stderr, flush=True)
+        say("children: none")
     fds_after = sorted(os.listdir("/proc/self/fd"))
-    print(f"parent fds: {'same' if fds_after == fds_before else fds_after}", file=sys.stderr, flush=True)
+    say(f"parent fds: {'same' if fds_after == fds_before else fds_after}")
     return status
+
+
+def say(line: str) -> None:
+    """One line on stderr in one write: the parent's and the workers' lines interleave
+    whole (print writes the end of line apart)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _target(fd: str) -> str:
