@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -136,8 +137,9 @@ def run_once(
         else:
             wait_ready(proc, workers, deadline)
             assert proc.stderr is not None
-            proc.stderr.close()  # -v lines of every connection: nobody reads them now
-            proc.stderr = None
+            # The -v line of every connection, read and dropped: a closed pipe would
+            # make every write fail, a full one block the server.
+            threading.Thread(target=proc.stderr.read, name="stderr-drain", daemon=True).start()
         load(generator, port, WARM_UP, 1)
         started = time.monotonic()
         client = load(generator, port, connections, concurrency)
@@ -148,6 +150,8 @@ def run_once(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def main(argv: list[str] | None = None) -> int:

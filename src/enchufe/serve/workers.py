@@ -266,11 +266,13 @@ class _Supervisor:
             timeout = None
             if self._restart_due:
                 timeout = max(0.0, min(self._restart_due.values()) - time.monotonic()) * 1000
-            poller = self._poller()
-            for fd, _ in poller.poll(timeout):
-                if fd == self._wake_read:
-                    self._drain_wake_pipe()
-                else:
+            ready = [fd for fd, _ in self._poller().poll(timeout)]
+            if self._wake_read in ready:
+                self._drain_wake_pipe()
+            if self._signals:
+                return None  # a worker that ended with it (Ctrl-C reaches the group) is reaped, not restarted
+            for fd in ready:
+                if fd != self._wake_read:
                     failure = self._ended(self._children.pop(fd))
                     if failure is not None:
                         return failure
