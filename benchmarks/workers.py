@@ -23,7 +23,8 @@ generator, which needs CPU too: its CPU time is reported, and with 2 cores two w
 cannot double anything. Reported: connections (requests) per second, the median of
 ``-r`` runs and their range, and each case's ratio to its own row without --workers
 (for ncat: to ``exec cat`` without --workers). Each run starts a new server and warms
-it up with 200 connections, not timed.
+it up with 200 connections, not timed. Connections that fail (a reset when the
+listen queue of 10, ncat's, overflows) are said on stderr and left out of the rate.
 
 ``--json PATH`` writes the rows as a list of ``{benchmark, case, tool, metric, unit,
 value, runs}``: ``value`` the median, ``runs`` every run's value.
@@ -144,8 +145,8 @@ def run_once(
         started = time.monotonic()
         client = load(generator, port, connections, concurrency)
         elapsed = time.monotonic() - started
-        if client["failed"] != "0":
-            raise RuntimeError(f"{client['failed']} connections failed: {client['first_error']}")
+        if client["failed"] != "0":  # counted out of the rate, and said
+            print(f"  {' '.join(argv[-4:])}: {client['failed']} failed: {client['first_error']}", file=sys.stderr)
         return int(client["made"]) / elapsed, float(client["cpu_seconds"])
     finally:
         proc.send_signal(signal.SIGTERM)

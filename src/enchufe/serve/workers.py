@@ -90,6 +90,7 @@ class Worker:
 
     @property
     def pid(self) -> int:
+        """This worker's process id."""
         return os.getpid()
 
     def wait_for_stop(self, timeout: float | None = None) -> bool:
@@ -98,7 +99,7 @@ class Worker:
 
     def call_on_stop(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once when the worker is told to stop, from its stop
-        thread (an event loop's ``call_soon_threadsafe(loop.stop)``, a server's
+        thread (:meth:`enchufe.net.loop.EventLoop.stop`, thread-safe; a server's
         ``shutdown``); at once, in this thread, if it was told already."""
         with self._lock:
             if not self._stopping.is_set():
