@@ -26,7 +26,7 @@ import sys
 import threading
 
 from enchufe.address import InetAddress
-from enchufe.errors import WorkersFailed
+from enchufe.errors import NetworkError, WorkersFailed
 from enchufe.net.connection import Connection
 from enchufe.net.listen import reserve_port
 from enchufe.serve.engine import Server
@@ -52,7 +52,10 @@ def main() -> int:
 
         def handle(conn: Connection) -> None:
             conn.send_all(f"{worker.index} {worker.pid}\n".encode())
-            command = conn.recv_line(timeout=20)
+            try:
+                command = conn.recv_line(timeout=20)
+            except NetworkError:
+                return  # a client that only asked who answers, and closed
             if command == b"fds\n":
                 fds = os.listdir("/proc/self/fd")
                 conn.send_all(b"".join(_target(fd).encode() + b"\n" for fd in fds) + b"end\n")
