@@ -178,8 +178,9 @@ def test_a_worker_that_does_not_stop_in_time_is_killed() -> None:
     app, port = start_app("1", "--stop-timeout", "0.2")
     with app:
         (pid,) = wait_serving(app, 1).values()
-        _, sock = ask(port, b"stuck\n")  # a handler that never returns
-        with sock:
+        _, sock = ask(port, b"stuck\n")  # a worker that will not end
+        with sock, sock.makefile("rb") as reader:
+            assert reader.readline() == b"stuck\n"
             app.popen.send_signal(signal.SIGTERM)
             app.wait_for_line(rf"^worker 0 \(pid {pid}\) did not stop: killing it$")
             assert app.wait() == 0

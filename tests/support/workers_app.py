@@ -11,7 +11,8 @@ command line:
 - ``hold``: the worker says ``holding PID`` on stderr once it is told to stop, and
   answers ``done\\n`` to the next line the client sends (a request in flight);
 - ``exit``: the worker process ends at once with status 3 (an unexpected end);
-- ``stuck``: the worker never ends once told to stop (only SIGKILL ends it).
+- ``stuck``: the worker answers ``stuck`` and from then on never ends once told to
+  stop (only SIGKILL ends it).
 
 After run_workers returns, the parent says ``stopped by signal N`` (or
 ``failed: MESSAGE``), whether it has children left (``children: none``), and its
@@ -68,6 +69,7 @@ def main() -> int:
                 os._exit(3)
             elif command == b"stuck\n":
                 stuck.set()
+                conn.send_all(b"stuck\n")
 
         with Server(reservation.open_listeners(), handle, name=f"worker{worker.index}") as server:
             server.start()
