@@ -14,6 +14,7 @@ enchufe keeps working: a :class:`ConnectError` is a :class:`ConnectionError`, ev
     ├── MalformedCertificate (ValueError)  bytes that are not a DER X.509 certificate
     ├── ProtocolError (ValueError)         a peer's bytes break a protocol (HTTP, SOCKS)
     ├── OutputFailed (OSError)             the local side refused received data (stdout)
+    ├── WorkersFailed (RuntimeError)       worker processes kept ending: their supervisor gave up
     └── NetworkError (OSError)             .errno keeps the system's error number
         ├── ResolveError                   the name does not resolve
         ├── Unsupported                    the kernel lacks the protocol (SCTP, raw sockets)
@@ -61,6 +62,7 @@ __all__ = [
     "TlsSetupError",
     "UnexpectedEOF",
     "Unsupported",
+    "WorkersFailed",
 ]
 
 
@@ -105,6 +107,12 @@ class OutputFailed(EnchufeError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class WorkersFailed(EnchufeError, RuntimeError):
+    """Worker processes ended unasked more often than their supervisor allows
+    (:func:`enchufe.serve.workers.run_workers`); the others were stopped. The message
+    says which worker ended last, how, and the count of restarts."""
 
 
 class NetworkError(EnchufeError, OSError):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from enchufe.cli.config import DEFAULT_PORT, Config, parse_args
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import (
-    ENCHUFE_OPTIONS,
+    ENCHUFE_NAMES,
     LONG_IDENTITY,
     LONG_OPTIONS,
     NCAT_LONG_OPTIONS,
@@ -505,15 +505,17 @@ def test_the_options_of_our_own() -> None:
 def _resolve(argv: list[str], long_options: list[str]) -> str:
     """What getopt makes of ``argv`` with ``long_options``: the option's name or the error."""
     try:
-        return " ".join(name for name, _ in gnu_getopt(argv, SHORT_OPTIONS, long_options, identity=LONG_IDENTITY))
+        options = gnu_getopt(argv, SHORT_OPTIONS, long_options, identity=LONG_IDENTITY, extensions=ENCHUFE_NAMES)
+        return " ".join(name for name, _ in options)
     except GetoptError as exc:
         return f"error: {exc}"
 
 
 def test_every_abbreviation_of_an_ncat_option_means_what_it_meant_before_our_options() -> None:
-    """Our options come after ncat's and their names start nowhere an ncat option is the
-    only match: an abbreviation resolves to the same option as with ncat's table alone,
-    and one that is ambiguous there is ambiguous here, our names at the end of the list."""
+    """Our options come after ncat's and an abbreviation ncat's table resolves does not
+    reach them (``--w`` is ``--wait``, not ambiguous with ``--workers``): it resolves to
+    the same option as with ncat's table alone, and one that is ambiguous there is
+    ambiguous here, our names at the end of the list."""
     assert LONG_OPTIONS[: len(NCAT_LONG_OPTIONS)] == NCAT_LONG_OPTIONS
     for option in NCAT_LONG_OPTIONS:
         name = option.rstrip("=")
@@ -523,7 +525,7 @@ def test_every_abbreviation_of_an_ncat_option_means_what_it_meant_before_our_opt
             if before.startswith("error: ") and "ambiguous" in before:
                 assert after.startswith(before), (argv, before, after)
                 ours = after[len(before) :].split()
-                assert all(word.strip("'").removeprefix("--") in ENCHUFE_OPTIONS for word in ours), after
+                assert all(word.strip("'").removeprefix("--") in ENCHUFE_NAMES for word in ours), after
             else:
                 assert after == before, (argv, before, after)
 

@@ -14,7 +14,7 @@ import os
 
 from enchufe.address import parse_port
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
-from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
+from enchufe.cli.options import ENCHUFE_NAMES, LONG_IDENTITY, LONG_OPTIONS, LONG_TO_SHORT, NOT_YET, SHORT_OPTIONS
 from enchufe.cli.usage import UsageError
 from enchufe.errors import AddressError
 from enchufe.timespec import parse_duration, unit_of
@@ -32,6 +32,7 @@ DEFAULT_PORT = 31337
 _INT_MAX = 2147483647  # ncat keeps times as an int of milliseconds
 _NSOCK_ENGINES = frozenset({"epoll", "poll", "select"})
 _MAX_HOPS = 8  # room in an IPv4 header's options
+_MAX_WORKERS = 1024  # processes, not threads: more is a typing error, not a machine
 _ACCESS_OPTIONS = frozenset({"--allow", "--deny", "--allowfile", "--denyfile"})
 #: Each runs something for the connection; at most one may be given.
 _EXEC_OPTIONS = ("-e", "-c", "--lua-exec", "--py-exec")
@@ -121,6 +122,9 @@ class Config:
     #: -l --proxy-protocol: the trusted balancers (``--allow``'s syntax), whose
     #: connections start with a PROXY header naming the client.
     proxy_protocol: str | None = None
+    #: --workers: serve in that many processes, each listening in the port's
+    #: SO_REUSEPORT group (serve/workers.py); -m is each worker's own limit.
+    workers: int | None = None
 
     def __init__(self, **fields: object) -> None:
         unknown = fields.keys() - set(_FIELDS)
@@ -157,7 +161,12 @@ def parse_args(argv: list[str]) -> Config:
     try:
         posixly_correct = "POSIXLY_CORRECT" in os.environ
         for name, value in gnu_getopt(
-            argv, SHORT_OPTIONS, LONG_OPTIONS, identity=LONG_IDENTITY, posixly_correct=posixly_correct
+            argv,
+            SHORT_OPTIONS,
+            LONG_OPTIONS,
+            identity=LONG_IDENTITY,
+            extensions=ENCHUFE_NAMES,
+            posixly_correct=posixly_correct,
         ):
             if not name:
                 operands.append(value)
@@ -193,6 +202,8 @@ def _parse_value(name: str, value: str) -> object:
         raise UsageError(f"{name} is not supported yet.")
     if name in {"-w", "-i"}:
         return parse_time(value, f"{name} timeout")
+    if name == "--workers":
+        return _parse_workers(value)
     if name == "-d":
         return parse_time(value, "-d delay")
     if name == "-q":
@@ -310,6 +321,8 @@ def _build(
     proxy, proxy_server, proxy_server_auth = _proxy_options(values, listen, unix, transport, exec_option, broker)
     if given("--proxy-protocol") and (not listen or transport != "stream" or given("--proxy-type")):
         raise UsageError("--proxy-protocol works with -l, -l -k, --broker and --chat over TCP or Unix sockets.")
+    if given("--workers"):
+        _check_workers(values, listen=listen, exec_option=exec_option, proxy_server=proxy_server)
 
     source_port = 0
     host: str | None = None
@@ -385,7 +398,33 @@ def _build(
         proxy_server=proxy_server,
         proxy_protocol=text("--proxy-protocol") if given("--proxy-protocol") else None,
         proxy_server_auth=proxy_server_auth,
+        workers=int(number("--workers")) if given("--workers") else None,
     )
+
+
+def _check_workers(
+    values: dict[str, object], *, listen: bool, exec_option: str | None, proxy_server: str | None
+) -> None:
+    """--workers runs servers whose clients are independent of each other in several
+    processes: -l -k with a program or handler per connection, or a proxy server.
+    Whatever shares one stdio, one room, one client or one socket file cannot."""
+    if not listen:
+        raise UsageError("--workers works in listen mode only.")
+    for option in ("--broker", "--chat", "--talk", "-u", "--sctp", "-U", "-o", "-x", "-w"):
+        if option in values:
+            # -u: a bound UDP socket is a member that receives; -U: a socket file has
+            # one listener; -o/-x: one log, many writers; -w: the first client is one
+            # worker's.
+            raise UsageError(f"Invalid option combination: --workers and {option}.")
+    if proxy_server is not None:
+        return
+    if "-k" not in values:
+        raise UsageError("--workers needs -k (or --proxy-type): a listener without it serves one client.")
+    if exec_option is None:
+        raise UsageError(
+            "--workers needs -e, -c, --lua-exec or --py-exec with -k:"
+            " the clients of -k alone share one stdin and stdout."
+        )
 
 
 def _proxy_options(
@@ -540,6 +579,12 @@ def _leading_int(text: str) -> int:
             break
         digits += char
     return sign * int(digits) if digits else 0
+
+
+def _parse_workers(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_WORKERS:
+        raise UsageError(f"Invalid number of workers: {text} (from 1 to {_MAX_WORKERS}).")
+    return int(text)
 
 
 def _parse_count(text: str) -> int:

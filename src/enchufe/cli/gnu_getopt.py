@@ -14,6 +14,8 @@ Rules (glibc's, with ncat's default permutation):
 - long options take ``--name value`` or ``--name=value`` and may be abbreviated to
   any prefix that is not ambiguous; an exact name always wins, and a prefix of
   several equivalent options (same argument, same flag and value) takes the first;
+- (not glibc's) a prefix that the table without the ``extensions`` resolves means
+  what it means there, whatever extension it also abbreviates;
 - with ``POSIXLY_CORRECT`` set, the first operand ends the options.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Collection, Iterator, Mapping, Sequence
 
 __all__ = ["GetoptError", "gnu_getopt"]
 
@@ -36,6 +38,7 @@ def gnu_getopt(
     long_options: Sequence[str],
     *,
     identity: Mapping[str, str] | None = None,
+    extensions: Collection[str] = (),
     posixly_correct: bool = False,
 ) -> Iterator[tuple[str, str]]:
     """Yield ``(option, value)`` pairs and ``("", operand)`` pairs in command-line order.
@@ -48,6 +51,8 @@ def gnu_getopt(
         identity: for each long name, what makes two options "the same" to glibc
             (its ``flag`` and ``val``): an abbreviation that matches several options
             of the same identity and argument type takes the first, not an error.
+        extensions: long names (without ``=``) added to a table that had a meaning
+            for every prefix before: a prefix the others resolve keeps that meaning.
         posixly_correct: stop at the first operand, as glibc does when the
             ``POSIXLY_CORRECT`` environment variable is set.
 
@@ -68,7 +73,7 @@ def gnu_getopt(
             return
         if arg.startswith("--"):
             name, has_value, value = arg[2:].partition("=")
-            full = _match_long(name, arg, takes_value, identity or {})
+            full = _match_long(name, arg, takes_value, identity or {}, extensions)
             if takes_value[full]:
                 if not has_value:
                     if index >= len(args):
@@ -107,13 +112,16 @@ def gnu_getopt(
             yield "", arg
 
 
-def _match_long(name: str, arg: str, takes_value: dict[str, bool], identity: Mapping[str, str]) -> str:
+def _match_long(
+    name: str, arg: str, takes_value: dict[str, bool], identity: Mapping[str, str], extensions: Collection[str]
+) -> str:
     if name in takes_value:
         return name
     candidates = [option for option in takes_value if option.startswith(name)]
-    kinds = {(takes_value[option], identity.get(option, option)) for option in candidates}
-    if len(kinds) == 1:
-        return candidates[0]
+    original = [option for option in candidates if option not in extensions]
+    for choices in (original, candidates):
+        if len({(takes_value[option], identity.get(option, option)) for option in choices}) == 1:
+            return choices[0]
     if not candidates:
         raise GetoptError(f"unrecognized option '{arg}'")
     possibilities = " ".join(f"'--{option}'" for option in candidates)

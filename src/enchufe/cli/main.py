@@ -132,6 +132,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_wa
         ResolveError,
         TlsSetupError,
         Unsupported,
+        WorkersFailed,
     )
 
     messages = Messages(err, config.verbosity)
@@ -171,7 +172,7 @@ def _run(config: Config, stdin_fd: int, stdout_fd: int, err: TextIO, *, stdin_wa
     except ProxyError as exc:
         failure(f"{str(exc).removesuffix('.')}.")  # ncat's proxy messages end with their own full stop
         return status.NETWORK_ERROR
-    except (ResolveError, BindError, Unsupported, AddressError, TlsSetupError) as exc:
+    except (ResolveError, BindError, Unsupported, AddressError, TlsSetupError, WorkersFailed) as exc:
         messages.error(f"{exc}. QUITTING.")
         return status.OTHER_ERROR
     except NetworkError as exc:

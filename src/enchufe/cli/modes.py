@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from enchufe.serve.keep_open import KeepOpen
     from enchufe.serve.policy import ProxyProtocol
     from enchufe.serve.proxy_server import ProxyServer
+    from enchufe.serve.workers import Worker
 
 __all__ = ["Environment", "run_connect", "run_listen"]
 
@@ -80,6 +81,8 @@ def run_listen(config: Config, env: Environment) -> int:
     """Listen mode. SIGINT, SIGTERM, SIGHUP and SIGQUIT end it with 128+signal (see
     :mod:`enchufe.cli.signals`)."""
     _import_what_the_relay_needs(config)
+    if config.workers is not None:
+        return _listen_in_workers(config, env, config.workers)
     logs = _open_logs(config)
     try:
         with env.signals:
@@ -283,6 +286,52 @@ def _listen(config: Config, env: Environment, logs: list[SessionLog]) -> int:
     return status.SUCCESS
 
 
+def _listen_in_workers(config: Config, env: Environment, count: int) -> int:
+    """--workers: the parent reserves the port (a port in use fails here, once) and
+    supervises ``count`` worker processes (:mod:`enchufe.serve.workers`), each with its
+    own listeners in the port's ``SO_REUSEPORT`` group serving as the command does
+    without --workers: -m is each worker's limit, the -v lines of its clients are
+    ncat's; with -v the parent says each worker's start, end and restart, and each
+    worker once that it listens (until one does, the port refuses clients). A stop
+    signal to the parent stops every worker as it would stop the single process, and
+    the parent exits 128+signal after reaping them; workers that keep ending make it
+    give up with status 2 (:class:`~enchufe.errors.WorkersFailed`)."""
+    from enchufe.net.listen import NCAT_BACKLOG, reserve_port
+    from enchufe.serve.workers import run_workers
+
+    messages = env.messages
+    access = _access_list(config, messages)
+    balancers = _proxy_protocol(config, messages)
+    tls = None
+    if config.ssl:
+        from enchufe.cli.tls_setup import server_tls
+
+        tls = server_tls(config, messages)
+    address = None if config.host is None else InetAddress(config.host, config.port)
+    resolver = SystemResolver(numeric_only=config.numeric_only)
+    with reserve_port(address, port=config.port, family=config.family, resolver=resolver) as reservation:
+        for reserved in reservation.addresses:
+            messages.info(f"Listening on {reserved}")
+
+        def serve(worker: Worker) -> None:
+            try:
+                listeners = reservation.open_listeners(backlog=NCAT_BACKLOG)
+                messages.info(f"Worker {worker.index} (pid {worker.pid}) listening.")
+                if config.proxy_server is not None:
+                    _proxy_server(config, env, listeners, access, tls, worker=worker)
+                else:
+                    _keep_open(config, env, listeners, access, [], tls, balancers, worker=worker)
+            except (NetworkError, OSError) as exc:
+                messages.error(f"worker {worker.index}: {exc}.")
+                raise SystemExit(status.NETWORK_ERROR) from None
+
+        def say(event: str) -> None:
+            messages.info(f"{event[:1].upper()}{event[1:]}.")
+
+        signum = run_workers(count, serve, close_in_workers=[reservation], on_event=say)
+    return 128 + signum
+
+
 def _accept_one(
     config: Config,
     env: Environment,
@@ -379,6 +428,8 @@ def _keep_open(
     logs: list[SessionLog],
     tls: ssl.SSLContext | None,
     balancers: ProxyProtocol | None,
+    *,
+    worker: Worker | None = None,
 ) -> int:
     """-l -k, --broker, --chat: every client at once on one event loop
     (:mod:`enchufe.serve.keep_open`; the broker and chat bytes are :mod:`enchufe.proto.chat`'s),
@@ -391,7 +442,8 @@ def _keep_open(
     max_clients = 100 if config.max_conns is None else config.max_conns
     make_room_for(max_clients, _descriptors_per_client(config))
     if config.exec_argv is not None or config.py_handler is not None:
-        return _exec_each(config, env, listeners, access, max_clients, logs, tls, balancers)
+        return _exec_each(config, env, listeners, access, max_clients, logs, tls, balancers, worker=worker)
+    assert worker is None, "config.py lets workers serve programs and handlers only"
     from enchufe.net.loop import EventLoop
     from enchufe.net.stream import translate_os_error
     from enchufe.serve.keep_open import KeepOpen
@@ -482,10 +534,12 @@ def _proxy_server(
     listeners: list[Listener],
     access: Callable[[Address | None], bool] | None,
     tls: ssl.SSLContext | None,
+    *,
+    worker: Worker | None = None,
 ) -> int:
     """-l --proxy-type: every client on one event loop (:mod:`enchufe.serve.proxy_server`),
     each speaking the protocol :mod:`enchufe.proto.http_proxy` or :mod:`enchufe.proto.socks`
-    answers, -i per client, until a signal."""
+    answers, -i per client, until a signal (or, in a worker, until it is told to stop)."""
     from enchufe.net.loop import EventLoop
     from enchufe.serve.proxy_server import ProxyServer
 
@@ -522,7 +576,15 @@ def _proxy_server(
             tls=tls,
             on_tls_failed=_say_tls_failed(messages),
         )
-        _serve_until_signal(loop, env, server)
+        if worker is None:
+            _serve_until_signal(loop, env, server)
+        else:
+            worker.call_on_stop(loop.stop)  # thread-safe, and a stop before run_forever holds
+            server.start()
+            try:
+                loop.run_forever()
+            finally:
+                server.close()
     return status.SUCCESS  # a signal, raised on leaving its handler
 
 
@@ -587,6 +649,8 @@ def _exec_each(
     logs: list[SessionLog],
     tls: ssl.SSLContext | None,
     balancers: ProxyProtocol | None,
+    *,
+    worker: Worker | None = None,
 ) -> int:
     """-l -k -e/-c/--lua-exec: one program per connection, as inetd does, each relayed
     in its own thread (a blocking relay between two descriptors is what a thread is
@@ -644,6 +708,9 @@ def _exec_each(
         )
     try:
         server.start()
+        if worker is not None:
+            worker.wait_for_stop()  # config.py: no -w with workers
+            return status.SUCCESS
         if config.accept_timeout is not None:
             with env.signals.interruptible():  # a signal interrupts the wait of a lock
                 came = someone_came.wait(config.accept_timeout)

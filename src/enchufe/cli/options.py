@@ -5,15 +5,17 @@ The short-option string and the long-option list follow ncat's ``getopt_long`` t
 that enchufe recognises but does not implement yet are listed in :data:`NOT_YET`:
 they are refused with a clear message, never ignored.
 
-enchufe's own options (:data:`ENCHUFE_OPTIONS`) come after ncat's, and their names
-share no prefix that abbreviates an ncat option on its own (``--ch`` is still
-``--chat``): every abbreviation ncat accepts means the same option here, and one that
-ncat finds ambiguous stays ambiguous (its list of possibilities ends with ours).
+enchufe's own options (:data:`ENCHUFE_OPTIONS`) come after ncat's, and an
+abbreviation reaches them only when it means no option of ncat's (``--w`` is still
+``--wait``, ``--wo`` is ``--workers``): every abbreviation ncat accepts means the same
+option here, and one that ncat finds ambiguous stays ambiguous (its list of
+possibilities ends with ours).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ENCHUFE_NAMES",
     "ENCHUFE_OPTIONS",
     "LONG_IDENTITY",
     "LONG_OPTIONS",
@@ -37,18 +39,18 @@ NCAT_LONG_OPTIONS = [
     "telnet", "udp", "sctp", "version", "verbose", "wait=", "nodns", "proxy=", "proxy-type=",
     "proxy-auth=", "proxy-dns=", "nsock-engine=", "test", "ssl", "ssl-cert=", "ssl-key=",
     "ssl-verify", "ssl-trustfile=", "ssl-ciphers=", "ssl-servername=", "ssl-alpn=",
-    # enchufe's own, after ncat's: so no abbreviation of an ncat option changes meaning
-    # (--proxy-protocol takes a value, as ncat's other --proxy* options do: --proxy-=x
-    # and --pro=x still mean ncat's first, --proxy-type and --proxy).
-    "py-exec=", "proxy-protocol=",
 ]  # fmt: skip
 
 #: Options ncat does not have: a label per client line on stdout (nmap/nmap#2567),
-#: chat's prefix on every line, the host's output seeing the room (nmap/nmap#1794).
-ENCHUFE_OPTIONS = ["client-labels", "full-lines", "host-sees-room"]
+#: chat's prefix on every line, the host's output seeing the room (nmap/nmap#1794),
+#: Python handlers, the PROXY protocol behind a balancer, worker processes
+#: (serve/workers.py). No abbreviation that means an ncat option reaches them.
+ENCHUFE_OPTIONS = ["client-labels", "full-lines", "host-sees-room", "py-exec=", "proxy-protocol=", "workers="]
 
 #: The table getopt reads: ncat's, then ours.
 LONG_OPTIONS = NCAT_LONG_OPTIONS + ENCHUFE_OPTIONS
+#: Our names, which an abbreviation that means an option of ncat's does not reach.
+ENCHUFE_NAMES = frozenset(name.rstrip("=") for name in ENCHUFE_OPTIONS)
 
 #: Long options that are another name for a short one.
 LONG_TO_SHORT = {
@@ -142,6 +144,8 @@ Options taking a time assume seconds. Append 'ms' for milliseconds,
                              Listen behind load balancers: each peer, one of <hosts>
                              (as --allow), starts with a PROXY header (v1 or v2)
                              naming the client; any other peer is refused
+      --workers <n>          -l -k with -e/-c/--lua-exec/--py-exec, -l --proxy-type:
+                             serve in <n> processes sharing the port (SO_REUSEPORT)
 
 See the ncat(1) manpage for full options, descriptions and usage examples
 """

@@ -8,6 +8,7 @@ with ncat's statuses (:func:`enchufe.cli.tool.run_tool`).
 
 from __future__ import annotations
 
+from enchufe.cli import status
 from enchufe.cli.tool import Report, run_tool
 
 TYPE_CHECKING = False
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from enchufe.net.loop import EventLoop
     from enchufe.net.resolve import SystemResolver
     from enchufe.serve.proxy_server import ClientEnd, ProxyServer
+    from enchufe.serve.workers import Worker
     from enchufe.tools.relay import DatagramRelay, Endpoint
 
 __all__ = ["USAGE", "main"]
@@ -45,7 +47,7 @@ Options:
   -6                     Use IPv6 only
   -u, --udp              Both sides are UDP (as the udp: prefix)
   -n, --nodns            Do not resolve hostnames via DNS
-  -m, --max-conns <n>    Maximum <n> clients at once (default: 1000)
+  -m, --max-conns <n>    Maximum <n> clients at once (default: 1000; per worker)
   -i, --idle-timeout <t> Close a connection (or UDP session) idle for <t> (default for UDP: 60s)
   -w, --wait <t>         Connect timeout to TARGET (default: 10s)
       --allow            Allow only given hosts to connect
@@ -54,6 +56,7 @@ Options:
                          (v1 or v2, as HAProxy's send-proxy) naming the client
   -v, --verbose          A line per client on stderr: its start, its end with bytes each way
       --json             A JSON line per finished connection on stdout
+      --workers <n>      Relay in <n> processes sharing the TCP port (SO_REUSEPORT)
   -h, --help             Display this help screen
       --version          Display the version and exit
 
@@ -92,6 +95,7 @@ _LONG_OPTIONS = [
     "target-ssl-trustfile=",
     "target-ssl-servername=",
     "target-ssl-noverify",
+    "workers=",
 ]
 _LONG_TO_SHORT = {
     "--udp": "-u",
@@ -107,6 +111,7 @@ DEFAULT_MAX_CLIENTS = 1000
 #: A UDP session's idle expiry by default: datagrams have no end to wait for.
 DEFAULT_UDP_IDLE = 60.0
 _DESCRIPTORS_PER_CLIENT = 6
+_MAX_WORKERS = 1024
 
 
 class _Options:
@@ -129,6 +134,7 @@ class _Options:
         self.target_servername: str | None = None
         self.target_verify = True
         self.send_proxy: int | None = None
+        self.workers: int | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +163,8 @@ def _run(args: list[str]) -> int:
     from enchufe.cli.signals import SignalHandlers, Signalled
 
     report = Report(PROGRAM, json=options.json, verbosity=options.verbosity)
+    if options.workers is not None:
+        return _relay_in_workers(options, report, options.workers)
     try:
         with SignalHandlers() as signals:
             _relay(options, report, signals)
@@ -169,6 +177,7 @@ def _parse(args: list[str]) -> _Options | None:
     """The options, or ``None`` for ``-h`` or ``--version`` given later (usage shown)."""
     import socket
 
+    from enchufe.address import InetAddress
     from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
     from enchufe.cli.usage import UsageError
     from enchufe.errors import AddressError
@@ -215,6 +224,10 @@ def _parse(args: list[str]) -> _Options | None:
                 options.verbosity += 1
             elif name == "--json":
                 options.json = True
+            elif name == "--workers":
+                if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= _MAX_WORKERS:
+                    raise UsageError(f"Invalid number of workers: {value!r} (from 1 to {_MAX_WORKERS}).")
+                options.workers = int(value)
             elif name in ("--ssl", "--ssl-cert", "--ssl-key"):
                 options.ssl = True
                 if name == "--ssl-cert":
@@ -247,6 +260,10 @@ def _parse(args: list[str]) -> _Options | None:
         raise UsageError("The --ssl-key and --ssl-cert options must be used together.")
     if options.send_proxy is not None and options.listen.udp:
         raise UsageError("--send-proxy works over stream sockets only, not UDP.")
+    tcp_listen = not options.listen.udp and isinstance(options.listen.address, InetAddress | None)
+    if options.workers is not None and not tcp_listen:
+        # A bound UDP socket receives as a member of its group; a socket file has one listener.
+        raise UsageError("--workers needs a TCP LISTEN address: workers share a TCP port, not UDP or a socket file.")
     return options
 
 
@@ -272,8 +289,9 @@ def _relay(options: _Options, report: Report, signals: SignalHandlers) -> None:
     )
     for listener in listeners:
         report.info(f"Listening on {listener.address}")
+    contexts = _contexts(options, report)
     with EventLoop() as loop:
-        relay = _make_relay(loop, listeners, options, report, resolver, access)
+        relay = _make_relay(loop, listeners, options, report, resolver, access, contexts)
         signals.on_signal = loop.stop
         wake_on_signals(loop, signals)
         relay.start()
@@ -285,6 +303,53 @@ def _relay(options: _Options, report: Report, signals: SignalHandlers) -> None:
             relay.close()
 
 
+def _relay_in_workers(options: _Options, report: Report, count: int) -> int:
+    """--workers: the parent reserves the TCP port and makes the TLS contexts once; each
+    of ``count`` worker processes (:mod:`enchufe.serve.workers`) relays its own clients
+    on its own loop, -m its own limit, until told to stop. The parent says each worker's
+    start, end and restart with -v, and exits 128+signal, or 2 if workers keep ending."""
+    from enchufe.address import InetAddress
+    from enchufe.cli.serving import make_room_for
+    from enchufe.errors import WorkersFailed
+    from enchufe.net.listen import reserve_port
+    from enchufe.net.loop import EventLoop
+    from enchufe.net.resolve import SystemResolver
+    from enchufe.serve.workers import run_workers
+
+    assert options.listen is not None
+    listen = options.listen
+    assert listen.address is None or isinstance(listen.address, InetAddress), "_parse: TCP only"
+    resolver = SystemResolver(numeric_only=options.numeric_only)
+    access = _access(options)
+    make_room_for(options.max_clients, _DESCRIPTORS_PER_CLIENT + 2 * options.ssl + 2 * options.target_ssl)
+    with reserve_port(listen.address, port=listen.port, family=options.family, resolver=resolver) as reservation:
+        for address in reservation.addresses:
+            report.info(f"Listening on {address}")
+        contexts = _contexts(options, report)
+
+        def serve(worker: Worker) -> None:
+            listeners = reservation.open_listeners()
+            report.info(f"Worker {worker.index} (pid {worker.pid}) listening.")
+            with EventLoop() as loop:
+                relay = _make_relay(loop, listeners, options, report, resolver, access, contexts)
+                worker.call_on_stop(loop.stop)  # thread-safe, and a stop before run_forever holds
+                relay.start()
+                try:
+                    loop.run_forever()
+                finally:
+                    relay.close()
+
+        def say(event: str) -> None:
+            report.info(f"{event[:1].upper()}{event[1:]}.")
+
+        try:
+            signum = run_workers(count, serve, close_in_workers=[reservation], on_event=say)
+        except WorkersFailed as exc:
+            report.error(f"{exc}. QUITTING.")
+            return status.OTHER_ERROR
+    return 128 + signum
+
+
 def _make_relay(
     loop: EventLoop,
     listeners: list[Listener],
@@ -292,6 +357,7 @@ def _make_relay(
     report: Report,
     resolver: SystemResolver,
     access: Callable[[Address | None], bool] | None,
+    contexts: tuple[ssl.SSLContext | None, ssl.SSLContext | None],
 ) -> DatagramRelay | ProxyServer:
     """The stream or datagram relay, telling each client's start (-v) and end (-v, --json)."""
     import socket
@@ -343,7 +409,7 @@ def _make_relay(
             on_refused=refused,
         )
     assert target.address is not None
-    tls, upstream_tls = _contexts(options, report)
+    tls, upstream_tls = contexts
 
     def tls_failed(peer: Address | None, error: NetworkError) -> None:
         report.info(f"TLS failed for the connection from {describe_peer(peer)}: {error}")  # either side's

@@ -10,6 +10,13 @@
   (``net.ipv6.bindv6only``).
 - Internet listeners set ``SO_REUSEADDR``, so a restarted server can bind at once;
   ``configure`` sets any other option before the bind.
+- ``reuse_port=True`` sets ``SO_REUSEPORT``: every socket of the same user bound so
+  to one address joins its group, and the kernel spreads new connections over the
+  group's *listening* members by a hash of the peer's address and port. A member
+  that is bound but not listening (a :class:`PortReservation`) is in no listening
+  table and gets none: it only keeps the port, so that worker processes can listen
+  on a port the kernel picked for the parent (``tests/serve/test_workers.py``
+  proves it on the kernel the tests run on).
 - The backlog is the kernel's ceiling, ``SOMAXCONN``; the command asks for ncat's 10.
 - A Unix socket file is created by ``bind`` and removed by :meth:`Listener.close`.
 - A datagram listener has no ``accept`` in the kernel; :meth:`Listener.accept` waits
@@ -40,7 +47,16 @@ if TYPE_CHECKING:
 
     from enchufe.net.sockets import Transport
 
-__all__ = ["NCAT_BACKLOG", "Listener", "accept_first", "close_all", "open_listeners", "wait_for_peer"]
+__all__ = [
+    "NCAT_BACKLOG",
+    "Listener",
+    "PortReservation",
+    "accept_first",
+    "close_all",
+    "open_listeners",
+    "reserve_port",
+    "wait_for_peer",
+]
 
 #: ncat's listen backlog, which the command keeps. The library's default is the
 #: kernel's ceiling: with 10, a burst of clients meets SYN retries of a second.
@@ -153,6 +169,7 @@ def open_listeners(
     backlog: int = socket.SOMAXCONN,
     resolver: Resolver | None = None,
     configure: Callable[[socket.socket], None] | None = None,
+    reuse_port: bool = False,
 ) -> list[Listener]:
     """Bind and listen; return one listener per socket.
 
@@ -169,18 +186,101 @@ def open_listeners(
             ``TCP_NODELAY`` or ``SO_KEEPALIVE`` set here are inherited by every
             connection the listener accepts, on Linux). An exception it raises
             closes the socket and propagates.
+        reuse_port: set ``SO_REUSEPORT`` (Internet sockets only): several processes
+            listen on the same address, and the kernel shares the connections out.
 
     Raises:
         BindError: ``bind to 0.0.0.0:80: Address already in use`` and the like.
         ResolveError, Unsupported: as their names say.
+        ValueError: ``reuse_port`` with a Unix address, which has no such group.
     """
-    setup = _Setup(transport, backlog, configure)
+    setup = _Setup(transport, backlog, configure, reuse_port=reuse_port, listen=True)
+    return _open(address, port, family, resolver, setup)
+
+
+class PortReservation:
+    """Internet sockets bound with ``SO_REUSEPORT`` and never listening: they hold an
+    address and port (one the kernel picked, for port 0) for listeners that other
+    processes open later with :meth:`open_listeners`, and get no connection
+    themselves. Made by :func:`reserve_port`; closing it frees the port once no
+    listener is left in the group.
+    """
+
+    def __init__(self, socks: list[socket.socket]) -> None:
+        self._socks = socks
+        addresses = [address_from_sockaddr(sock.family, sock.getsockname()) for sock in socks]
+        self.addresses: list[InetAddress] = [address for address in addresses if isinstance(address, InetAddress)]
+        self.port = self.addresses[0].port
+
+    def open_listeners(
+        self, *, backlog: int = socket.SOMAXCONN, configure: Callable[[socket.socket], None] | None = None
+    ) -> list[Listener]:
+        """Listen on each reserved address, in its ``SO_REUSEPORT`` group: a worker's
+        own listeners. The addresses are literal: nothing is resolved again.
+
+        Raises:
+            BindError: as :func:`open_listeners` (another user's group on the port).
+        """
+        setup = _Setup("stream", backlog, configure, reuse_port=True, listen=True)
+        listeners: list[Listener] = []
+        try:
+            for address in self.addresses:
+                family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+                listeners.append(_listen_inet(family, (address.host, address.port), setup))
+        except BaseException:
+            close_all(listeners)
+            raise
+        return listeners
+
+    def close(self) -> None:
+        """Close the reserving sockets. Idempotent."""
+        for sock in self._socks:
+            sock.close()
+
+    def __enter__(self) -> PortReservation:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PortReservation {', '.join(str(address) for address in self.addresses)}>"
+
+
+def reserve_port(
+    address: InetAddress | None = None,
+    *,
+    port: int = 0,
+    family: int = socket.AF_UNSPEC,
+    resolver: Resolver | None = None,
+) -> PortReservation:
+    """Bind (without listening) the TCP sockets :func:`open_listeners` would listen
+    on, with ``SO_REUSEPORT``: the addresses are resolved and the port fixed once,
+    here, and a port already in use is a :class:`BindError` here, before any worker
+    starts. (TCP only: a bound UDP socket is a member of its group that receives.)
+
+    Args:
+        address, port, family, resolver: as for :func:`open_listeners`.
+
+    Raises:
+        BindError, ResolveError, Unsupported: as :func:`open_listeners`.
+    """
+    setup = _Setup("stream", socket.SOMAXCONN, None, reuse_port=True, listen=False)
+    listeners = _open(address, port, family, resolver, setup)
+    return PortReservation([listener.sock for listener in listeners])
+
+
+def _open(address: Address | None, port: int, family: int, resolver: Resolver | None, setup: _Setup) -> list[Listener]:
     if isinstance(address, UnixAddress):
+        if setup.reuse_port:
+            raise ValueError("SO_REUSEPORT is for Internet sockets: a Unix socket file has one listener")
         return [_listen_unix(address, setup)]
     if address is None:
         return _listen_any(port, family, setup)
     resolver = resolver or SystemResolver()
-    type_, proto = socket_kind(transport)
+    type_, proto = socket_kind(setup.transport)
     found = resolver.resolve(address.host, address.port, family=family, type=type_, proto=proto, passive=True)
     listeners: list[Listener] = []
     seen_families: set[int] = set()
@@ -251,19 +351,31 @@ def _wait_readable(listeners: list[Listener], timeout: float | None) -> list[Lis
 class _Setup:
     """How every socket of one :func:`open_listeners` call is made."""
 
-    __slots__ = ("backlog", "configure", "transport")
+    __slots__ = ("backlog", "configure", "listen", "reuse_port", "transport")
 
-    def __init__(self, transport: Transport, backlog: int, configure: Callable[[socket.socket], None] | None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        backlog: int,
+        configure: Callable[[socket.socket], None] | None,
+        *,
+        reuse_port: bool,
+        listen: bool,
+    ) -> None:
         self.transport = transport
         self.backlog = backlog
         self.configure = configure
+        self.reuse_port = reuse_port
+        self.listen = listen
 
     def bind(self, sock: socket.socket, sockaddr: tuple[object, ...] | str | bytes, where: Address) -> None:
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if self.configure is not None:
             self.configure(sock)
         try:
             sock.bind(sockaddr)
-            if self.transport != "datagram":
+            if self.listen and self.transport != "datagram":
                 sock.listen(self.backlog)
         except OSError as exc:
             raise translate_os_error(exc, "bind", context=f"bind to {where}") from exc
