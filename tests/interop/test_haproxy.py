@@ -186,7 +186,10 @@ def test_haproxy_reads_the_address_from_enchufe_relays_header(tmp_path: Path) ->
             relay_port = relay.listening_port()
             with client_socket(relay_port, source="127.0.0.8") as refused:
                 refused.sendall(b"from elsewhere\n")
-                assert recv_until_eof(refused) == b""  # HAProxy closed it: the relay closed the client
+                # HAProxy closed it, the relay the client: with a reset when HAProxy's close
+                # left our bytes unread (the relay passes a reset on as a reset), else an end.
+                with contextlib.suppress(ConnectionResetError):
+                    assert recv_until_eof(refused) == b""
             with client_socket(relay_port) as allowed, backend.accept() as far:
                 allowed.sendall(b"from 127.0.0.7\n")
                 assert recv_exactly(far, 15) == b"from 127.0.0.7\n"  # the first to reach the backend
