@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from _results import Results, add_json_option
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -71,7 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-t", type=float, default=3.0)
     parser.add_argument("-r", type=int, default=3)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("bench_vs_iperf3", reference="iperf3")
     for streams in (1, 4):
         ours, theirs = [], []
         for _ in range(args.r):
@@ -81,6 +85,9 @@ def main() -> None:
             f"-P {streams}: enchufe-bench {statistics.median(ours):.1f} Gbit/s ({min(ours):.1f} to {max(ours):.1f}),"
             f" iperf3 {statistics.median(theirs):.1f} Gbit/s ({min(theirs):.1f} to {max(theirs):.1f})"
         )
+        results.add(f"-P {streams}", "enchufe-bench", "throughput", "Gbit/s", ours)
+        results.add(f"-P {streams}", "iperf3", "throughput", "Gbit/s", theirs)
+    results.write(args.json)
 
 
 if __name__ == "__main__":

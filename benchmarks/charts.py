@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""The charts and report.md of a suite run, made from its results.json alone.
+
+    python3 benchmarks/charts.py benchmarks/results/2026-12-02T06-00-00Z
+
+remakes ``<benchmark>.png`` (one per benchmark that measured something) and
+``report.md`` in that directory, so a committed result can be re-drawn.
+
+Invariants:
+
+- Only results.json is read: whatever the suite measured is in it (the scripts'
+  Markdown included), so nothing here re-runs a benchmark.
+- Every tool has one colour in every chart; ``enchufe`` is always ``ENCHUFE_COLOUR``
+  and its variants (``enchufe-*``) shades of it, so it is found at a glance.
+- One chart per benchmark, one panel per metric: grouped bars, a group per case, a
+  bar per tool, each labelled with its value and its ratio to the benchmark's reference
+  tool in the same case; a log scale when the values span more than ``LOG_SPREAD``.
+- matplotlib (the ``bench`` extra, Agg backend: no display) is imported only to draw;
+  report.md is written without charts when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+from _results import Measurement
+
+ENCHUFE_COLOUR = "#d1495b"
+ENCHUFE_SHADES = ["#d1495b", "#f08a8a", "#8c1c2b", "#f4b6b6", "#b5364a"]
+COLOURS = {
+    "ncat": "#30638e",
+    "socat": "#00798c",
+    "socat -u": "#6cc3c9",
+    "iperf3": "#6a4c93",
+    "nc.openbsd": "#8d6a3f",
+    "nc.openbsd -z": "#8d6a3f",
+    "direct": "#9a9a9a",
+    "python3 -c pass": "#b8b8b8",
+    "OpenSSL alone": "#edae49",
+    "asyncio-streams": "#30638e",
+}
+OTHERS = ["#edae49", "#66a182", "#2e4057", "#8c8c8c", "#a05195", "#3b8ea5", "#c2a83e", "#5d576b", "#4f772d"]
+LOG_SPREAD = 30.0
+
+
+def colour_of(tool: str, tools: list[str]) -> str:
+    """The tool's colour: fixed for known tools, enchufe's shades for its variants, a
+    stable pick for the rest."""
+    if tool == "enchufe":
+        return ENCHUFE_COLOUR
+    if tool.startswith("enchufe"):
+        variants = [t for t in tools if t.startswith("enchufe") and t != "enchufe"]
+        return ENCHUFE_SHADES[1 + variants.index(tool) % (len(ENCHUFE_SHADES) - 1)]
+    if tool in COLOURS:
+        return COLOURS[tool]
+    return OTHERS[zlib.crc32(tool.encode()) % len(OTHERS)]
+
+
+def short(value: float) -> str:
+    """A value label: three significant digits, thousands separated."""
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{digits}f}"
+
+
+def ordered_tools(measurements: list[Measurement]) -> list[str]:
+    """enchufe first, then its variants, then the others in the order they were measured."""
+    seen = list(dict.fromkeys(m.tool for m in measurements))
+    return sorted(seen, key=lambda tool: (tool != "enchufe", not tool.startswith("enchufe"), seen.index(tool)))
+
+
+def ratio_to_reference(measurements: list[Measurement], reference: str | None) -> dict[tuple[str, str, str], float]:
+    """Each (case, tool, metric)'s value over the reference tool's in the same case and
+    metric; the reference itself and cases without it are left out."""
+    if reference is None:
+        return {}
+    base = {(m.case, m.metric): m.value for m in measurements if m.tool == reference}
+    return {
+        (m.case, m.tool, m.metric): m.value / base[m.case, m.metric]
+        for m in measurements
+        if m.tool != reference and base.get((m.case, m.metric))
+    }
+
+
+def draw(benchmark: dict[str, Any], path: Path) -> bool:
+    """One benchmark's chart into ``path``; False when it measured nothing."""
+    measurements = [Measurement(**m) for m in benchmark.get("measurements", [])]
+    if not measurements:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reference = benchmark.get("reference")
+    ratios = ratio_to_reference(measurements, reference)
+    tools = ordered_tools(measurements)
+    metrics = list(dict.fromkeys((m.metric, m.unit, m.better) for m in measurements))
+    cases = list(dict.fromkeys(m.case for m in measurements))
+    per_case = [(m.case, m.metric) for m in measurements]
+    widest = max(per_case.count(pair) for pair in per_case)
+    width = max(7.0, min(20.0, 2.5 + 0.5 * len(cases) * widest))
+    figure, axes = plt.subplots(len(metrics), 1, figsize=(width, 3.6 * len(metrics)), squeeze=False)
+    for axis, (metric, unit, better) in zip(axes[:, 0], metrics, strict=True):
+        rows = [m for m in measurements if m.metric == metric]
+        here = [case for case in cases if any(m.case == case for m in rows)]
+        present = [tool for tool in tools if any(m.tool == tool for m in rows)]
+        slot = 0.8 / max(sum(m.case == case for m in rows) for case in here)
+        values = [m.value for m in rows if m.value > 0]
+        log = bool(values) and max(values) / min(values) > LOG_SPREAD
+        labelled: set[str] = set()
+        for position, case in enumerate(here):
+            # The case's bars side by side around its tick, in the tools' fixed order.
+            bars = sorted((m for m in rows if m.case == case), key=lambda m: tools.index(m.tool))
+            for index, m in enumerate(bars):
+                x = position + slot * (index - (len(bars) - 1) / 2)
+                axis.bar(
+                    x,
+                    m.value,
+                    slot * 0.92,
+                    color=colour_of(m.tool, tools),
+                    label=None if m.tool in labelled else m.tool,
+                )
+                labelled.add(m.tool)
+                label = short(m.value)
+                ratio = ratios.get((case, m.tool, metric))
+                if ratio is not None:
+                    label += f"\nx{ratio:.2f}"
+                axis.annotate(
+                    label,
+                    (x, m.value),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    fontweight="bold" if m.tool == "enchufe" else "normal",
+                )
+        handles, names = axis.get_legend_handles_labels()
+        legend = sorted(zip(names, handles, strict=True), key=lambda pair: present.index(pair[0]))
+        if log:
+            axis.set_yscale("log")
+        axis.margins(y=0.25)
+        if log:
+            low, high = axis.get_ylim()
+            axis.set_ylim(low, high * 4)
+        axis.set_xticks(range(len(here)))
+        axis.set_xticklabels(here, fontsize=8, rotation=15 if len(here) > 4 else 0)
+        direction = "higher is better" if better == "higher" else "lower is better"
+        versus = f"; x: ratio to {reference}" if reference and any(k[2] == metric for k in ratios) else ""
+        axis.set_title(f"{benchmark['name']}: {metric} ({unit}), {direction}{versus}", fontsize=10)
+        axis.set_ylabel(unit + (" (log)" if log else ""))
+        axis.legend(
+            [h for _, h in legend],
+            [n for n, _ in legend],
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+            frameon=False,
+        )
+        axis.grid(axis="y", alpha=0.3)
+        axis.set_axisbelow(True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def machine_lines(results: dict[str, Any]) -> list[str]:
+    machine, suite = results["machine"], results["suite"]
+    tools = ", ".join(f"{name} {version}" for name, version in machine["tools"].items())
+    before, after = machine["loadavg_before"], machine["loadavg_after"]
+    return [
+        f"Profile **{suite['profile']}**, started {suite['started']}, {suite['seconds']:.0f} s in all; "
+        f"git {machine['git_commit']}.",
+        "",
+        f"{machine['cpu_model']}, {machine['cores']} cores, Linux {machine['kernel']}, Python {machine['python']}; "
+        f"{tools}.",
+        "",
+        f"Load average before {' '.join(f'{v:.2f}' for v in before)}, after {' '.join(f'{v:.2f}' for v in after)}. "
+        "The machine was shared (its 2 cores also ran other sessions' work), so the ratios "
+        "within one run are what to read; the absolute numbers move from run to run.",
+    ]
+
+
+def write_report(directory: Path, charts: bool = True) -> Path:
+    """report.md (and, with ``charts`` and matplotlib importable, the PNGs) from
+    ``directory``/results.json."""
+    results = json.loads((directory / "results.json").read_text())
+    if charts:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("matplotlib is missing (pip install '.[bench]'): report.md without charts", file=sys.stderr)
+            charts = False
+    lines = ["# enchufe benchmark suite", "", *machine_lines(results), "", "| benchmark | status | seconds |"]
+    lines.append("| --- | --- | ---: |")
+    for benchmark in results["benchmarks"]:
+        lines.append(
+            f"| [{benchmark['name']}](#{benchmark['name']}) | {benchmark['status']} | {benchmark['seconds']:.0f} |"
+        )
+    for benchmark in results["benchmarks"]:
+        name = benchmark["name"]
+        lines += ["", f'<a id="{name}"></a>', "", f"## {name}", ""]
+        lines.append(f"`{' '.join(benchmark['argv'])}`: {benchmark['status']}, {benchmark['seconds']:.0f} s.")
+        if charts and draw(benchmark, directory / f"{name}.png"):
+            lines += ["", f"![{name}]({name}.png)"]
+        if benchmark.get("output"):
+            # The script's own Markdown, its headings pushed below this section's.
+            output = [("##" + line if line.startswith("#") else line) for line in benchmark["output"].splitlines()]
+            lines += ["", *output]
+        if benchmark.get("problems"):
+            lines += ["", "Problems:", "", *(f"- {text}" for text in benchmark["problems"])]
+        if benchmark.get("error"):
+            lines += ["", "```", benchmark["error"], "```"]
+    path = directory / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("directory", type=Path, help="a results directory (with results.json)")
+    args = parser.parse_args(argv)
+    if not (args.directory / "results.json").is_file():
+        print(f"no results.json in {args.directory}", file=sys.stderr)
+        return 2
+    print(write_report(args.directory))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
