@@ -82,7 +82,7 @@ def main() -> None:
             ours.append(enchufe(args.t, streams))
             theirs.append(iperf3(args.t, streams))
         print(
-            f"-P {streams}: enchufe-bench {statistics.median(ours):.1f} Gbit/s ({min(ours):.1f} to {max(ours):.1f}),"
+            f"- -P {streams}: enchufe-bench {statistics.median(ours):.1f} Gbit/s ({min(ours):.1f} to {max(ours):.1f}),"
             f" iperf3 {statistics.median(theirs):.1f} Gbit/s ({min(theirs):.1f} to {max(theirs):.1f})"
         )
         results.add(f"-P {streams}", "enchufe-bench", "throughput", "Gbit/s", ours)

@@ -401,14 +401,17 @@ def main(argv: list[str] | None = None) -> int:
 def record(results: Results, scenario: str, rows: dict[str, list[dict[str, Any]]]) -> None:
     """A scenario's headline figures for ``--json``: bulk's delivered rate, latency's
     p50 and p99, stalled's peak memory."""
-    figures: dict[str, list[tuple[str, str, str, Better]]] = {
-        "bulk": [("delivered", "GB/s", "rate_gbs", "higher")],
-        "latency": [("p50 latency", "ms", "p50_ms", "lower"), ("p99 latency", "ms", "p99_ms", "lower")],
-        "stalled": [("peak PSS", "MiB", "pss_mib", "lower")],
+    figures: dict[str, list[tuple[str, str, str, str, Better]]] = {
+        "bulk": [("bulk", "delivered", "GB/s", "rate_gbs", "higher")],
+        "latency": [
+            ("latency p50", "latency", "ms", "p50_ms", "lower"),
+            ("latency p99", "latency", "ms", "p99_ms", "lower"),
+        ],
+        "stalled": [("stalled", "peak PSS", "MiB", "pss_mib", "lower")],
     }[scenario]
     for tool, runs in rows.items():
-        for metric, unit, key, better in figures:
-            results.add(scenario, tool, metric, unit, [float(r[key]) for r in runs], better=better)
+        for case, metric, unit, key, better in figures:
+            results.add(case, tool, metric, unit, [float(r[key]) for r in runs], better=better)
 
 
 def median(rows: list[dict[str, Any]], key: str) -> str:

@@ -10,8 +10,9 @@ Invariants:
 
 - Only results.json is read: whatever the suite measured is in it (the scripts'
   Markdown included), so nothing here re-runs a benchmark.
-- Every tool has one colour in every chart; ``enchufe`` is always ``ENCHUFE_COLOUR``
-  and its variants (``enchufe-*``) shades of it, so it is found at a glance.
+- A known tool (``COLOURS``) has one colour in every chart; ``enchufe`` is always
+  ``ENCHUFE_COLOUR`` and its variants (``enchufe-*``) shades of it, so it is found at a
+  glance.
 - One chart per benchmark, one panel per metric: grouped bars, a group per case, a
   bar per tool, each labelled with its value and its ratio to the benchmark's reference
   tool in the same case; a log scale when the values span more than ``LOG_SPREAD``.
@@ -24,8 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
-import zlib
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +47,34 @@ COLOURS = {
     "OpenSSL alone": "#edae49",
     "asyncio-streams": "#30638e",
 }
-OTHERS = ["#edae49", "#66a182", "#2e4057", "#8c8c8c", "#a05195", "#3b8ea5", "#c2a83e", "#5d576b", "#4f772d"]
+OTHERS = ["#66a182", "#a05195", "#c2a83e", "#2e4057", "#f6a65a", "#3b8ea5", "#8c8c8c", "#5d576b", "#4f772d"]
 LOG_SPREAD = 30.0
 
 
-def colour_of(tool: str, tools: list[str]) -> str:
-    """The tool's colour: fixed for known tools, enchufe's shades for its variants, a
-    stable pick for the rest."""
+def style_of(tool: str, tools: list[str]) -> tuple[str, str | None]:
+    """The tool's colour and hatch: fixed for known tools; enchufe's shades for its
+    variants (``enchufe-loop``); a known tool's colour, hatched, for its variants
+    (``ncat, certificate given``); for the rest, the next free colour in ``tools``' order."""
     if tool == "enchufe":
-        return ENCHUFE_COLOUR
+        return ENCHUFE_COLOUR, None
     if tool.startswith("enchufe"):
         variants = [t for t in tools if t.startswith("enchufe") and t != "enchufe"]
-        return ENCHUFE_SHADES[1 + variants.index(tool) % (len(ENCHUFE_SHADES) - 1)]
+        return ENCHUFE_SHADES[1 + variants.index(tool) % (len(ENCHUFE_SHADES) - 1)], None
     if tool in COLOURS:
-        return COLOURS[tool]
-    return OTHERS[zlib.crc32(tool.encode()) % len(OTHERS)]
+        return COLOURS[tool], None
+    family = re.split(r"[ ,-]", tool, maxsplit=1)[0]
+    if family in COLOURS:
+        return COLOURS[family], "//"
+    unknown = [t for t in tools if not t.startswith("enchufe") and t not in COLOURS]
+    return OTHERS[unknown.index(tool) % len(OTHERS)], None
 
 
 def short(value: float) -> str:
-    """A value label: three significant digits, thousands separated."""
+    """A value label: three significant digits, thousands as k and millions as M (labels
+    sit side by side over narrow bars)."""
+    for scale, suffix in ((1e6, "M"), (1e4, "k")):
+        if abs(value) >= scale:
+            return short(value / (scale if suffix == "M" else 1e3)) + suffix
     if value == 0:
         return "0"
     digits = max(0, 2 - math.floor(math.log10(abs(value))))
@@ -104,15 +115,19 @@ def draw(benchmark: dict[str, Any], path: Path) -> bool:
     tools = ordered_tools(measurements)
     metrics = list(dict.fromkeys((m.metric, m.unit, m.better) for m in measurements))
     cases = list(dict.fromkeys(m.case for m in measurements))
-    per_case = [(m.case, m.metric) for m in measurements]
-    widest = max(per_case.count(pair) for pair in per_case)
-    width = max(7.0, min(20.0, 2.5 + 0.5 * len(cases) * widest))
-    figure, axes = plt.subplots(len(metrics), 1, figsize=(width, 3.6 * len(metrics)), squeeze=False)
-    for axis, (metric, unit, better) in zip(axes[:, 0], metrics, strict=True):
+    bars_per_panel = [sum(m.metric == metric for m in measurements) for metric, *_ in metrics]
+    # Small panels two by two; a panel with many bars gets the whole width.
+    columns = 2 if len(metrics) > 1 and max(bars_per_panel) <= 10 else 1
+    panel_rows = math.ceil(len(metrics) / columns)
+    width = max(7.0, min(20.0, 2.5 + 0.5 * max(bars_per_panel) * columns))
+    figure, axes = plt.subplots(panel_rows, columns, figsize=(width, 3.4 * panel_rows), squeeze=False)
+    for axis in axes.flat[len(metrics) :]:
+        axis.set_visible(False)
+    for axis, (metric, unit, better) in zip(axes.flat, metrics, strict=False):
         rows = [m for m in measurements if m.metric == metric]
         here = [case for case in cases if any(m.case == case for m in rows)]
         present = [tool for tool in tools if any(m.tool == tool for m in rows)]
-        slot = 0.8 / max(sum(m.case == case for m in rows) for case in here)
+        slot = min(0.3, 0.8 / max(sum(m.case == case for m in rows) for case in here))
         values = [m.value for m in rows if m.value > 0]
         log = bool(values) and max(values) / min(values) > LOG_SPREAD
         labelled: set[str] = set()
@@ -121,11 +136,14 @@ def draw(benchmark: dict[str, Any], path: Path) -> bool:
             bars = sorted((m for m in rows if m.case == case), key=lambda m: tools.index(m.tool))
             for index, m in enumerate(bars):
                 x = position + slot * (index - (len(bars) - 1) / 2)
+                colour, hatch = style_of(m.tool, tools)
                 axis.bar(
                     x,
                     m.value,
                     slot * 0.92,
-                    color=colour_of(m.tool, tools),
+                    color=colour,
+                    hatch=hatch,
+                    edgecolor="white" if hatch else None,
                     label=None if m.tool in labelled else m.tool,
                 )
                 labelled.add(m.tool)
@@ -151,11 +169,12 @@ def draw(benchmark: dict[str, Any], path: Path) -> bool:
         if log:
             low, high = axis.get_ylim()
             axis.set_ylim(low, high * 4)
+        pad = max(0.0, (1.6 - len(here)) / 2)  # one case: not one bar as wide as the chart
+        axis.set_xlim(-0.5 - pad, len(here) - 0.5 + pad)
         axis.set_xticks(range(len(here)))
-        axis.set_xticklabels(here, fontsize=8, rotation=15 if len(here) > 4 else 0)
+        axis.set_xticklabels([textwrap.fill(case, 18) for case in here], fontsize=8)
         direction = "higher is better" if better == "higher" else "lower is better"
-        versus = f"; x: ratio to {reference}" if reference and any(k[2] == metric for k in ratios) else ""
-        axis.set_title(f"{benchmark['name']}: {metric} ({unit}), {direction}{versus}", fontsize=10)
+        axis.set_title(f"{metric} ({unit}), {direction}", fontsize=9)
         axis.set_ylabel(unit + (" (log)" if log else ""))
         axis.legend(
             [h for _, h in legend],
@@ -167,6 +186,8 @@ def draw(benchmark: dict[str, Any], path: Path) -> bool:
         )
         axis.grid(axis="y", alpha=0.3)
         axis.set_axisbelow(True)
+    versus = f"; x: ratio to {reference} in the same case" if ratios else ""
+    figure.suptitle(f"{benchmark['name']}{versus}", fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

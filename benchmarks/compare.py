@@ -125,7 +125,8 @@ def format_comparison(rows: list[Row]) -> str:
             f"| {benchmark} | {case} | {tool} | {metric} ({row.unit}) | {number(row.old)} | {number(row.new)} "
             f"| {number(row.gain, 'x')} | {versus} | {row.verdict} |"
         )
-    counts = {verdict: sum(r.verdict == verdict for r in rows) for verdict in dict.fromkeys(r.verdict for r in rows)}
+    verdicts = dict.fromkeys(r.verdict for r in sorted(rows, key=lambda r: order.get(r.verdict, 3)))
+    counts = {verdict: sum(r.verdict == verdict for r in rows) for verdict in verdicts}
     lines += ["", ", ".join(f"{count} {verdict}" for verdict, count in counts.items())]
     return "\n".join(lines)
 

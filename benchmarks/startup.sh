@@ -125,8 +125,9 @@ trap 'rm -f "$JSON"' EXIT
 echo "interpreter: $PY ($("$PY" -V 2>&1)); console script: $ENCHUFE; closed port: $PORT"
 echo "$(date +%F), $(nproc) CPUs, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-# -N: no intermediate shell; -i: the refused connects exit 1 on purpose.
-hyperfine -N -i --warmup "$WARMUP" --runs "$RUNS" --export-json "$JSON" "${args[@]}"
+# -N: no intermediate shell; -i: the refused connects exit 1 on purpose. Its progress and
+# per-command lines go to stderr: stdout is the Markdown (benchmarks/suite.py keeps it).
+hyperfine -N -i --warmup "$WARMUP" --runs "$RUNS" --export-json "$JSON" "${args[@]}" >&2
 
 echo
 echo "## Start-up summary (mean of $RUNS runs)"
@@ -195,10 +196,12 @@ importtime() {
     "$py" -m enchufe --version >/dev/null 2>&1
     local lines
     lines=$("$py" -X importtime -m enchufe --version 2>&1 >/dev/null | grep '^import time: *[0-9]')
+    echo '```'
     echo "$lines" \
         | awk -F'|' '{ gsub(/^import time: */, "", $1); printf "%10d %10d  %s\n", $2, $1, $3 }' \
         | sort -rn | head -n "$TOP" \
         | awk 'BEGIN { printf "%10s %10s  %s\n", "cumul µs", "self µs", "module" } { print }'
+    echo '```'
     echo
     echo "modules imported: $(echo "$lines" | wc -l), of which enchufe's: $(echo "$lines" | grep -c '| *enchufe' || true)"
 }

@@ -55,7 +55,7 @@ class Benchmark:
     full: tuple[str, ...] = ()
     quick: tuple[str, ...] = ()
     full_timeout: float = 1800.0
-    quick_timeout: float = 120.0
+    quick_timeout: float = 300.0
     needs: tuple[str, ...] = ()
     env: dict[str, dict[str, str]] = field(default_factory=dict)  # profile -> variables
 
@@ -66,50 +66,35 @@ class Benchmark:
 
 
 REGISTRY = [
-    Benchmark("startup", "startup.sh", needs=("hyperfine",), env={"quick": {"RUNS": "10", "WARMUP": "2", "TOP": "10"}}),
-    Benchmark("throughput", "throughput.py", quick=("--size", "64M", "-r", "1"), full_timeout=3600),
-    Benchmark("idle_connections", "idle_connections.py", quick=("-n", "500"), needs=("ncat",)),
+    Benchmark("startup", "startup.sh", needs=("hyperfine",), env={"quick": {"RUNS": "15", "WARMUP": "3", "TOP": "10"}}),
+    Benchmark("throughput", "throughput.py", quick=("--size", "256M"), full_timeout=3600),
+    Benchmark("idle_connections", "idle_connections.py", quick=("-n", "1000"), needs=("ncat",)),
     Benchmark(
-        "idle_connections_tls", "idle_connections.py", ("--tls", "-n", "1000"), ("--tls", "-n", "200"), needs=("ncat",)
+        "idle_connections_tls", "idle_connections.py", ("--tls", "-n", "1000"), ("--tls", "-n", "300"), needs=("ncat",)
     ),
     Benchmark(
         "connection_rate",
         "connection_rate.py",
-        quick=("--loop", "closed", "--backlog", "command", "-n", "2000", "-r", "1"),
+        quick=("--loop", "closed", "--backlog", "command", "-n", "5000"),
         full_timeout=3600,
         needs=("gcc",),
     ),
     Benchmark(
         "broker",
         "broker.py",
-        quick=("-r", "1", "--bulk-mb", "0.25", "--messages", "200", "--stall-mb", "10", "--stall-timeout", "10"),
+        quick=("--bulk-mb", "0.25", "--messages", "300", "--stall-mb", "10", "--stall-timeout", "10"),
         needs=("ncat",),
     ),
-    Benchmark("echo", "echo.py", quick=("-r", "1", "--seconds", "1")),
-    Benchmark("transport_buffer", "transport_buffer.py", quick=("-r", "1")),
-    Benchmark("temporary_certificate", "temporary_certificate.py", quick=("-n", "5"), needs=("openssl",)),
-    Benchmark("tls_throughput", "tls_throughput.py", quick=("--size", "64M", "-r", "1"), needs=("openssl",)),
-    Benchmark("tls_handshakes", "tls_handshakes.py", quick=("-n", "300", "-r", "1"), needs=("openssl",)),
-    Benchmark("proxy_throughput", "proxy_throughput.py", quick=("--size", "64M", "-r", "1")),
-    Benchmark(
-        "proxy_tunnels",
-        "proxy_tunnels.py",
-        quick=(
-            "-n",
-            "200",
-        ),
-    ),
-    Benchmark("relay", "relay.py", quick=("--size", "64M", "-r", "1", "-n", "200"), needs=("socat",)),
-    Benchmark(
-        "scan",
-        "scan.py",
-        quick=(
-            "-r",
-            "3",
-        ),
-        needs=("nc.openbsd",),
-    ),
-    Benchmark("bench_vs_iperf3", "bench_vs_iperf3.py", quick=("-t", "1", "-r", "1"), needs=("iperf3",)),
+    Benchmark("echo", "echo.py", quick=("--seconds", "1")),
+    Benchmark("transport_buffer", "transport_buffer.py"),
+    Benchmark("temporary_certificate", "temporary_certificate.py", quick=("-n", "10"), needs=("openssl",)),
+    Benchmark("tls_throughput", "tls_throughput.py", quick=("--size", "128M"), needs=("openssl",)),
+    Benchmark("tls_handshakes", "tls_handshakes.py", quick=("-n", "300"), needs=("openssl",)),
+    Benchmark("proxy_throughput", "proxy_throughput.py", quick=("--size", "256M")),
+    Benchmark("proxy_tunnels", "proxy_tunnels.py", quick=("-n", "500")),
+    Benchmark("relay", "relay.py", quick=("--size", "256M", "-n", "300"), needs=("socat",)),
+    Benchmark("scan", "scan.py", needs=("nc.openbsd",)),
+    Benchmark("bench_vs_iperf3", "bench_vs_iperf3.py", quick=("-t", "1"), needs=("iperf3",)),
 ]
 
 
@@ -158,7 +143,7 @@ def run(benchmark: Benchmark, profile: str, scratch: Path) -> dict[str, Any]:
     """One benchmark in its own process: its status, Markdown and measurements."""
     json_path = scratch / f"{benchmark.name}.json"
     argv = benchmark.argv(profile, json_path)
-    shown = [Path(argv[1]).relative_to(ROOT).as_posix(), *argv[2:-2]]
+    shown = [f"benchmarks/{benchmark.script}", *argv[2:-2]]
     entry: dict[str, Any] = {"name": benchmark.name, "argv": shown, "status": "ok", "seconds": 0.0}
     missing = [command for command in benchmark.needs if shutil.which(command) is None]
     if missing:

@@ -97,7 +97,7 @@ def main() -> None:
         one = run_once()
         runs.append(one)
         print(
-            f"run {run}: buffered {one['buffered'] / 1e6:.0f} MB: write() CPU {one['write']:.0f} ms, "
+            f"- run {run}: buffered {one['buffered'] / 1e6:.0f} MB: write() CPU {one['write']:.0f} ms, "
             f"flush CPU {one['flush']:.0f} ms, peak RSS +{one['rss']:.0f} MiB",
             flush=True,
         )
