@@ -195,7 +195,7 @@ def select(only: str | None, skip: str | None) -> list[Benchmark]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the quick profile: smaller sizes, one run each")
+    parser.add_argument("--quick", action="store_true", help="the quick profile: smaller sizes and counts")
     parser.add_argument("--only", metavar="A,B", help="run only these benchmarks")
     parser.add_argument("--skip", metavar="A,B", help="run all but these benchmarks")
     parser.add_argument("--out", type=Path, help="results directory (default benchmarks/results/<UTC date-time>)")
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = select(args.only, args.skip)
     if args.list:
         for b in chosen:
-            print(f"{b.name:22} {b.script} {' '.join(b.quick if args.quick else b.full)}")
+            variables = [f"{k}={v}" for k, v in b.env.get(profile, {}).items()]
+            print(f"{b.name:22}", *variables, b.script, *b.argv(profile, Path("X"))[2:-2])
         return 0
     started = datetime.datetime.now(datetime.UTC)
     out = args.out or HERE / "results" / started.strftime("%Y-%m-%dT%H-%M-%SZ")
