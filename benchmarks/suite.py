@@ -12,9 +12,10 @@ and ``<benchmark>.png`` (benchmarks/charts.py, which can redraw them later).
 
 Invariants:
 
-- Each benchmark runs as its own process (``python3 SCRIPT ARGS --json FILE``) under a
-  timeout of its own: one that crashes, hangs or finds a problem is reported as such,
-  and the others still run.
+- Each benchmark runs as its own process (``python3 SCRIPT ARGS --json FILE``) in a
+  session of its own, under a timeout of its own: one that crashes, hangs or finds a
+  problem is reported as such, and the others still run. When it ends, its process
+  group is killed: no server it started outlives it.
 - ``REGISTRY`` is the one list of benchmarks: adding one is one ``Benchmark(...)`` line
   there, and a script that honours ``--json PATH`` (benchmarks/_results.py).
 - The benchmarks run the enchufe of this tree: ``src/`` is put first on PYTHONPATH.
@@ -31,6 +32,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -94,7 +96,7 @@ REGISTRY = [
     Benchmark("proxy_tunnels", "proxy_tunnels.py", quick=("-n", "500")),
     Benchmark("relay", "relay.py", quick=("--size", "256M", "-n", "300"), needs=("socat",)),
     Benchmark("scan", "scan.py", needs=("nc.openbsd",)),
-    Benchmark("bench_vs_iperf3", "bench_vs_iperf3.py", quick=("-t", "1"), needs=("iperf3",)),
+    Benchmark("bench_vs_iperf3", "bench_vs_iperf3.py", quick=("-t", "1"), quick_timeout=120, needs=("iperf3",)),
 ]
 
 
@@ -156,15 +158,29 @@ def run(benchmark: Benchmark, profile: str, scratch: Path) -> dict[str, Any]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     began = time.monotonic()
     print(f"{benchmark.name}: {' '.join(shown)} (at most {timeout:.0f} s)", file=sys.stderr, flush=True)
+    # A session of its own, so that a timeout ends the servers it started too.
+    process = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    status: int | None
     try:
-        done = subprocess.run(
-            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False, errors="replace"
-        )
-        stdout, stderr, status = done.stdout, done.stderr, done.returncode
-    except subprocess.TimeoutExpired as expired:
-        stdout = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else expired.stdout or ""
-        stderr = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr or ""
+        stdout, stderr = process.communicate(timeout=timeout)
+        status = process.returncode
+    except subprocess.TimeoutExpired:
         status = None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever it left behind, or all of it
+    if status is None:
+        stdout, stderr = process.communicate()
     entry["seconds"] = round(time.monotonic() - began, 1)
     entry["output"] = stdout
     if status is None:

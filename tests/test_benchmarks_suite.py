@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -133,6 +135,31 @@ def test_suite_stops_a_benchmark_at_its_timeout(tmp_path: Path) -> None:
     hung = suite.run(fake_benchmark(tmp_path, "import time; time.sleep(60)", timeout=0.5), "quick", tmp_path)
     assert hung["status"].startswith("timed out after")
     assert "measurements" not in hung
+
+
+def test_suite_ends_what_a_benchmark_left_running(tmp_path: Path) -> None:
+    pid_file = tmp_path / "server.pid"
+    benchmark = fake_benchmark(
+        tmp_path,
+        f"""
+        import subprocess, sys
+        server = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        open({str(pid_file)!r}, "w").write(str(server.pid))
+        """,
+    )
+    assert suite.run(benchmark, "quick", tmp_path)["status"] == "no --json output"
+    try:
+        ended = os.pidfd_open(int(pid_file.read_text()))
+    except ProcessLookupError:
+        return  # already reaped
+    try:
+        assert select.select([ended], [], [], 10)[0] == [ended], "the benchmark's server outlived it"
+    finally:
+        os.close(ended)
 
 
 def test_suite_skips_a_benchmark_whose_tool_is_missing(tmp_path: Path) -> None:
