@@ -117,6 +117,18 @@ class Results:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+def short(value: float) -> str:
+    """A value label: three significant digits, thousands as k and millions as M (labels
+    sit side by side over narrow bars)."""
+    for scale, suffix in ((1e6, "M"), (1e4, "k")):
+        if abs(value) >= scale:
+            return short(value / (scale if suffix == "M" else 1e3)) + suffix
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{digits}f}"
+
+
 def add_json_option(parser: argparse.ArgumentParser) -> None:
     """The ``--json PATH`` option every benchmark honours (benchmarks/suite.py passes it)."""
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the measurements as JSON to PATH")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _results import Measurement
+from _results import Measurement, short
 
 Key = tuple[str, str, str, str]
 
@@ -111,7 +111,7 @@ def format_comparison(rows: list[Row]) -> str:
     """The rows as a Markdown table, the worse ones first."""
 
     def number(value: float | None, suffix: str = "") -> str:
-        return "-" if value is None else f"{value:,.3g}{suffix}"
+        return "-" if value is None else short(value) + suffix
 
     order = {"worse": 0, "better": 1, "same": 2}
     lines = [

@@ -21,7 +21,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import compare  # noqa: E402
 import suite  # noqa: E402
-from _results import Measurement, Results  # noqa: E402
+from _results import Measurement, Results, short  # noqa: E402
 
 
 def test_results_round_trip_through_the_json_file(tmp_path: Path) -> None:
@@ -230,7 +230,7 @@ def test_ratio_labels_are_taken_against_the_reference_in_the_same_case() -> None
 
     ratios = charts.ratio_to_reference([rate("enchufe", 1600), rate("ncat", 800), rate("socat", 100, "other")], "ncat")
     assert ratios == {("send", "enchufe", "throughput"): 2.0}
-    assert [charts.short(v) for v in (0.01, 2.345, 702.4, 1577.0, 75164.0, 2.5e6)] == [
+    assert [short(v) for v in (0.01, 2.345, 702.4, 1577.0, 75164.0, 2.5e6)] == [
         "0.0100",
         "2.35",
         "702",
