@@ -2,7 +2,7 @@
 """Every benchmark in one run: results.json, report.md and a chart per benchmark.
 
     python3 benchmarks/suite.py --quick          # about 6 minutes on 2 cores
-    python3 benchmarks/suite.py                  # the full profile (well over an hour)
+    python3 benchmarks/suite.py                  # the full profile (about an hour; not timed yet)
     python3 benchmarks/suite.py --only throughput,echo --quick
     python3 benchmarks/suite.py --compare benchmarks/results/OLD benchmarks/results/NEW
 
