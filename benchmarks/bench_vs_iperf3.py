@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from _results import Results, add_json_option
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -25,15 +27,24 @@ def free_port() -> int:
 
 
 def run_pair(server: list[str], client: list[str]) -> bytes:
-    with subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+    """The client's output once it ran against the server; a server still running 10 s
+    after its client is done (iperf3 -1 was seen to hang on a loaded machine) is killed."""
+    process = subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
         for _ in range(200):  # neither server says when it listens on a pipe: retry the client
             result = subprocess.run(client, capture_output=True, timeout=120, check=False)
             if result.returncode == 0:
-                process.wait(timeout=30)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    print(f"{server[0]} still running after its client: killed", file=sys.stderr)
                 return result.stdout
             time.sleep(0.02)
-        process.kill()
-    raise RuntimeError(f"{client[0]} never ran: {result.stderr!r}")
+        raise RuntimeError(f"{client[0]} never ran: {result.stderr!r}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def enchufe(seconds: float, streams: int) -> float:
@@ -71,16 +82,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-t", type=float, default=3.0)
     parser.add_argument("-r", type=int, default=3)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("bench_vs_iperf3", reference="iperf3")
     for streams in (1, 4):
         ours, theirs = [], []
         for _ in range(args.r):
             ours.append(enchufe(args.t, streams))
             theirs.append(iperf3(args.t, streams))
         print(
-            f"-P {streams}: enchufe-bench {statistics.median(ours):.1f} Gbit/s ({min(ours):.1f} to {max(ours):.1f}),"
+            f"- -P {streams}: enchufe-bench {statistics.median(ours):.1f} Gbit/s ({min(ours):.1f} to {max(ours):.1f}),"
             f" iperf3 {statistics.median(theirs):.1f} Gbit/s ({min(theirs):.1f} to {max(theirs):.1f})"
         )
+        results.add(f"-P {streams}", "enchufe-bench", "throughput", "Gbit/s", ours)
+        results.add(f"-P {streams}", "iperf3", "throughput", "Gbit/s", theirs)
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _results import Better, Results, add_json_option
 from idle_connections import Lines, pss_kib
 from throughput import free_port, tool_version
 
@@ -374,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=1000, help="messages in latency (default 1000)")
     parser.add_argument("--stall-mb", type=float, default=50.0, help="MB the host sends in stalled (default 50)")
     parser.add_argument("--stall-timeout", type=float, default=30.0, help="bound on the stalled wait (s)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
+    results = Results("broker", reference="ncat")
     tools = args.only.split(",")
     scenarios = args.scenario or list(SCENARIOS)
     ncat = tool_version(["ncat", "--version"], r"Version (\S+)")
@@ -390,7 +393,25 @@ def main(argv: list[str] | None = None) -> int:
                 rows[tool].append(row)
                 print(f"{scenario} run {rep + 1}: {tool}: {row}", file=sys.stderr, flush=True)
         report(scenario, rows, args)
+        record(results, scenario, rows)
+    results.write(args.json)
     return 0
+
+
+def record(results: Results, scenario: str, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """A scenario's headline figures for ``--json``: bulk's delivered rate, latency's
+    p50 and p99, stalled's peak memory."""
+    figures: dict[str, list[tuple[str, str, str, str, Better]]] = {
+        "bulk": [("bulk", "delivered", "GB/s", "rate_gbs", "higher")],
+        "latency": [
+            ("latency p50", "latency", "ms", "p50_ms", "lower"),
+            ("latency p99", "latency", "ms", "p99_ms", "lower"),
+        ],
+        "stalled": [("stalled", "peak PSS", "MiB", "pss_mib", "lower")],
+    }[scenario]
+    for tool, runs in rows.items():
+        for case, metric, unit, key, better in figures:
+            results.add(case, tool, metric, unit, [float(r[key]) for r in runs], better=better)
 
 
 def median(rows: list[dict[str, Any]], key: str) -> str:

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from _results import Results, add_json_option
 from throughput import free_port, tool_version, wait_listening
 
 HERE = Path(__file__).resolve().parent
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", default=",".join(BACKLOGS), help="command (10), somaxconn, or both")
     parser.add_argument("--payload", type=int, default=100, help="bytes each client sends (default 100)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the bytes of one run to arrive")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     tools = [tool for tool in args.only.split(",") if shutil.which(TOOLS[tool][0])]
     concurrencies = [int(value) for value in args.concurrency.split(",")]
@@ -247,7 +249,22 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     report(args, cases, results)
+    record(cases, results).write(args.json)
     return 1 if any(r.problems for rs in results.values() for r in rs) else 0
+
+
+def record(cases: list[Case], results: dict[Case, list[Result]]) -> Results:
+    """Connections per second and server CPU per connection of each case, for ``--json``."""
+    recorded = Results("connection_rate", reference="ncat")
+    for case in cases:
+        name = f"{case.loop} loop, backlog {'10' if case.backlog == 'command' else 'somaxconn'}, c={case.concurrency}"
+        good = [r for r in results[case] if not r.problems]
+        recorded.add(name, case.tool, "connection rate", "connections/s", [r.rate for r in good])
+        recorded.add(name, case.tool, "server CPU", "µs/connection", [r.server_cpu_us for r in good], better="lower")
+        for r in results[case]:
+            for problem in r.problems:
+                recorded.problem(f"{name} / {case.tool}: {problem}")
+    return recorded
 
 
 def median_text(values: list[float], digits: int = 2) -> str:

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import Results, add_json_option
+
 MESSAGE = b"x" * 100
 KINDS = [
     "enchufe-threaded",
@@ -242,6 +244,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run (default 3)")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
     parser.add_argument("--only", default=",".join(KINDS), help="comma-separated kinds")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
@@ -263,6 +266,10 @@ def main() -> None:
             runs = results[(kind, count)]
             median = statistics.median(runs)
             print(f"| {kind} | {median:,.0f} | {min(runs):,.0f}-{max(runs):,.0f} | {median / base:.2f} |")
+    recorded = Results("echo", reference="asyncio-streams")
+    for (kind, count), runs in results.items():
+        recorded.add(f"{count} connections", kind, "request rate", "requests/s", runs)
+    recorded.write(args.json)
 
 
 if __name__ == "__main__":

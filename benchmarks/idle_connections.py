@@ -40,11 +40,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import Results, add_json_option
+
 TOOLS = {
     "enchufe": [sys.executable, "-m", "enchufe"],
     "ncat": ["ncat"],
     "enchufe-request": [sys.executable, __file__, "--serve-request"],
 }
+
+
+PER_CONNECTION = "memory per connection (PSS)"
 
 
 def serve_request(port: int) -> None:
@@ -288,6 +293,7 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="over TLS (--ssl), with an EC P-256 certificate")
     parser.add_argument("--serve-request", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--openssl-alone", nargs=3, metavar=("N", "CERT", "KEY"), help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.serve_request:
         serve_request(args.serve_request)
@@ -300,11 +306,15 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.n + 100), hard))
     with tempfile.TemporaryDirectory() as directory:
         certificate = make_certificate(directory) if args.tls else None
-        report(args.n, args.only.split(","), certificate)
+        results = Results("idle_connections", reference="ncat")
+        report(args.n, args.only.split(","), certificate, results)
+        results.write(args.json)
 
 
-def report(count: int, tools: list[str], certificate: tuple[str, str] | None) -> None:
+def report(count: int, tools: list[str], certificate: tuple[str, str] | None, results: Results) -> None:
+    """Measure each tool, print its row and record its memory per connection in ``results``."""
     kind = "TCP" if certificate is None else "TLS 1.3"
+    case = f"{count} idle {kind} connections"
     print(f"# {count} idle {kind} connections to TOOL -l -k on 127.0.0.1, {time.strftime('%Y-%m-%d')}")
     header = ["tool", "held", "seconds", "PSS before KiB", "PSS after KiB", "KiB per connection", "threads"]
     print("| " + " | ".join([*header, "one more served", "note"]) + " |")
@@ -317,6 +327,10 @@ def report(count: int, tools: list[str], certificate: tuple[str, str] | None) ->
         note = row.get("failure", "-")
         if "exit_status" in row:
             note = f"{note}; exit {row['exit_status']}: {row.get('stderr', '')}"
+        if note != "-":
+            results.problem(f"{case} / {tool}: {note}")
+        if isinstance(per_connection_kib := row.get("per_connection_kib"), float):
+            results.add(case, tool, PER_CONNECTION, "KiB", [per_connection_kib], better="lower")
         print(
             f"| {tool} | {row.get('held')} | {row.get('seconds')} | {row.get('pss_before_kib', '-')} | "
             f"{row.get('pss_after_kib', '-')} | {row.get('per_connection_kib', '-')} | {row.get('threads', '-')} | "
@@ -331,6 +345,9 @@ def report(count: int, tools: list[str], certificate: tuple[str, str] | None) ->
             text=True,
         )
         before, after, per_connection = alone.stdout.split()
+        results.add(
+            case, "OpenSSL alone", "memory per connection (PSS)", "KiB", [float(per_connection)], better="lower"
+        )
         print(
             f"| OpenSSL alone (server SSLObject + BIOs, handshake done) | {count} | - | {before} | {after} | "
             f"{per_connection} | 1 | - | no socket, no transport |",

@@ -3,13 +3,16 @@ v2 with a CRC32C and a UNIQUE_ID), and a header read off a socket pair by
 read_proxy_header (peek, then consume) against a bare recv of the same bytes, the
 floor any reader pays. Seconds; no network but a socket pair.
 
-    PYTHONPATH=src python3 benchmarks/proxy_protocol.py
+    PYTHONPATH=src python3 benchmarks/proxy_protocol.py [--json PATH]
 """
 
 from __future__ import annotations
 
+import argparse
 import socket
 import timeit
+
+from _results import Results, add_json_option
 
 from enchufe.address import InetAddress
 from enchufe.net.proxy_protocol import read_proxy_header
@@ -24,7 +27,6 @@ from enchufe.proto.proxy_protocol import (
 
 CLIENT = InetAddress("192.168.0.1", 56324)
 SERVER = InetAddress("192.168.0.11", 443)
-TLVS = ((PP2_TYPE_CRC32C, bytes(4)), (PP2_TYPE_UNIQUE_ID, b"x" * 32))
 HEADERS = {
     "v1 TCP4": encode_header(ProxyHeader(1, "proxy", "stream", CLIENT, SERVER)),
     "v1 TCP6": b"PROXY TCP6 2001:db8::1 2001:db8::2 56324 443\r\n",
@@ -44,8 +46,14 @@ def rate(statement: object, number: int = 20000) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_json_option(parser)
+    args = parser.parse_args()
+    results = Results("proxy_protocol", reference="bare recv")
     for name, data in HEADERS.items():
-        print(f"decode {name:32} {rate(lambda data=data: ProxyHeaderDecoder().feed(data)):>9,.0f} headers/s")
+        decoded = rate(lambda data=data: ProxyHeaderDecoder().feed(data))
+        print(f"decode {name:32} {decoded:>9,.0f} headers/s")
+        results.add("decode", name, "headers per second", "1/s", [decoded])
     ours, theirs = socket.socketpair()
     stream = SocketStream(theirs)
     data = HEADERS["v1 TCP4"]
@@ -61,6 +69,9 @@ def main() -> None:
     read, floor = rate(with_header), rate(bare)
     print(f"{'read_proxy_header on a socket pair':39} {read:>9,.0f} /s")
     print(f"{'send + recv of the same bytes':39} {floor:>9,.0f} /s   ratio {floor / read:.1f}x")
+    results.add("socket pair", "read_proxy_header", "headers per second", "1/s", [read])
+    results.add("socket pair", "bare recv", "headers per second", "1/s", [floor])
+    results.write(args.json)
     ours.close()
     stream.close()
 

@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _results import Results, add_json_option
 from throughput import GIB, MB, free_port, parse_size, wait_listening
 
 BLOCK = 1 << 20
@@ -320,6 +321,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a socket may stall (default 120)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pipe", type=int, help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be between 1 and 20")
@@ -375,7 +377,32 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         said = {name: stop_proxy(proxy) for name, (proxy, _) in proxies.items() if proxy is not None}
     report(names, directions, runs, problems, said, args.size)
+    results = Results("proxy_throughput", reference="ncat")
+    record(results, names, directions, runs, problems, args.size)
+    results.write(args.json)
     return 1 if any(problems.values()) else 0
+
+
+def record(
+    results: Results,
+    names: list[str],
+    directions: list[str],
+    runs: dict[tuple[str, str], list[dict[str, object]]],
+    problems: dict[tuple[str, str], list[str]],
+    size: int,
+    case_prefix: str = "",
+) -> None:
+    """Add each server's MB/s and CPU seconds per direction to ``results`` (``direct`` has
+    no server, so no CPU row)."""
+    for direction in directions:
+        for name in names:
+            case = f"{case_prefix}{direction}"
+            done = runs.get((name, direction), [])
+            results.add(case, name, "throughput", "MB/s", [size / float(run["seconds"]) / MB for run in done])  # type: ignore[arg-type]
+            if name != "direct":
+                results.add(case, name, "server CPU", "s", [float(run["cpu"]) for run in done], better="lower")  # type: ignore[arg-type]
+            for text in problems.get((name, direction), []):
+                results.problem(f"{case_prefix}{name} {direction}: {text[-300:]}")
 
 
 def report(

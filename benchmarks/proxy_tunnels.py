@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _results import Results, add_json_option
 from proxy_throughput import ENCHUFE, children, open_tunnel, stop_proxy
 from throughput import free_port, wait_listening
 
@@ -259,19 +260,40 @@ def print_row(name: str, row: dict[str, object], count: int) -> bool:
     return row["answered"] != count or not row["alive"] or row["failure"] != "-"
 
 
+def record_row(results: Results, case: str, tool: str, row: dict[str, object]) -> None:
+    """``row``'s PSS per connection and seconds to open them all, added to ``results``."""
+    before, after = row.get("before"), row.get("after")
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        results.problem(f"{case} / {tool}: {row['failure']}")
+        return
+    held = max(int(row.get("held", 0)), 1)  # type: ignore[call-overload]
+    results.add(
+        case, tool, "memory per connection (PSS)", "KiB", [(after["pss"] - before["pss"]) / held], better="lower"
+    )
+    results.add(case, tool, "time to open all", "s", [float(row["seconds"])], better="lower")  # type: ignore[arg-type]
+    if row["failure"] != "-":
+        results.problem(f"{case} / {tool}: {row['failure']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="tunnels to open (default 1000)")
     parser.add_argument("--only", default=",".join(SERVERS), help=f"comma-separated servers ({','.join(SERVERS)})")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds a tunnel's handshake or echo may take")
+    add_json_option(parser)
     args = parser.parse_args(argv)
+    results = Results("proxy_tunnels", reference="ncat")
     raise_file_limit(args.n)
     print(f"# {args.n} open tunnels through a proxy server on 127.0.0.1, {time.strftime('%Y-%m-%d')}")
     print()
     print_header()
     bad = False
     for name in args.only.split(","):
-        bad = print_row(name, measure(name.strip(), args.n, args.timeout), args.n) or bad
+        row = measure(name.strip(), args.n, args.timeout)
+        bad = print_row(name, row, args.n) or bad
+        tool, _, protocol = name.strip().partition("-")
+        record_row(results, f"{args.n} tunnels, {protocol}", tool, row)
+    results.write(args.json)
     return 1 if bad else 0
 
 

@@ -47,8 +47,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy_throughput import BLOCK, DIRECTIONS, expected_digest, move, report, rounds, stop_proxy
-from proxy_tunnels import hold, print_header, print_row, raise_file_limit
+from _results import Results, add_json_option
+from proxy_throughput import BLOCK, DIRECTIONS, expected_digest, move, record, report, rounds, stop_proxy
+from proxy_tunnels import hold, print_header, print_row, raise_file_limit, record_row
 from throughput import GIB, free_port, parse_size, wait_listening
 from tls_throughput import make_certificate
 
@@ -110,8 +111,10 @@ def throughput(
     args: argparse.Namespace,
     fill: dict[str, str],
     tls: ssl.SSLContext | None,
+    results: Results,
 ) -> bool:
-    """The throughput part (over TLS with ``tls``); whether anything went wrong."""
+    """The throughput part (over TLS with ``tls``), recorded in ``results``; whether
+    anything went wrong."""
     names = [name for name in names if name in templates]
     directions = args.direction or list(DIRECTIONS)
     block = os.urandom(BLOCK)
@@ -149,12 +152,13 @@ def throughput(
         said = {name: relay.stop() for name, relay in relays.items()}
     over = f"TLS from the client ({', '.join(sorted(negotiated))})" if tls is not None else "TCP"
     report(names, directions, runs, problems, said, args.size, title=f"a relay, {over}", baseline="socat")
+    record(results, names, directions, runs, problems, args.size, case_prefix="TLS " if tls is not None else "")
     print()
     return any(problems.values())
 
 
-def idle(names: list[str], args: argparse.Namespace) -> bool:
-    """The idle part; whether anything went wrong."""
+def idle(names: list[str], args: argparse.Namespace, results: Results) -> bool:
+    """The idle part, recorded in ``results``; whether anything went wrong."""
 
     def plain(port: int, target: int, timeout: float) -> tuple[socket.socket, bytes]:
         return socket.create_connection(("127.0.0.1", port), timeout=timeout), b""
@@ -168,7 +172,9 @@ def idle(names: list[str], args: argparse.Namespace) -> bool:
         template = PLAIN[name]
         if template is not None:
             filled = [arg.replace("{clients}", str(args.n + 10)) for arg in template]
-            bad = print_row(name, hold(name, filled, plain, args.n, args.timeout), args.n) or bad
+            row = hold(name, filled, plain, args.n, args.timeout)
+            bad = print_row(name, row, args.n) or bad
+            record_row(results, f"{args.n} idle connections", name, row)
     print()
     return bad
 
@@ -183,6 +189,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-check", action="store_true", help="skip the hashed check runs")
     parser.add_argument("-n", type=int, default=1000, help="idle connections (default 1000)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a socket may stall (default 60)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be between 1 and 20")
@@ -203,14 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.part or list(PARTS)
     fill = {"clients": str(args.n + 10)}
     bad = False
+    results = Results("relay", reference="socat")
     if "throughput" in parts:
-        bad = throughput(PLAIN, names, args, fill, None) or bad
+        bad = throughput(PLAIN, names, args, fill, None, results) or bad
     if "idle" in parts:
-        bad = idle(names, args) or bad
+        bad = idle(names, args, results) or bad
     if "tls" in parts:
         with tempfile.TemporaryDirectory(prefix="relay-bench-") as directory:
             cert, key, _ = make_certificate(Path(directory))
-            bad = throughput(TLS, names, args, {**fill, "cert": cert, "key": key}, client_context()) or bad
+            bad = throughput(TLS, names, args, {**fill, "cert": cert, "key": key}, client_context(), results) or bad
+    results.write(args.json)
     return 1 if bad else 0
 
 

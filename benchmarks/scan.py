@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import Results, add_json_option
+
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
@@ -53,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-p", "--ports", default="1-1000", help="a range LOW-HIGH (default 1-1000)")
     parser.add_argument("-r", "--runs", type=int, default=5)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("scan", reference="nc.openbsd -z")
     low, high = (int(part) for part in args.ports.split("-"))
     with contextlib.ExitStack() as stack:
         listeners = []
@@ -78,6 +82,8 @@ def main() -> None:
                 times.append(seconds)
                 found[name] = open_ports(name, out, err)
             print(f"| {name} | {statistics.median(times):.3f} | {min(times):.3f} to {max(times):.3f} |")
+            results.add(f"ports {args.ports}", name, "scan time", "s", times, better="lower")
+        results.write(args.json)
         mine = {listener.getsockname()[1] for listener in listeners}
         for name, ports in found.items():
             assert mine <= ports, (name, sorted(mine - ports))

@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/startup.sh            # from the repository root
 #   RUNS=50 bash benchmarks/startup.sh    # more runs per command (default 30)
+#   bash benchmarks/startup.sh --json PATH  # also the measurements as JSON (benchmarks/_results.py)
 #
 # One hyperfine run compares:
 #   python3 -c pass            the floor: an interpreter that does nothing
@@ -25,6 +26,14 @@ set -euo pipefail
 # every start, which an installed package never does.
 unset PYTHONDONTWRITEBYTECODE
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+RESULTS_JSON=
+if [ "${1:-}" = --json ] && [ -n "${2:-}" ]; then
+    RESULTS_JSON=$2
+elif [ $# -gt 0 ]; then
+    echo "usage: [RUNS=N WARMUP=N TOP=N] bash benchmarks/startup.sh [--json PATH]" >&2
+    exit 2
+fi
 
 RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-5}
@@ -116,8 +125,9 @@ trap 'rm -f "$JSON"' EXIT
 echo "interpreter: $PY ($("$PY" -V 2>&1)); console script: $ENCHUFE; closed port: $PORT"
 echo "$(date +%F), $(nproc) CPUs, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-# -N: no intermediate shell; -i: the refused connects exit 1 on purpose.
-hyperfine -N -i --warmup "$WARMUP" --runs "$RUNS" --export-json "$JSON" "${args[@]}"
+# -N: no intermediate shell; -i: the refused connects exit 1 on purpose. Its progress and
+# per-command lines go to stderr: stdout is the Markdown (benchmarks/suite.py keeps it).
+hyperfine -N -i --warmup "$WARMUP" --runs "$RUNS" --export-json "$JSON" "${args[@]}" >&2
 
 echo
 echo "## Start-up summary (mean of $RUNS runs)"
@@ -146,6 +156,36 @@ venv_refused = results["enchufe 127.0.0.1 PORT (refused), clean venv"]["mean"]
 print(f"clean venv: enchufe --version / python3 -c pass = {venv_version / venv_base:.2f}x")
 print(f"clean venv: refused connect / python3 -c pass = {venv_refused / venv_base:.2f}x")
 EOF
+if [ -n "$RESULTS_JSON" ]; then
+    "$PY" - "$JSON" "$RESULTS_JSON" "$ROOT/benchmarks" <<'EOF'
+import json
+import sys
+
+sys.path.insert(0, sys.argv[3])
+from _results import Results
+
+# Each hyperfine command as (case, tool): the tool is what starts, the case what it does.
+CASES = {
+    "python3 -c pass": ("--version", "python3 -c pass"),
+    "enchufe --version": ("--version", "enchufe"),
+    "python3 -m enchufe --version": ("--version", "python3 -m enchufe"),
+    "ncat --version": ("--version", "ncat"),
+    "python3 -I -S -c pass": ("--version, no site", "python3 -c pass"),
+    "enchufe --version, no site (-I -S)": ("--version, no site", "enchufe"),
+    "python3 -c pass, clean venv": ("--version, clean venv", "python3 -c pass"),
+    "enchufe --version, clean venv": ("--version, clean venv", "enchufe"),
+    "enchufe 127.0.0.1 PORT (refused)": ("refused connect", "enchufe"),
+    "ncat 127.0.0.1 PORT (refused)": ("refused connect", "ncat"),
+    "enchufe 127.0.0.1 PORT (refused), clean venv": ("refused connect, clean venv", "enchufe"),
+}
+results = Results("startup", reference="python3 -c pass")
+for run in json.load(open(sys.argv[1]))["results"]:
+    case, tool = CASES[run["command"]]
+    times = [1000 * t for t in run["times"]]
+    results.add(case, tool, "start-up time (mean)", "ms", times, value=1000 * run["mean"], better="lower")
+results.write(sys.argv[2])
+EOF
+fi
 
 importtime() {
     local py=$1 label=$2
@@ -156,10 +196,12 @@ importtime() {
     "$py" -m enchufe --version >/dev/null 2>&1
     local lines
     lines=$("$py" -X importtime -m enchufe --version 2>&1 >/dev/null | grep '^import time: *[0-9]')
+    echo '```'
     echo "$lines" \
         | awk -F'|' '{ gsub(/^import time: */, "", $1); printf "%10d %10d  %s\n", $2, $1, $3 }' \
         | sort -rn | head -n "$TOP" \
         | awk 'BEGIN { printf "%10s %10s  %s\n", "cumul µs", "self µs", "module" } { print }'
+    echo '```'
     echo
     echo "modules imported: $(echo "$lines" | wc -l), of which enchufe's: $(echo "$lines" | grep -c '| *enchufe' || true)"
 }

@@ -30,6 +30,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from _results import Results, add_json_option
+
 from enchufe.net.selfsigned import make_temporary_certificate
 
 _CRYPTOGRAPHY = """
@@ -140,31 +142,47 @@ def ncat_until_listening(*options: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--runs", type=int, default=20, help="runs of each row")
-    runs = parser.parse_args().runs
-    rows = []
+    add_json_option(parser)
+    args = parser.parse_args()
+    runs = args.runs
+    rows: list[tuple[str, str, list[float]]] = []  # the table's label, the tool in --json, the samples
     with tempfile.TemporaryDirectory() as directory:
         made = timed(lambda: make_temporary_certificate().remove(), runs)
-        rows.append(("enchufe `make_temporary_certificate()` (openssl, EC P-256)", made))
-        rows.append(("`openssl req`, RSA 2048", timed(lambda: openssl_rsa(directory), runs)))
+        rows.append(("enchufe `make_temporary_certificate()` (openssl, EC P-256)", "enchufe", made))
+        rows.append(("`openssl req`, RSA 2048", "openssl req RSA", timed(lambda: openssl_rsa(directory), runs)))
         for kind in ("ec", "rsa"):
             results = [cryptography_run(kind, directory) for _ in range(runs)]
             label = "EC P-256" if kind == "ec" else "RSA 2048"
+            short = "EC" if kind == "ec" else "RSA"
             if kind == "ec":
-                rows.append(("`cryptography`: its import alone", [result["import"] for result in results]))
+                rows.append(("`cryptography`: its import alone", "cryptography import", [r["import"] for r in results]))
             rows.append(
-                (f"`cryptography`: {label} key and certificate, after the import", [r["make"] for r in results])
+                (
+                    f"`cryptography`: {label} key and certificate, after the import",
+                    f"cryptography {short} after import",
+                    [r["make"] for r in results],
+                )
             )
-            rows.append((f"`cryptography`: import + {label}", [r["import"] + r["make"] for r in results]))
+            rows.append(
+                (
+                    f"`cryptography`: import + {label}",
+                    f"cryptography import + {short}",
+                    [r["import"] + r["make"] for r in results],
+                )
+            )
         certificate, key = f"{directory}/cert.pem", f"{directory}/key.pem"
         openssl_rsa(directory)
         generating = [ncat_until_listening() for _ in range(runs)]
         given = [ncat_until_listening("--ssl-cert", certificate, "--ssl-key", key) for _ in range(runs)]
-        rows.append(("`ncat -l --ssl` to `Listening on` (makes its RSA 2048 key)", generating))
-        rows.append(("`ncat -l --ssl --ssl-cert --ssl-key` to `Listening on`", given))
+        rows.append(("`ncat -l --ssl` to `Listening on` (makes its RSA 2048 key)", "ncat", generating))
+        rows.append(("`ncat -l --ssl --ssl-cert --ssl-key` to `Listening on`", "ncat, certificate given", given))
     print(f"{runs} runs each; milliseconds, median (min to max)\n")
     print("| what | ms |\n| --- | ---: |")
-    for label, samples in rows:
+    recorded = Results("temporary_certificate", reference="ncat")
+    for label, tool, samples in rows:
         print(f"| {label} | {milliseconds(samples)} |")
+        recorded.add("a listener's certificate", tool, "time", "ms", [1000 * t for t in samples], better="lower")
+    recorded.write(args.json)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from _results import Results, add_json_option
+
 GIB = 1 << 30
 MB = 1_000_000
 TCP_LISTEN = "0A"
@@ -397,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_data_file(data, args.size)
     times, problems, checked = measure(cases, data, args.size, args)
     report(cases, times, problems, checked, args.size, args.repeat)
+    record("throughput", cases, times, problems, args.size).write(args.json)
     return 1 if any(problems.values()) else 0
 
 
@@ -419,6 +422,7 @@ def parse_args(
     parser.add_argument("--no-check", action="store_true", help="skip the byte-count check runs")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per transfer")
     parser.add_argument("--budget", type=float, default=1800.0, help="stop starting runs after this many seconds")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 20:
         parser.error("--repeat must be between 1 and 20")
@@ -474,6 +478,18 @@ def measure(
             else:
                 times[case].append(outcome.seconds)
     return times, problems, checked
+
+
+def record(
+    benchmark: str, cases: list[Case], times: dict[Case, list[float]], problems: dict[Case, list[str]], size: int
+) -> Results:
+    """The runs as ``--json`` writes them: MB/s per scenario and tool, ratios against ncat."""
+    results = Results(benchmark, reference="ncat")
+    for case in cases:
+        results.add(case.scenario, case.tool, "throughput", "MB/s", [size / MB / t for t in times[case]])
+        for item in problems[case]:
+            results.problem(f"{case.scenario} / {case.tool}: {item}")
+    return results
 
 
 def report(

@@ -49,6 +49,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _results import Results, add_json_option
 from connection_rate import cpu_seconds
 from throughput import free_port, tool_version, wait_listening
 from tls_throughput import make_certificate
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-r", "--repeat", type=int, default=3, help="runs per case (default 3)")
     parser.add_argument("--only", help="comma-separated server names (as in the report)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per run")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     concurrencies = [int(value) for value in args.concurrency.split(",")]
     if not (1 <= args.repeat <= 20 and 1 <= args.handshakes <= 100_000 and all(1 <= c <= 64 for c in concurrencies)):
@@ -205,7 +207,24 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     report(args, concurrencies, results)
+    record(results).write(args.json)
     return 1 if any(r.problems for runs in results.values() for r in runs) else 0
+
+
+def record(results: dict[tuple[str, int], list[Result]]) -> Results:
+    """Handshakes per second and server CPU per handshake for ``--json``: the tool is the
+    server name's first word, the case its mode and the client threads."""
+    recorded = Results("tls_handshakes", reference="ncat")
+    for (name, concurrency), runs in results.items():
+        tool, _, mode = name.partition(" ")
+        case = f"{mode}, c={concurrency}"
+        good = [r for r in runs if not r.problems]
+        recorded.add(case, tool, "handshake rate", "handshakes/s", [r.rate for r in good])
+        recorded.add(case, tool, "server CPU", "µs/handshake", [r.server_cpu_us for r in good], better="lower")
+        for r in runs:
+            for problem in r.problems:
+                recorded.problem(f"{name} -c {concurrency}: {problem}")
+    return recorded
 
 
 def report(

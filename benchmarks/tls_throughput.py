@@ -41,6 +41,7 @@ from throughput import (
     free_port,
     measure,
     parse_args,
+    record,
     report,
     select_cases,
     wait_listening,
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         listener, client = negotiated.get(case, ("?", "?"))
         print(f"| {case.scenario} | {case.tool} | {listener} | {client} |")
+    record("tls_throughput", cases, times, problems, args.size).write(args.json)
     return 1 if any(problems.values()) else 0
 
 

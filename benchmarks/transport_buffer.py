@@ -21,6 +21,8 @@ import selectors
 import socket
 import time
 
+from _results import Results, add_json_option
+
 from enchufe.net.loop import EventLoop
 from enchufe.net.transport import SocketTransport, StreamProtocol
 
@@ -43,7 +45,9 @@ def drain(socks: list[socket.socket]) -> None:
                 left -= 1
 
 
-def run_once() -> str:
+def run_once() -> dict[str, float]:
+    """One broadcast into full buffers: bytes buffered, CPU ms to write and to flush them,
+    peak RSS growth in MiB."""
     pairs = [socket.socketpair() for _ in range(CLIENTS)]
     with EventLoop() as loop:
         transports = [SocketTransport(loop, ours, StreamProtocol(), high_water=1 << 30) for ours, _ in pairs]
@@ -80,18 +84,29 @@ def run_once() -> str:
         for ours, _ in pairs:
             ours.close()  # the reader's end of stream
         os.waitpid(pid, 0)
-    return (
-        f"buffered {buffered / 1e6:.0f} MB: write() CPU {write_cpu * 1000:.0f} ms, "
-        f"flush CPU {flush_cpu * 1000:.0f} ms, peak RSS +{rss_growth / 1024:.0f} MiB"
-    )
+    return {"buffered": buffered, "write": write_cpu * 1000, "flush": flush_cpu * 1000, "rss": rss_growth / 1024}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-r", "--repeat", type=int, default=3, help="runs (default 3)")
+    add_json_option(parser)
     args = parser.parse_args()
+    runs = []
     for run in range(1, args.repeat + 1):
-        print(f"run {run}: {run_once()}", flush=True)
+        one = run_once()
+        runs.append(one)
+        print(
+            f"- run {run}: buffered {one['buffered'] / 1e6:.0f} MB: write() CPU {one['write']:.0f} ms, "
+            f"flush CPU {one['flush']:.0f} ms, peak RSS +{one['rss']:.0f} MiB",
+            flush=True,
+        )
+    results = Results("transport_buffer")
+    case = f"{CLIENTS} clients, {ROUNDS} x {CHUNK} B"
+    results.add(case, "enchufe", "write() CPU", "ms", [one["write"] for one in runs], better="lower")
+    results.add(case, "enchufe", "flush CPU", "ms", [one["flush"] for one in runs], better="lower")
+    results.add(case, "enchufe", "peak RSS growth", "MiB", [one["rss"] for one in runs], better="lower")
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Run from the repository root::
 
     python3 benchmarks/workers.py                    # 3,000 connections, 8 at once, 3 runs
     python3 benchmarks/workers.py -n 1000 -r 1       # a quick run
-    python3 benchmarks/workers.py --json rows.json   # and the rows as JSON
+    python3 benchmarks/workers.py --json rows.json   # and the measurements as JSON
 
 Each connection is one request: the client (``benchmarks/connect_load.c``, C threads,
 compiled here with gcc) connects to 127.0.0.1, sends 100 bytes, half-closes, reads the
@@ -26,14 +26,13 @@ cannot double anything. Reported: connections (requests) per second, the median 
 it up with 200 connections, not timed. Connections that fail (a reset when the
 listen queue of 10, ncat's, overflows) are said on stderr and left out of the rate.
 
-``--json PATH`` writes the rows as a list of ``{benchmark, case, tool, metric, unit,
-value, runs}``: ``value`` the median, ``runs`` every run's value.
+``--json PATH`` writes the measurements in the suite's form (benchmarks/_results.py);
+the reference is enchufe without --workers.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -45,6 +44,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from _results import Results, add_json_option
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -160,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--connections", type=int, default=3000)
     parser.add_argument("-c", "--concurrency", type=int, default=8)
     parser.add_argument("-r", "--runs", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="write the rows to this file")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if shutil.which("gcc") is None:
         print("gcc is needed for benchmarks/connect_load.c", file=sys.stderr)
         return 2
-    rows = []
+    results = Results("workers", reference="enchufe")
     with tempfile.TemporaryDirectory(prefix="enchufe-workers-bench-") as build:
         directory = Path(build)
         generator = compile_load(directory)
@@ -202,19 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             ratio = median / baseline[case]
             spread = f"{median:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
             print(f"{case:<14} {name:<22} {spread:>22} {ratio:>6.2f} {statistics.median(client_cpu):>12.2f}")
-            rows.append(
-                {
-                    "benchmark": "workers",
-                    "case": case,
-                    "tool": name,
-                    "metric": "connections per second",
-                    "unit": "1/s",
-                    "value": round(median, 1),
-                    "runs": [round(rate, 1) for rate in rates],
-                }
-            )
-    if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+            results.add(case, name, "connections per second", "1/s", rates)
+    results.write(args.json)
     return 0
 
 

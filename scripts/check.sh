@@ -7,7 +7,7 @@ unset PYTHONDONTWRITEBYTECODE  # bytecode caching makes pytest's start-up much f
 
 python=${PYTHON:-python3}
 
-# Debian packages: the real peers the interoperability tests talk to, and venv for
+# Debian packages: the real peers the interoperability tests talk to (hyperfine: benchmarks/startup.sh), and venv for
 # Debian's own Python (its pip refuses to install outside a virtual environment).
 declare -A package_of=([ncat]=ncat [socat]=socat [iperf3]=iperf3 [nc.openbsd]=netcat-openbsd [openssl]=openssl [curl]=curl [ping]=iputils-ping [nft]=nftables [haproxy]=haproxy)
 missing=()
