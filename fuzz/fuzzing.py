@@ -36,7 +36,7 @@ def instrumented() -> AbstractContextManager[object]:
     when fuzzing, and nothing happens otherwise."""
     if not _fuzzing():
         return contextlib.nullcontext()
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 
     return atheris.instrument_imports(include=["enchufe"])  # type: ignore[no-any-return]
 

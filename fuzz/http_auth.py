@@ -59,8 +59,8 @@ def check(data: bytes) -> None:
         challenges = []
     chosen = choose_challenge(challenges)
     if chosen is not None and chosen.scheme == "digest":
-        answer = DigestClient(credentials, chosen, _zeros).authorization(method, target)
-        assert len(parse_challenges([answer])) == 1, answer
+        response = DigestClient(credentials, chosen, _zeros).authorization(method, target)
+        assert len(parse_challenges([response])) == 1, response
     authenticator = ProxyAuthenticator(credentials, secret=b"fuzz", clock=lambda: 1000.0)
     for value in values:
         assert authenticator.check(method, [target], value) in (OK, STALE, DENIED)

@@ -11,6 +11,7 @@ built for a host and port makes the server negotiator open that port.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import fuzzing
 
@@ -57,19 +58,20 @@ def check(data: bytes) -> None:
         assert isinstance(read(data[: used - 1]), NeedMore), (read, data[: used - 1])
     host, _, rest = fuzzing.text(data).partition("\n")
     port = int.from_bytes(data[:2], "big")
-    for build in (
+    builds: tuple[Callable[[], bytes], ...] = (
         lambda: socks4_request(host, port, rest),
         lambda: socks5_auth_request(host, rest),
         lambda: socks5_greeting(list(data[:3])),
-    ):
+    )
+    for build in builds:
         with contextlib.suppress(ProtocolError):
             assert isinstance(build(), bytes)
     try:
         request = socks5_greeting([0]) + socks5_request(host, port)
     except ProtocolError:
         return
-    actions = Socks5Negotiator().receive_data(request)
-    assert [type(action) for action in actions[-1:]] == [OpenUpstream] and actions[-1].port == port, actions
+    last = Socks5Negotiator().receive_data(request)[-1]
+    assert isinstance(last, OpenUpstream) and last.port == port, last
 
 
 if __name__ == "__main__":

@@ -88,8 +88,8 @@ def serve(kind: str) -> None:
             return
         conn.send_all(line.upper())
 
-    transport = "datagram" if kind == "datagram" else "stream"
-    listeners = enchufe.open_listeners(enchufe.InetAddress(LOOPBACK, 0), transport=transport)
+    address = enchufe.InetAddress(LOOPBACK, 0)
+    listeners = enchufe.open_listeners(address, transport="datagram" if kind == "datagram" else "stream")
     server: enchufe.Server | enchufe.RequestServer | enchufe.DatagramServer
     if kind == "server":
         server = enchufe.Server(listeners, echo, on_error=quiet)
