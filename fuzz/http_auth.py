@@ -47,9 +47,10 @@ def _over_the_wire(authorization: str) -> str | None:
 
 
 def check(data: bytes) -> None:
-    text = fuzzing.text(data)
-    values = text.split("\n")
-    credentials = Credentials.parse(values[0])
+    # Credentials come from argv; challenges and authorizations from a head, which
+    # gives header text (latin-1: one character per byte).
+    credentials = Credentials.parse(fuzzing.text(data.partition(b"\n")[0]))
+    values = data.decode("latin-1").split("\n")
     method, target = [*values[1:3], "CONNECT", "a:1"][:2]
     if not _in_a_request_line(method, target):
         method, target = "CONNECT", "a:1"
@@ -67,7 +68,7 @@ def check(data: bytes) -> None:
     offered = parse_challenges([value for _, value in authenticator.challenges()])
     digest = choose_challenge(offered)
     assert digest is not None and digest.scheme == "digest", offered
-    if not any(ord(char) < 0x20 or ord(char) == 0x7F for char in values[0]):
+    if not any(byte < 0x20 or byte == 0x7F for byte in data.partition(b"\n")[0]):
         # A quoted string cannot carry control characters (RFC 9110 §5.6.4): such a user
         # name or password can only go by Basic.
         answer = _over_the_wire(DigestClient(credentials, digest, _zeros).authorization(method, target))

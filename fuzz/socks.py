@@ -5,7 +5,8 @@ Invariant: the negotiators never raise and speak only proto/proxy's actions (see
 reply and how many bytes it took (no more than it was given, and exactly that many
 bytes give the same reply while one fewer needs more), or raises ``ProtocolError``,
 nothing else; the builders give bytes or raise ``ProtocolError``, and a SOCKS5 request
-built for a host and port makes the server negotiator open that port.
+built for a host and port makes the server negotiator open that port (for a
+name the server takes: printable ASCII).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def check(data: bytes) -> None:
         request = socks5_greeting([0]) + socks5_request(host, port)
     except ProtocolError:
         return
+    if not (host.isascii() and host.isprintable() and " " not in host):
+        return  # the server takes only printable ASCII names (any client may send others)
     last = Socks5Negotiator().receive_data(request)[-1]
     assert isinstance(last, OpenUpstream) and last.port == port, last
 
