@@ -26,8 +26,8 @@ export PIP_ROOT_USER_ACTION=ignore
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 venv_python=.venv/bin/python
 "$venv_python" -m pip install -q --disable-pip-version-check -e '.[dev,lua,dtls]'
-"$venv_python" -m ruff check src tests benchmarks
-"$venv_python" -m ruff format --check src tests benchmarks
+"$venv_python" -m ruff check src tests benchmarks fuzz scripts
+"$venv_python" -m ruff format --check src tests benchmarks fuzz scripts
 "$venv_python" -m mypy
 "$venv_python" -m pytest
 

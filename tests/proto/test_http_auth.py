@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enchufe.errors import ProtocolError
-from enchufe.proto.http import RequestReader, status_response
+from enchufe.proto.http import RequestReader, connect_request, status_response
 from enchufe.proto.http_auth import (
     DENIED,
     OK,
@@ -238,6 +239,36 @@ def test_the_nonce_table_is_bounded_and_a_forgotten_nonce_is_stale() -> None:
 def test_a_nonce_from_another_secret_is_denied() -> None:
     other = ProxyAuthenticator(ALICE, secret=b"x" * 16, clock=Clock())
     assert authenticator().check("CONNECT", ["h:1"], answer(other).authorization("CONNECT", "h:1")) == DENIED
+
+
+def header_as_received(authorization: str) -> str | None:
+    """The ``Proxy-Authorization`` value as a proxy server reads it off the wire."""
+    found = RequestReader().feed(connect_request("h", 1, [("Proxy-Authorization", authorization)]))
+    assert found is not None
+    return found[0].headers.get("Proxy-Authorization")
+
+
+@pytest.mark.parametrize(
+    ("credentials", "sent"),
+    [
+        # Found by fuzz/http_auth.py: argv's bytes that are not UTF-8 reach Python as
+        # surrogates, and str.encode() raised UnicodeEncodeError on them.
+        (Credentials("\udcff", "x"), b"\xff:x"),
+        # A user name outside latin-1: the header's latin-1 encoding raised on it.
+        (Credentials("\u20ac", "\u00e9"), "\u20ac:\u00e9".encode()),
+    ],
+)
+def test_credentials_of_any_text_go_as_their_bytes_and_pass(credentials: Credentials, sent: bytes) -> None:
+    server = ProxyAuthenticator(credentials, secret=b"k" * 16, clock=Clock())
+    basic = basic_authorization(credentials)
+    assert base64.b64decode(basic.removeprefix("Basic ")) == sent
+    assert server.check("CONNECT", ["h:1"], header_as_received(basic)) == OK
+    digest = answer(server, credentials).authorization("CONNECT", "h:1")
+    assert server.check("CONNECT", ["h:1"], header_as_received(digest)) == OK
+
+
+def test_an_authorization_no_header_can_carry_is_denied() -> None:
+    assert authenticator().check("CONNECT", ["h:1"], 'Digest username="\u20ac"') == DENIED
 
 
 @given(st.text(max_size=80))

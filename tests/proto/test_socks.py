@@ -90,6 +90,13 @@ def test_the_rfc1929_request_checks_both_lengths() -> None:
     socks5_auth_request("u" * 255, "p" * 255)
 
 
+def test_credentials_not_in_utf8_go_as_the_bytes_typed() -> None:
+    # Found by fuzz/socks.py: argv's bytes that are not UTF-8 reach Python as surrogates
+    # ("\udcff" for b"\xff"), and str.encode() raised UnicodeEncodeError on them.
+    assert socks5_auth_request("\udcff", "p\udcfe") == b"\x01\x01\xff\x02p\xfe"
+    assert socks4_request("127.0.0.1", 80, "\udcff") == b"\x04\x01\x00\x50\x7f\x00\x00\x01\xff\x00"
+
+
 # -- the proxy's replies, read by the client -------------------------------------------------
 
 
@@ -348,6 +355,14 @@ def test_socks4_to_an_address_and_socks4a_to_a_name() -> None:
         SendUpstream(b"early"),
         StartTunnel(),
     ]
+
+
+def test_server_credentials_not_in_utf8_are_the_bytes_typed() -> None:
+    # Found by fuzz/socks.py: a server given such credentials raised on every client.
+    socks5 = Socks5Negotiator(Credentials("\udcff", "\udcfe"))
+    assert feed(socks5, b"\x05\x01\x02\x01\x01\xff\x01\xfe") == [Reply(b"\x05\x02"), Reply(b"\x01\x00")]
+    socks4 = Socks4Negotiator("\udcff")
+    assert feed(socks4, b"\x04\x01\x00\x50\x7f\x00\x00\x01\xff\x00") == [OpenUpstream("127.0.0.1", 80)]
 
 
 def test_socks4_user_id_required() -> None:

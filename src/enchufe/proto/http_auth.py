@@ -24,6 +24,7 @@ import hmac
 from collections import OrderedDict
 
 from enchufe.errors import ProtocolError
+from enchufe.proto.proxy import typed_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -208,18 +209,26 @@ def choose_challenge(challenges: Iterable[Challenge]) -> Challenge | None:
     return None
 
 
+def _header_text(text: str) -> str:
+    """``text`` as a header carries it: its bytes as typed (:func:`typed_bytes`) read as
+    latin-1, one character per byte. Everything hashed or compared here is such text, so
+    that the bytes hashed are the bytes sent."""
+    return typed_bytes(text).decode("latin-1")
+
+
 def _user_pass(credentials: Credentials) -> tuple[str, str]:
-    return credentials.username, credentials.password or ""
+    return _header_text(credentials.username), _header_text(credentials.password or "")
 
 
 def basic_authorization(credentials: Credentials) -> str:
     """The ``Proxy-Authorization`` value for Basic: ``Basic base64(user:password)``."""
     username, password = _user_pass(credentials)
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode("latin-1")).decode("ascii")
 
 
 def _md5(text: str) -> str:
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    """MD5 of header text (see :func:`_user_pass`), as hex."""
+    return hashlib.md5(text.encode("latin-1"), usedforsecurity=False).hexdigest()
 
 
 def _digest_response(ha1: str, method: str, uri: str, nonce: str, qop: str | None, nc: str, cnonce: str) -> str:
@@ -273,6 +282,15 @@ class DigestClient:
         return "Digest " + ", ".join(fields)
 
 
+def _is_header_text(text: str) -> bool:
+    """Whether ``text`` can have come from a header: one character per byte (latin-1)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class ProxyAuthenticator:
     """The one user and password of ``--proxy-auth USER:PASS``, for every client of a
     proxy server; see the module docstring. Used from one thread.
@@ -298,8 +316,8 @@ class ProxyAuthenticator:
         max_nonces: int = 4096,
     ) -> None:
         username, password = _user_pass(credentials)
-        self._username = username.encode()
-        self._basic = f"{username}:{password}".encode()
+        self._username = username.encode("latin-1")
+        self._basic = f"{username}:{password}".encode("latin-1")
         self._ha1 = _md5(f"{username}:{realm}:{password}")
         self._secret = secret
         self._clock = clock
@@ -340,7 +358,7 @@ class ProxyAuthenticator:
         """Judge a request's ``Proxy-Authorization`` value: :data:`OK`, :data:`STALE` or
         :data:`DENIED`. ``uris`` are the spellings of the request's target a Digest
         ``uri`` may have (the target as sent, and its path)."""
-        if authorization is None:
+        if authorization is None or not _is_header_text(authorization):
             return DENIED
         scheme, _, rest = authorization.strip().partition(" ")
         if scheme.lower() == "basic":
@@ -361,7 +379,7 @@ class ProxyAuthenticator:
         nonce, uri, nc, cnonce = (params.get(name, "") for name in ("nonce", "uri", "nc", "cnonce"))
         stamp, _, mac = nonce.rpartition("-")
         if (
-            not hmac.compare_digest(params.get("username", "").encode(), self._username)
+            not hmac.compare_digest(params.get("username", "").encode("latin-1"), self._username)
             or params.get("realm") != self._realm
             or uri not in uris
             or params.get("qop") != "auth"  # the challenge offers qop=auth: the client must use it (RFC 7616)

@@ -52,6 +52,7 @@ __all__ = [
     "Reply",
     "SendUpstream",
     "StartTunnel",
+    "typed_bytes",
 ]
 
 TYPE_CHECKING = False
@@ -69,6 +70,13 @@ else:
 UPSTREAM_FAILURES = frozenset(
     {"unresolved", "refused", "network-unreachable", "host-unreachable", "timeout", "denied", "failed"}
 )
+
+
+def typed_bytes(text: str) -> bytes:
+    """The bytes of a user name, password or user id as the user typed them: UTF-8, and
+    argv's bytes that are not UTF-8 as they were (Python decodes argv with
+    ``surrogateescape``, and a plain ``str.encode()`` raises on those surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 class Credentials:

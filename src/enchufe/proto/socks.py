@@ -26,7 +26,7 @@ import ipaddress
 import struct
 
 from enchufe.errors import ProtocolError
-from enchufe.proto.proxy import Close, Credentials, OpenUpstream, Reply, SendUpstream, StartTunnel
+from enchufe.proto.proxy import Close, Credentials, OpenUpstream, Reply, SendUpstream, StartTunnel, typed_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ def socks4_request(host: str, port: int, user_id: str = "") -> bytes:
             that cannot be sent (NUL, longer than 255 bytes), a bad port.
     """
     _check_port(port)
-    uid = user_id.encode()
+    uid = typed_bytes(user_id)
     if b"\0" in uid or len(uid) > SOCKS4_MAX_FIELD:
         raise ProtocolError(f"a SOCKS4 user id must be at most {SOCKS4_MAX_FIELD} bytes without NUL")
     address = _ip_address(host)
@@ -273,7 +273,7 @@ def socks5_auth_request(username: str, password: str) -> bytes:
     Raises:
         ProtocolError: a user name or password not of 1 to 255 bytes in UTF-8.
     """
-    user, secret = username.encode(), password.encode()
+    user, secret = typed_bytes(username), typed_bytes(password)
     if not (1 <= len(user) <= 255 and 1 <= len(secret) <= 255):
         raise ProtocolError("a SOCKS5 user name and password must each be 1 to 255 bytes")
     return bytes([AUTH_VERSION, len(user)]) + user + bytes([len(secret)]) + secret
@@ -533,8 +533,8 @@ class Socks5Negotiator(_Negotiation):
         assert self.credentials is not None
         expected = self.credentials
         # Both compared in full and in constant time: the answer says nothing of which was wrong.
-        right_user = hmac.compare_digest(username, expected.username.encode())
-        right_password = hmac.compare_digest(password, (expected.password or "").encode())
+        right_user = hmac.compare_digest(username, typed_bytes(expected.username))
+        right_password = hmac.compare_digest(password, typed_bytes(expected.password or ""))
         if not (right_user and right_password):
             return self._close([refusal])
         self._state = self._request
@@ -621,7 +621,7 @@ class Socks4Negotiator(_Negotiation):
             end = name_end + 1
         else:
             host = str(ipaddress.IPv4Address(packed))
-        if self.user_id is not None and not hmac.compare_digest(user_id, self.user_id.encode()):
+        if self.user_id is not None and not hmac.compare_digest(user_id, typed_bytes(self.user_id)):
             return self._close([Reply(_socks4_reply(SOCKS4_IDENTD_MISMATCH))])
         return self._open(host, port, end)
 
