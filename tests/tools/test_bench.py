@@ -253,3 +253,18 @@ def test_bad_requests_are_answered_and_the_server_goes_on() -> None:
                 assert sock.recv(100) == b""
         summary = run_client(address, BenchSpec(total_bytes=1000))
     assert roles(summary.streams)["forward", 1, "receiver"] == 1000
+
+
+def test_a_client_that_has_its_results_may_start_the_next_test_at_once() -> None:
+    """The server is free before the results go out: a client that runs tests back to
+    back is never told busy. The server's hook, called once per test, holds the server
+    until the client's next test has been answered (or half a second has passed)."""
+    answered = threading.Event()
+    with bench_server() as (server, address):
+        server.on_test = lambda peer, spec, results: answered.wait(0.5)
+        run_client(address, BenchSpec(total_bytes=1000))
+        try:
+            summary = run_client(address, BenchSpec(total_bytes=1000))
+        finally:
+            answered.set()
+    assert summary.streams

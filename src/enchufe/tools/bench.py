@@ -679,7 +679,6 @@ class BenchServer:
             if udp_thread is not None:
                 udp_thread.join()
             results = sorted(test.results, key=lambda r: (r.direction, r.stream))
-            _send_json_line(conn, {"results": [r.to_json() for r in results], "connections": test.rate_connections})
             self.tests_run += 1
             if self.on_test is not None:
                 self.on_test(str(conn.peer), spec, results)
@@ -690,6 +689,8 @@ class BenchServer:
             self._test = None
             self._busy.release()
             self.test_finished.set()
+        # Only now: a client that has its results may start its next test at once.
+        _send_json_line(conn, {"results": [r.to_json() for r in results], "connections": test.rate_connections})
 
     def _join(self, conn: Connection, request: dict[str, object]) -> None:
         test = self._test
