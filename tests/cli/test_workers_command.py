@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,34 @@ def test_relay_workers_usage_errors(argv: list[str], message: str) -> None:
     assert result.returncode == 2
     (line,) = result.stderr.decode().splitlines()
     assert line.startswith(f"enchufe-relay: {message}") and line.endswith("QUITTING."), line
+
+
+#: ``nohup`` in Python: start the command with SIGHUP ignored (exec keeps it ignored).
+NOHUP = "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); os.execv(sys.executable, sys.argv[1:])"
+
+
+def ignored_signals(pid: int) -> set[int]:
+    """The signals process ``pid`` ignores, as the kernel sees it (``SigIgn`` in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            mask = int(line.split()[1], 16)
+            return {signum for signum in range(1, 65) if mask >> (signum - 1) & 1}
+    raise AssertionError(f"no SigIgn in /proc/{pid}/status")
+
+
+def test_a_stop_signal_ignored_at_start_stays_ignored_in_the_parent_and_every_worker() -> None:
+    """``nohup enchufe -l -k --workers 2 ... &``: the terminal's hangup must not stop the
+    server, as it does not stop the command without --workers."""
+    argv = [sys.executable, "-c", NOHUP, sys.executable, "-m", "enchufe"]
+    with Process([*argv, "-l", "-k", "-v", "--workers", "2", "-c", "echo $PPID", "127.0.0.1", "0"]) as command:
+        port = command.listening_port()
+        workers = started_workers(command, 2)
+        for pid in [command.popen.pid, *workers.values()]:
+            assert signal.SIGHUP in ignored_signals(pid)
+        for pid in [command.popen.pid, *workers.values()]:
+            os.kill(pid, signal.SIGHUP)  # the hangup reaches the whole process group
+        until_each_answered(port, set(workers.values()))  # the same workers serve on
+        command.popen.send_signal(signal.SIGTERM)
+        assert command.wait() == 128 + signal.SIGTERM
+    assert not [line for line in command.stderr_lines if "ended" in line]
+    assert_stopped_when_told(command)
