@@ -102,6 +102,23 @@ def test_py_exec_handlers_run_in_every_worker(tmp_path: Path) -> None:
     assert_gone(list(workers.values()))
 
 
+def test_a_handler_that_starts_a_thread_as_it_loads_is_a_usage_error(tmp_path: Path) -> None:
+    """The workers are forked: a thread the module started would be the parent's alone,
+    and the locks it held stay held in every worker. One line, status 2, no traceback."""
+    handler = tmp_path / "threaded.py"
+    handler.write_text(
+        "import threading\n\n"
+        "threading.Thread(target=threading.Event().wait, name='refresher', daemon=True).start()\n\n"
+        "def handle(conn):\n    pass\n"
+    )
+    result = run_enchufe("-l", "-k", "--workers", "2", "--py-exec", str(handler), "127.0.0.1", "0")
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == [
+        "enchufe: --workers forks its workers, and the Python handler started a thread as it loaded"
+        " (refresher): start it in the handler's first call instead. QUITTING."
+    ]
+
+
 def test_a_proxy_server_in_workers() -> None:
     with socket.create_server(("127.0.0.1", 0)) as target:
         target_port = target.getsockname()[1]
