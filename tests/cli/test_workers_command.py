@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import sys
@@ -205,6 +206,23 @@ def test_the_relay_in_workers() -> None:
     assert re.search(r"Stopping 2 workers\.", relay.stderr)
     assert_stopped_when_told(relay)
     assert_gone(pids)
+
+
+def test_a_relay_worker_that_cannot_start_says_why_in_one_line() -> None:
+    """Out of descriptors (the parent's limit lowered to what it holds, which a worker
+    forked next inherits), a relay worker says so in one line, as the command's workers
+    do, and is restarted: no traceback, no listener left to the garbage collector."""
+    with tool("relay", "-v", "--workers", "2", "127.0.0.1:0", "127.0.0.1:9") as relay:
+        workers = started_workers(relay, 2)
+        parent = relay.popen.pid
+        held = max(int(fd) for fd in os.listdir(f"/proc/{parent}/fd")) + 1
+        resource.prlimit(parent, resource.RLIMIT_NOFILE, (held, held))
+        os.kill(workers[1], signal.SIGKILL)
+        relay.wait_for_line(r"Worker 1 \(pid \d+\) ended: exit status 1; restarting it in 0\.2 s\.$")
+        relay.popen.send_signal(signal.SIGTERM)
+        assert relay.wait() == 128 + signal.SIGTERM
+    assert "enchufe-relay: worker 1: [Errno 24] Too many open files." in relay.stderr_lines
+    assert not [line for line in relay.stderr_lines if "Traceback" in line or "Exception ignored" in line]
 
 
 @pytest.mark.parametrize(
