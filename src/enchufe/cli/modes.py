@@ -364,8 +364,13 @@ def _accept_one(
             else:
                 from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT, introduce
 
+                # -w bounds the wait for a client, and a client is the one its header
+                # names: a balancer that connects and stalls does not stretch it.
+                timeout = DEFAULT_HANDSHAKE_TIMEOUT
+                if deadline is not None:
+                    timeout = min(timeout, max(0.0, round(deadline - time.monotonic(), 3)))  # ms: said in -v
                 with env.signals.interruptible():
-                    reason = introduce(conn, balancers, timeout=DEFAULT_HANDSHAKE_TIMEOUT, access=access)
+                    reason = introduce(conn, balancers, timeout=timeout, access=access)
             if reason is None:
                 return conn
             conn.close()
