@@ -269,6 +269,18 @@ def test_encoding_writes_the_specs_bytes() -> None:
     assert encode_header(mixed) == b"PROXY TCP6 ::ffff:7f00:7 ::1 1 2\r\n"
 
 
+def test_a_link_local_peers_zone_is_not_written() -> None:
+    """``getpeername`` gives a link-local peer with its zone (``fe80::1%eth0``), and a
+    relay names its client so; v1's TCP6 takes hex groups only (HAProxy's inet_pton,
+    and our own decoder, refuse the ``%``), and v2 carries the 128 bits alone."""
+    scoped = ProxyHeader(1, "proxy", "stream", InetAddress("fe80::1%lo", 1), InetAddress("fe80::2%lo", 2))
+    assert encode_header(scoped) == b"PROXY TCP6 fe80::1 fe80::2 1 2\r\n"
+    for version in (1, 2):
+        decoded = ProxyHeaderDecoder().feed(encode_header(dataclasses.replace(scoped, version=version)))
+        assert isinstance(decoded, ProxyHeader)
+        assert (decoded.source, decoded.destination) == (InetAddress("fe80::1", 1), InetAddress("fe80::2", 2))
+
+
 @pytest.mark.parametrize(
     ("header", "message"),
     [

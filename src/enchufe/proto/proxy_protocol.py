@@ -466,10 +466,15 @@ def _encode_v1(header: ProxyHeader) -> bytes:
 
 def _v1_text(ip: _IP) -> str:
     """An address as v1 writes it: IPv6 in hex groups only. Python 3.13 writes an
-    IPv4-mapped address with a dotted quad (``::ffff:127.0.0.7``), which v1 forbids."""
+    IPv4-mapped address with a dotted quad (``::ffff:127.0.0.7``), which v1 forbids;
+    a link-local peer's address comes with its zone (``fe80::1%eth0``, as
+    ``getpeername`` gives it), which v1 has no place for: the 128 bits alone are
+    written, as v2 carries them."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         high, low = struct.unpack_from("!HH", ip.packed, 12)
         return f"::ffff:{high:x}:{low:x}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return str(ipaddress.IPv6Address(ip.packed))
     return str(ip)
 
 
