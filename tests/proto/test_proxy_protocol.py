@@ -114,6 +114,11 @@ def test_local_keeps_no_address_and_its_length_is_skipped_whatever_it_says() -> 
     header, leftover = decode(local + b"ping")
     assert (header.command, header.source, header.destination, leftover) == ("local", None, None, b"ping")
     assert decode(v2(0x20, 0x00, b""))[0] == ProxyHeader(2, "local", "unspec", None, None)
+    # The spec: LOCAL's family "is ignored", and zero must not be assumed for its length
+    # either way: an IPv4 or IPv6 family with no room for its addresses is still LOCAL.
+    for family in (0x11, 0x21):
+        header, leftover = decode(v2(0x20, family, b"") + b"ping")
+        assert (header.command, header.source, header.tlvs, leftover) == ("local", None, (), b"ping")
 
 
 def test_unspec_keeps_no_address() -> None:
