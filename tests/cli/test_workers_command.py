@@ -173,6 +173,21 @@ def test_modes_that_share_state_or_stdio_are_usage_errors(argv: list[str], messa
     assert line.startswith(f"enchufe: {message}") and line.endswith("QUITTING."), line
 
 
+def test_a_port_another_workers_server_listens_on_is_in_use() -> None:
+    """Without the check, the second server's workers joined the first's SO_REUSEPORT
+    group and took about half of its clients, silently."""
+    with enchufe("-l", "-k", "-v", "--workers", "1", "-c", "echo first", "127.0.0.1", "0") as first:
+        port = first.listening_port()
+        started_workers(first, 1)
+        second = run_enchufe("-l", "-k", "--workers", "1", "-c", "echo second", "127.0.0.1", str(port), timeout=10)
+        assert second.returncode == 2
+        assert second.stderr.decode().splitlines() == [
+            f"enchufe: bind to 127.0.0.1:{port}: Address already in use. QUITTING."
+        ]
+        first.popen.send_signal(signal.SIGTERM)
+        assert first.wait() == 128 + signal.SIGTERM
+
+
 @pytest.mark.parametrize("count", ["0", "x", "1025", "-1"])
 def test_a_bad_number_of_workers(count: str) -> None:
     result = run_enchufe("-l", "-k", "-e", "cat", f"--workers={count}")
