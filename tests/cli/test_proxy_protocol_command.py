@@ -10,6 +10,7 @@ import pytest
 
 from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
 from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, SHORT_OPTIONS
+from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT
 from support.cli_e2e import (
     assert_clean_stderr,
     connect,
@@ -43,6 +44,20 @@ def test_a_single_shot_listener_says_and_serves_the_client_the_header_names() ->
             assert cmd.read_stdout(6) == b"hello\n"
         assert cmd.wait() == 0
     assert_clean_stderr(cmd.stderr)
+
+
+def test_a_stalled_balancer_does_not_stretch_the_wait_of_w() -> None:
+    """-w bounds a single-shot listener's wait for its client, the one a header names: a
+    balancer that connects and says nothing ends the wait at -w (2 s), not at the 10 s
+    a header may take otherwise."""
+    with enchufe("-l", "-v", "-w", "2", "--proxy-protocol", "127.0.0.1", "127.0.0.1", "0") as cmd:
+        port = cmd.listening_port()
+        with connect(port) as stalled:
+            assert cmd.wait(timeout=DEFAULT_HANDSHAKE_TIMEOUT - 2) == 1  # TIMEOUT
+            assert closed(stalled)
+    # Accepted within -w, so its header was waited for: the 10 s would have shown.
+    assert any(line.startswith("enchufe: New connection denied: no PROXY header within") for line in cmd.stderr_lines)
+    assert cmd.stderr_lines[-1] == "enchufe: TIMEOUT."
 
 
 def closed(sock: socket.socket) -> bool:

@@ -241,6 +241,23 @@ def test_a_nonce_from_another_secret_is_denied() -> None:
     assert authenticator().check("CONNECT", ["h:1"], answer(other).authorization("CONNECT", "h:1")) == DENIED
 
 
+def test_workers_sharing_the_secret_take_each_others_nonces_once() -> None:
+    """--workers: the kernel sends a client's next connection to any worker, with the
+    nonce another gave it; each takes it, and refuses a replay of what it has seen."""
+    clock = Clock()
+    zero, one = (
+        ProxyAuthenticator(ALICE, secret=b"k" * 16, clock=clock, issuer=issuer, max_nonces=1) for issuer in "01"
+    )
+    client = answer(zero)
+    first = client.authorization("CONNECT", "h:1")
+    assert one.check("CONNECT", ["h:1"], first) == OK
+    assert one.check("CONNECT", ["h:1"], first) == DENIED  # a replay, to the same worker
+    assert zero.check("CONNECT", ["h:1"], client.authorization("CONNECT", "h:1")) == OK  # nc=2, back home
+    mine = answer(one)
+    one.challenges()  # its own, forgotten: stale, as without workers
+    assert one.check("CONNECT", ["h:1"], mine.authorization("CONNECT", "h:1")) == STALE
+
+
 def header_as_received(authorization: str) -> str | None:
     """The ``Proxy-Authorization`` value as a proxy server reads it off the wire."""
     found = RequestReader().feed(connect_request("h", 1, [("Proxy-Authorization", authorization)]))

@@ -114,6 +114,11 @@ def test_local_keeps_no_address_and_its_length_is_skipped_whatever_it_says() -> 
     header, leftover = decode(local + b"ping")
     assert (header.command, header.source, header.destination, leftover) == ("local", None, None, b"ping")
     assert decode(v2(0x20, 0x00, b""))[0] == ProxyHeader(2, "local", "unspec", None, None)
+    # The spec: LOCAL's family "is ignored", and zero must not be assumed for its length
+    # either way: an IPv4 or IPv6 family with no room for its addresses is still LOCAL.
+    for family in (0x11, 0x21):
+        header, leftover = decode(v2(0x20, family, b"") + b"ping")
+        assert (header.command, header.source, header.tlvs, leftover) == ("local", None, (), b"ping")
 
 
 def test_unspec_keeps_no_address() -> None:
@@ -267,6 +272,18 @@ def test_encoding_writes_the_specs_bytes() -> None:
     assert encode_header(ProxyHeader(2, "local", "stream", None, None)) == v2(0x20, 0x01, b"")
     mixed = ProxyHeader(1, "proxy", "stream", InetAddress("127.0.0.7", 1), InetAddress("::1", 2))
     assert encode_header(mixed) == b"PROXY TCP6 ::ffff:7f00:7 ::1 1 2\r\n"
+
+
+def test_a_link_local_peers_zone_is_not_written() -> None:
+    """``getpeername`` gives a link-local peer with its zone (``fe80::1%eth0``), and a
+    relay names its client so; v1's TCP6 takes hex groups only (HAProxy's inet_pton,
+    and our own decoder, refuse the ``%``), and v2 carries the 128 bits alone."""
+    scoped = ProxyHeader(1, "proxy", "stream", InetAddress("fe80::1%lo", 1), InetAddress("fe80::2%lo", 2))
+    assert encode_header(scoped) == b"PROXY TCP6 fe80::1 fe80::2 1 2\r\n"
+    for version in (1, 2):
+        decoded = ProxyHeaderDecoder().feed(encode_header(dataclasses.replace(scoped, version=version)))
+        assert isinstance(decoded, ProxyHeader)
+        assert (decoded.source, decoded.destination) == (InetAddress("fe80::1", 1), InetAddress("fe80::2", 2))
 
 
 @pytest.mark.parametrize(

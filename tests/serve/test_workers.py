@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from enchufe.address import InetAddress
+from enchufe.errors import BindError
 from enchufe.net.listen import reserve_port
 from enchufe.serve.workers import run_workers
 from support.procs import Process
@@ -97,6 +98,17 @@ def test_a_reservation_holds_the_port_against_other_users() -> None:
         with socket.socket() as intruder:  # no SO_REUSEPORT: not a member
             with pytest.raises(OSError):
                 intruder.bind(("127.0.0.1", reservation.port))
+
+
+def test_a_port_where_another_group_listens_cannot_be_reserved() -> None:
+    """SO_REUSEPORT lets any socket of the same user into a group: a second server's
+    reservation must not join the first's and take half its clients."""
+    with reserve_port(InetAddress("127.0.0.1", 0)) as first:
+        (listener,) = first.open_listeners()
+        with listener, pytest.raises(BindError, match="Address already in use"):
+            reserve_port(InetAddress("127.0.0.1", first.port)).close()
+        with reserve_port(InetAddress("127.0.0.1", first.port)) as again:  # free once nobody listens
+            assert again.port == first.port
 
 
 def test_every_address_gets_one_port() -> None:

@@ -364,7 +364,7 @@ def _build(
         quit_after_eof=number("-q") if given("-q") else None,
         keep_open=given("-k"),
         exec_argv=_exec_argv(exec_option, text(exec_option)) if exec_option not in (None, "--py-exec") else None,
-        py_handler=_py_handler(text("--py-exec")) if given("--py-exec") else None,
+        py_handler=_py_handler(text("--py-exec"), workers=given("--workers")) if given("--py-exec") else None,
         broker=broker and listen,
         chat=chat and listen,
         client_labels=given("--client-labels"),
@@ -505,14 +505,28 @@ def _exec_argv(option: str, command: str) -> tuple[str, ...]:
     return argv
 
 
-def _py_handler(spec: str) -> Handler:
-    """Load --py-exec's handler now: a bad one costs no connection."""
+def _py_handler(spec: str, *, workers: bool) -> Handler:
+    """Load --py-exec's handler now: a bad one costs no connection. With --workers, a
+    module that started a thread as it loaded is refused here: the workers are forked,
+    and a fork beside a running thread can leave its locks held for ever in the child
+    (:func:`enchufe.serve.workers.run_workers` refuses it)."""
     from enchufe.serve.pyexec import load_handler
 
     try:
-        return load_handler(spec)
+        handler = load_handler(spec)
     except ImportError as exc:
         raise UsageError(f"Error loading the Python handler: {exc}.") from None
+    if workers:
+        import threading
+
+        if threading.active_count() > 1:
+            others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
+            started = ", ".join(thread.name for thread in others)
+            raise UsageError(
+                f"--workers forks its workers, and the Python handler started a thread as it loaded ({started}):"
+                " start it in the handler's first call instead."
+            )
+    return handler
 
 
 def _last(values: dict[str, object], *names: str) -> str:

@@ -46,6 +46,9 @@ __all__ = ["Environment", "run_connect", "run_listen"]
 
 #: Seconds a handler that ignores its closed connection gets before the command exits.
 _ABANDON_AFTER = 1.0
+#: The key of --proxy-type http --proxy-auth's Digest nonces: made once per command,
+#: before any --workers fork, so that every worker takes the nonces of the others.
+_NONCE_SECRET = os.urandom(32)
 #: ncat's -z over UDP: how long silence must last to call the port open.
 _UDP_PROBE_WAIT = 2.0
 
@@ -364,8 +367,13 @@ def _accept_one(
             else:
                 from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT, introduce
 
+                # -w bounds the wait for a client, and a client is the one its header
+                # names: a balancer that connects and stalls does not stretch it.
+                timeout = DEFAULT_HANDSHAKE_TIMEOUT
+                if deadline is not None:
+                    timeout = min(timeout, max(0.0, round(deadline - time.monotonic(), 3)))  # ms: said in -v
                 with env.signals.interruptible():
-                    reason = introduce(conn, balancers, timeout=DEFAULT_HANDSHAKE_TIMEOUT, access=access)
+                    reason = introduce(conn, balancers, timeout=timeout, access=access)
             if reason is None:
                 return conn
             conn.close()
@@ -548,7 +556,7 @@ def _proxy_server(
     # A client, its upstream and the two pumps' pipes (two descriptors each); over TLS, the
     # socket pair between the client's TLS and its session too.
     make_room_for(max_clients, 6 + (2 if tls is not None else 0))
-    negotiator = _negotiators(config)
+    negotiator = _negotiators(config, worker)
 
     def joined(peer: Address | None) -> None:
         messages.info(f"Connection from {describe_peer(peer)}.")
@@ -601,18 +609,19 @@ def _serve_until_signal(loop: EventLoop, env: Environment, server: KeepOpen | Pr
         server.close()
 
 
-def _negotiators(config: Config) -> Callable[[Address | None], ProxyNegotiator]:
-    """What makes each proxy client's negotiator, by --proxy-type (and --proxy-auth)."""
+def _negotiators(config: Config, worker: Worker | None) -> Callable[[Address | None], ProxyNegotiator]:
+    """What makes each proxy client's negotiator, by --proxy-type (and --proxy-auth).
+    Workers share the Digest nonces' key (made before the fork): a client's next
+    connection reaches any of them, with the nonce another gave it."""
     credentials = config.proxy_server_auth
     if config.proxy_server == "http":
-        import os
-
         from enchufe.proto.http_auth import ProxyAuthenticator
         from enchufe.proto.http_proxy import HttpProxyNegotiator
 
         authenticator = None
         if credentials is not None:
-            authenticator = ProxyAuthenticator(credentials, secret=os.urandom(32), clock=time.monotonic)
+            issuer = "" if worker is None else str(worker.index)
+            authenticator = ProxyAuthenticator(credentials, secret=_NONCE_SECRET, clock=time.monotonic, issuer=issuer)
         return lambda peer: HttpProxyNegotiator(authenticator)
     from enchufe.proto.socks import Socks4Negotiator, Socks5Negotiator
 

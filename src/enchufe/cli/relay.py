@@ -328,16 +328,23 @@ def _relay_in_workers(options: _Options, report: Report, count: int) -> int:
         contexts = _contexts(options, report)
 
         def serve(worker: Worker) -> None:
-            listeners = reservation.open_listeners()
-            report.info(f"Worker {worker.index} (pid {worker.pid}) listening.")
-            with EventLoop() as loop:
-                relay = _make_relay(loop, listeners, options, report, resolver, access, contexts)
-                worker.call_on_stop(loop.stop)  # thread-safe, and a stop before run_forever holds
-                relay.start()
-                try:
-                    loop.run_forever()
-                finally:
-                    relay.close()
+            # A worker that cannot start (out of descriptors, say) says why in one line,
+            # as the command's do, and ends to be restarted; the loop comes first, so
+            # that no listener is left open when it cannot be made.
+            try:
+                with EventLoop() as loop:
+                    listeners = reservation.open_listeners()
+                    report.info(f"Worker {worker.index} (pid {worker.pid}) listening.")
+                    relay = _make_relay(loop, listeners, options, report, resolver, access, contexts)
+                    worker.call_on_stop(loop.stop)  # thread-safe, and a stop before run_forever holds
+                    relay.start()
+                    try:
+                        loop.run_forever()
+                    finally:
+                        relay.close()
+            except OSError as exc:  # NetworkError included
+                report.error(f"worker {worker.index}: {exc}.")
+                raise SystemExit(status.NETWORK_ERROR) from None
 
         def say(event: str) -> None:
             report.info(f"{event[:1].upper()}{event[1:]}.")

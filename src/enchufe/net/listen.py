@@ -259,7 +259,8 @@ def reserve_port(
     """Bind (without listening) the TCP sockets :func:`open_listeners` would listen
     on, with ``SO_REUSEPORT``: the addresses are resolved and the port fixed once,
     here, and a port already in use is a :class:`BindError` here, before any worker
-    starts. (TCP only: a bound UDP socket is a member of its group that receives.)
+    starts, a port where another ``SO_REUSEPORT`` group listens included. (TCP only:
+    a bound UDP socket is a member of its group that receives.)
 
     Args:
         address, port, family, resolver: as for :func:`open_listeners`.
@@ -267,9 +268,26 @@ def reserve_port(
     Raises:
         BindError, ResolveError, Unsupported: as :func:`open_listeners`.
     """
+    # SO_REUSEPORT lets any socket of the same user into the port's group: bound so at
+    # once, a reservation would join another server's group (a second --workers server
+    # on its port) and share its clients out. A socket without it cannot bind where a
+    # group listens, so probes bound first make that port in use an error, as it is
+    # for a server without workers; the reservation then binds what they got.
+    probes = _open(
+        address, port, family, resolver, _Setup("stream", socket.SOMAXCONN, None, reuse_port=False, listen=False)
+    )
+    names = [(probe.sock.family, probe.sock.getsockname()) for probe in probes]
+    close_all(probes)
     setup = _Setup("stream", socket.SOMAXCONN, None, reuse_port=True, listen=False)
-    listeners = _open(address, port, family, resolver, setup)
-    return PortReservation([listener.sock for listener in listeners])
+    socks: list[socket.socket] = []
+    try:
+        for probed_family, sockaddr in names:
+            socks.append(_listen_inet(probed_family, sockaddr, setup).sock)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return PortReservation(socks)
 
 
 def _open(address: Address | None, port: int, family: int, resolver: Resolver | None, setup: _Setup) -> list[Listener]:

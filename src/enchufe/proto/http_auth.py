@@ -297,12 +297,18 @@ class ProxyAuthenticator:
 
     Args:
         credentials: who may pass.
-        secret: the key of the nonces' HMAC (random, made once per server).
+        secret: the key of the nonces' HMAC (random, made once per server; worker
+            processes that serve one port share it, each with its own ``issuer``).
         clock: the time in seconds (``time.time``).
         realm: the realm of the challenges (ncat's ``"Ncat"``).
         nonce_lifetime: seconds a nonce is good for.
         max_nonces: how many nonces' counts are remembered; the oldest are forgotten
             first (a forgotten nonce is stale).
+        issuer: who makes the nonces, among authenticators that share ``secret``: a
+            client whose next connection reaches another of them (another worker) is
+            taken with the nonce it has, counted from then on there too (so a
+            request replayed to each of them could pass once per issuer within
+            ``nonce_lifetime``); one of its own nonces that it forgot stays stale.
     """
 
     def __init__(
@@ -314,6 +320,7 @@ class ProxyAuthenticator:
         realm: str = "Ncat",
         nonce_lifetime: float = 30.0,
         max_nonces: int = 4096,
+        issuer: str = "",
     ) -> None:
         username, password = _user_pass(credentials)
         self._username = username.encode("latin-1")
@@ -325,6 +332,7 @@ class ProxyAuthenticator:
         self._lifetime = nonce_lifetime
         self._max_nonces = max_nonces
         self._serial = 0
+        self._issuer = issuer
         self._counts: OrderedDict[str, int] = OrderedDict()  # nonce → highest nc seen, oldest first
 
     def _mac(self, stamp: str) -> str:
@@ -336,11 +344,16 @@ class ProxyAuthenticator:
             self._counts.popitem(last=False)
         self._serial += 1
         stamp = f"{now:.6f}-{self._serial}"  # unique even when the clock has not moved
+        if self._issuer:
+            stamp += f"-{self._issuer}"
         nonce = f"{stamp}-{self._mac(stamp)}"
+        self._remember(nonce)
+        return nonce
+
+    def _remember(self, nonce: str) -> None:
         self._counts[nonce] = 0
         if len(self._counts) > self._max_nonces:
             self._counts.popitem(last=False)
-        return nonce
 
     def _is_expired(self, nonce: str, now: float) -> bool:
         return not 0 <= now - float(nonce.partition("-")[0]) <= self._lifetime
@@ -393,8 +406,12 @@ class ProxyAuthenticator:
         expected = _digest_response(self._ha1, method, uri, nonce, "auth", nc, cnonce)
         if not hmac.compare_digest(params.get("response", "").lower().encode(), expected.encode()):
             return DENIED
-        if self._is_expired(nonce, self._clock()) or nonce not in self._counts:
+        if self._is_expired(nonce, self._clock()):
             return STALE
+        if nonce not in self._counts:
+            if stamp.split("-")[2:] == ([self._issuer] if self._issuer else []):
+                return STALE  # one of ours, forgotten: its count with it
+            self._remember(nonce)  # another issuer's (the MAC is ours): counted here from now on
         count = int(nc, 16)
         if count <= self._counts[nonce]:
             return DENIED  # a replay

@@ -25,7 +25,8 @@ Invariants:
   (never a lone CR or LF), canonical IPv4 (no leading zeros) and IPv6 (hex groups
   only, no zone, no embedded dotted quad), ports without leading zeros; v2 takes
   version 2 only, commands LOCAL and PROXY, the families and transports the spec lists,
-  a length that covers the address block, whole TLVs, a UNIQUE_ID of 128 bytes at
+  a length that covers the address block (but for LOCAL, whose family is ignored),
+  whole TLVs, a UNIQUE_ID of 128 bytes at
   most, and a CRC32C (when present) that matches.
 """
 
@@ -281,7 +282,8 @@ class ProxyHeaderDecoder:
         if len(buffer) < _V2_FIXED_SIZE:
             return NEED_DATA
         length = _v2_length(buffer)
-        if length < _ADDRESS_BLOCK[buffer[13] >> 4]:
+        # LOCAL: "discard the protocol block including the family which is ignored".
+        if buffer[12] & 0x0F and length < _ADDRESS_BLOCK[buffer[13] >> 4]:
             raise ProtocolError(f"a PROXY v2 length of {length} does not cover its address block")
         total = _V2_FIXED_SIZE + length
         if len(buffer) < total:
@@ -332,7 +334,7 @@ def _parse_v2(header: bytes) -> ProxyHeader:
     command = _COMMANDS[version_command & 0x0F]
     family, transport = family_transport >> 4, _TRANSPORTS[family_transport & 0x0F]
     block_end = _V2_FIXED_SIZE + _ADDRESS_BLOCK[family]
-    tlvs = _parse_tlvs(header[block_end:], "a TLV")
+    tlvs = _parse_tlvs(header[block_end:], "a TLV")  # none after a LOCAL block cut short
     _check_tlvs(header, block_end, tlvs)
     source = destination = None
     if command == "proxy" and transport != "unspec" and family:
@@ -466,10 +468,15 @@ def _encode_v1(header: ProxyHeader) -> bytes:
 
 def _v1_text(ip: _IP) -> str:
     """An address as v1 writes it: IPv6 in hex groups only. Python 3.13 writes an
-    IPv4-mapped address with a dotted quad (``::ffff:127.0.0.7``), which v1 forbids."""
+    IPv4-mapped address with a dotted quad (``::ffff:127.0.0.7``), which v1 forbids;
+    a link-local peer's address comes with its zone (``fe80::1%eth0``, as
+    ``getpeername`` gives it), which v1 has no place for: the 128 bits alone are
+    written, as v2 carries them."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         high, low = struct.unpack_from("!HH", ip.packed, 12)
         return f"::ffff:{high:x}:{low:x}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return str(ipaddress.IPv6Address(ip.packed))
     return str(ip)
 
 

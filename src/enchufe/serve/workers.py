@@ -21,7 +21,9 @@ Rules:
   and its end, however it comes (``SIGKILL``), stops them too. A stop signal
   (SIGINT, SIGTERM, SIGHUP, SIGQUIT) sent to a worker itself (Ctrl-C reaches the
   whole process group) stops it the same way; the parent then restarts it unless it
-  is stopping too.
+  is stopping too. A stop signal ignored when :func:`run_workers` starts (``nohup``'s
+  SIGHUP, a background job's SIGINT) stays ignored, in the parent and in every worker,
+  as it does in the command without workers (:mod:`enchufe.cli.signals`).
 - **The parent supervises.** SIGINT, SIGTERM, SIGHUP and SIGQUIT stop every worker;
   the parent waits ``stop_timeout`` seconds for them, kills those left with
   ``SIGKILL`` (a second signal does so at once), reaps every one and returns the
@@ -228,14 +230,14 @@ class _Supervisor:
 
     def run(self) -> int:
         previous_handlers: dict[int, signal._HANDLER] = {}
-        previous_wakeup = -1
+        previous_wakeup: int | None = None
         self._wake_read, self._wake_write = os.pipe()
         try:
             os.set_blocking(self._wake_read, False)
             os.set_blocking(self._wake_write, False)
             self._stop_read, self._stop_write = os.pipe()
             previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
-            for signum in STOP_SIGNALS:
+            for signum in _heeded_stop_signals():
                 previous_handlers[signum] = signal.signal(signum, self._on_signal)
             try:
                 for index in range(self._count):
@@ -246,7 +248,7 @@ class _Supervisor:
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
-            if previous_handlers:
+            if previous_wakeup is not None:
                 signal.set_wakeup_fd(previous_wakeup)
             for fd in (self._wake_read, self._wake_write, self._stop_read, self._stop_write):
                 if fd >= 0:
@@ -402,7 +404,7 @@ def _serve_until_stopped(
     done_read, done_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
-    for signum in STOP_SIGNALS:
+    for signum in _heeded_stop_signals():  # the parent's ignored ones, inherited, stay so
         signal.signal(signum, _note_only)  # the wake-up pipe carries it to the stop thread
     signal.pthread_sigmask(signal.SIG_SETMASK, parent_mask)
     watcher = threading.Thread(
@@ -423,6 +425,12 @@ def _serve_until_stopped(
         for fd in (wake_read, done_read):
             os.close(fd)
     return status
+
+
+def _heeded_stop_signals() -> list[int]:
+    """The stop signals this process does not ignore: one ignored when the command
+    started (``nohup``'s SIGHUP) must not stop it."""
+    return [signum for signum in STOP_SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN]
 
 
 def _note_only(signum: int, frame: FrameType | None) -> None:
