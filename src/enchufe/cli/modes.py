@@ -372,8 +372,12 @@ def _accept_one(
                 timeout = DEFAULT_HANDSHAKE_TIMEOUT
                 if deadline is not None:
                     timeout = min(timeout, max(0.0, round(deadline - time.monotonic(), 3)))  # ms: said in -v
-                with env.signals.interruptible():
-                    reason = introduce(conn, balancers, timeout=timeout, access=access)
+                try:
+                    with env.signals.interruptible():
+                        reason = introduce(conn, balancers, timeout=timeout, access=access)
+                except BaseException:  # a signal while the header comes: the socket is ours to close
+                    conn.close()
+                    raise
             if reason is None:
                 return conn
             conn.close()

@@ -333,7 +333,8 @@ class _Supervisor:
             self._stop_write = -1
         if not self._children:
             return
-        self._say(f"stopping {len(self._children)} workers")
+        count = len(self._children)
+        self._say(f"stopping {count} worker{'s' if count > 1 else ''}")
         signals_seen = len(self._signals)
         deadline = time.monotonic() + self._stop_timeout
         while self._children:
