@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import statistics
 import subprocess
@@ -75,7 +76,11 @@ def iperf3(seconds: float, streams: int) -> float:
         ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port],
         ["iperf3", "-c", "127.0.0.1", "-p", port, "-t", str(seconds), "-P", str(streams), "-J"],
     )
-    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+    report = json.loads(out)
+    if "error" in report:  # e.g. the server still busy with the run before: say it, count nothing
+        print(f"iperf3 -P {streams}: {report['error']}", file=sys.stderr)
+        return math.nan
+    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
 def main() -> None:
@@ -90,6 +95,7 @@ def main() -> None:
         for _ in range(args.r):
             ours.append(enchufe(args.t, streams))
             theirs.append(iperf3(args.t, streams))
+        theirs = [value for value in theirs if math.isfinite(value)] or [math.nan]
         print(
             f"- -P {streams}: enchufe-bench {statistics.median(ours):.1f} Gbit/s ({min(ours):.1f} to {max(ours):.1f}),"
             f" iperf3 {statistics.median(theirs):.1f} Gbit/s ({min(theirs):.1f} to {max(theirs):.1f})"

@@ -106,7 +106,11 @@ def cpu_seconds(pid: int) -> float:
 def children(pid: int) -> list[int]:
     """``pid``'s child processes (``/proc/PID/task/*/children``)."""
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # it ended meanwhile (ncat's per-client processes do)
+        return found
+    for task in tasks:
         with contextlib.suppress(FileNotFoundError):
             found += [int(child) for child in (task / "children").read_text().split()]
     return found
