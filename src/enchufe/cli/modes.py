@@ -17,7 +17,7 @@ from enchufe.address import Address, InetAddress, UnixAddress
 from enchufe.cli import status
 from enchufe.cli.config import Config
 from enchufe.cli.output import Messages, SessionLog
-from enchufe.cli.serving import access_predicate, describe_peer, make_room_for, wake_on_signals
+from enchufe.cli.serving import access_predicate, describe_peer, make_room_for, serve_in_worker, wake_on_signals
 from enchufe.cli.signals import SignalHandlers
 from enchufe.errors import CertificateError, ConnectTimeout, NetworkError, TimedOut
 from enchufe.net.connection import Connection
@@ -591,12 +591,7 @@ def _proxy_server(
         if worker is None:
             _serve_until_signal(loop, env, server)
         else:
-            worker.call_on_stop(loop.stop)  # thread-safe, and a stop before run_forever holds
-            server.start()
-            try:
-                loop.run_forever()
-            finally:
-                server.close()
+            serve_in_worker(loop, server, worker)
     return status.SUCCESS  # a signal, raised on leaving its handler
 
 

@@ -309,7 +309,7 @@ def _relay_in_workers(options: _Options, report: Report, count: int) -> int:
     on its own loop, -m its own limit, until told to stop. The parent says each worker's
     start, end and restart with -v, and exits 128+signal, or 2 if workers keep ending."""
     from enchufe.address import InetAddress
-    from enchufe.cli.serving import make_room_for
+    from enchufe.cli.serving import make_room_for, serve_in_worker
     from enchufe.errors import WorkersFailed
     from enchufe.net.listen import reserve_port
     from enchufe.net.loop import EventLoop
@@ -336,12 +336,7 @@ def _relay_in_workers(options: _Options, report: Report, count: int) -> int:
                     listeners = reservation.open_listeners()
                     report.info(f"Worker {worker.index} (pid {worker.pid}) listening.")
                     relay = _make_relay(loop, listeners, options, report, resolver, access, contexts)
-                    worker.call_on_stop(loop.stop)  # thread-safe, and a stop before run_forever holds
-                    relay.start()
-                    try:
-                        loop.run_forever()
-                    finally:
-                        relay.close()
+                    serve_in_worker(loop, relay, worker)
             except OSError as exc:  # NetworkError included
                 report.error(f"worker {worker.index}: {exc}.")
                 raise SystemExit(status.NETWORK_ERROR) from None

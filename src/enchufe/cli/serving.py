@@ -7,7 +7,9 @@
 - :func:`access_predicate`: ``--allow``/``--deny``/``--allowfile``/``--denyfile`` as a
   predicate on peers (:mod:`enchufe.acl`, ncat's syntax), names resolved once, now;
 - :func:`wake_on_signals`: let a loop wake up for a signal whichever thread the kernel
-  delivered it to.
+  delivered it to;
+- :func:`serve_in_worker`: run a server on a loop until a ``--workers`` worker is
+  told to stop.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Protocol
 
     from enchufe.address import Address
     from enchufe.cli.signals import SignalHandlers
     from enchufe.net.loop import EventLoop
+    from enchufe.serve.workers import Worker
 
-__all__ = ["access_predicate", "describe_peer", "make_room_for", "wake_on_signals"]
+    class _LoopServer(Protocol):
+        def start(self) -> object: ...
+        def close(self) -> None: ...
+
+
+__all__ = ["access_predicate", "describe_peer", "make_room_for", "serve_in_worker", "wake_on_signals"]
 
 #: Descriptors the command itself holds beside its clients' (stdio, listeners, the
 #: loop's selector and wake-up pipe, the signal pipe, the input thread's stop pipe).
@@ -113,3 +122,14 @@ def wake_on_signals(loop: EventLoop, signals: SignalHandlers) -> None:
                 os.read(wake_fd, 64)
 
         loop.add_reader(wake_fd, drain)
+
+
+def serve_in_worker(loop: EventLoop, server: _LoopServer, worker: Worker) -> None:
+    """Start ``server`` and run ``loop`` until ``worker`` is told to stop; then close
+    ``server``."""
+    worker.call_on_stop(loop.stop)  # thread-safe, and a stop before run_forever holds
+    server.start()
+    try:
+        loop.run_forever()
+    finally:
+        server.close()
