@@ -528,6 +528,10 @@ def test_every_abbreviation_of_an_ncat_option_means_what_it_meant_before_our_opt
                 assert all(word.strip("'").removeprefix("--") in ENCHUFE_NAMES for word in ours), after
             else:
                 assert after == before, (argv, before, after)
+    # and an abbreviation that means none of ncat's reaches ours
+    assert _resolve(["--py=h.py"], LONG_OPTIONS) == "--py-exec"
+    assert _resolve(["--proxy-p=h"], LONG_OPTIONS) == "--proxy-protocol"
+    assert _resolve(["--wo=2"], LONG_OPTIONS) == "--workers"
 
 
 def test_keep_open_in_tcp_connect_mode() -> None:

@@ -8,8 +8,6 @@ import socket
 
 import pytest
 
-from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
-from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, SHORT_OPTIONS
 from enchufe.serve.policy import DEFAULT_HANDSHAKE_TIMEOUT
 from support.cli_e2e import (
     assert_clean_stderr,
@@ -160,22 +158,3 @@ def test_a_bad_balancer_spec_is_refused_as_allows_are() -> None:
     result = run_enchufe("-l", "-n", "--proxy-protocol", "1.2.3.4/33", "127.0.0.1", "0")
     assert result.returncode == 2
     assert 'error in host specification "1.2.3.4/33"' in result.stderr.decode()
-
-
-def _parse(argv: list[str], long_options: list[str]) -> object:
-    try:
-        return list(gnu_getopt(argv, SHORT_OPTIONS, long_options, identity=LONG_IDENTITY))
-    except GetoptError as exc:
-        return str(exc)
-
-
-def test_no_abbreviation_of_an_ncat_option_changes_meaning() -> None:
-    """--proxy-protocol takes a value, as ncat's --proxy options do: every prefix of
-    every other long option (with a value after it) parses as it did without it."""
-    others = [option for option in LONG_OPTIONS if option != "proxy-protocol="]
-    for option in others:
-        name = option.rstrip("=")
-        for end in range(1, len(name) + 1):
-            for argv in ([f"--{name[:end]}", "value"], [f"--{name[:end]}=value"]):
-                assert _parse(argv, LONG_OPTIONS) == _parse(argv, others), argv
-    assert _parse(["--proxy-p", "h"], LONG_OPTIONS) == [("--proxy-protocol", "h")]

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from enchufe.cli.gnu_getopt import GetoptError, gnu_getopt
-from enchufe.cli.options import LONG_IDENTITY, LONG_OPTIONS, SHORT_OPTIONS
 from support.cli_e2e import (
     TcpServer,
     assert_clean_stderr,
@@ -183,23 +181,3 @@ def test_a_handler_that_cannot_load_fails_before_listening(
     result = run_enchufe("-l", "-v", "127.0.0.1", "0", "--py-exec", spec)
     assert result.returncode == 2
     assert result.stderr.decode() == f"enchufe: Error loading the Python handler: {error}. QUITTING.\n"
-
-
-def _parse(argv: list[str], long_options: list[str]) -> object:
-    try:
-        return list(gnu_getopt(argv, SHORT_OPTIONS, long_options, identity=LONG_IDENTITY))
-    except GetoptError as exc:
-        return str(exc)
-
-
-def test_no_abbreviation_of_an_ncat_option_changes_meaning() -> None:
-    """--py-exec comes after ncat's options: every prefix of every ncat long option
-    (with a value after it, for those that take one) parses as it did without it."""
-    ncat_options = [option for option in LONG_OPTIONS if option != "py-exec="]
-    assert len(ncat_options) == len(LONG_OPTIONS) - 1
-    for option in ncat_options:
-        name = option.rstrip("=")
-        for end in range(1, len(name) + 1):
-            argv = [f"--{name[:end]}", "value"]
-            assert _parse(argv, LONG_OPTIONS) == _parse(argv, ncat_options), argv
-    assert _parse(["--py", "h.py"], LONG_OPTIONS) == [("--py-exec", "h.py")]
